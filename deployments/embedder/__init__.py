@@ -1,0 +1,1 @@
+"""The embedder node: sentence-transformers behind request batching."""

@@ -1,0 +1,59 @@
+"""Text encoders: the interface the Embedder deployment needs, and the real one.
+
+The deployment depends on :class:`Encoder` only, so unit tests inject a small fake and
+the real :class:`SentenceTransformerEncoder` (which imports torch) loads only inside the
+replica.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Protocol, Sequence
+
+import numpy as np
+
+
+class Encoder(Protocol):
+    """Turns texts into fixed-size float32 vectors."""
+
+    dimensions: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Return an array of shape ``(len(texts), dimensions)``, dtype float32."""
+        ...
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens the model would read for ``texts`` (for usage reporting)."""
+        ...
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model loaded from a local path or hub id.
+
+    Args:
+        model_path: Directory (or hub id) of the model.
+        normalize: L2-normalise the vectors so cosine similarity is a dot product.
+        device: torch device; None lets sentence-transformers choose.
+    """
+
+    def __init__(self, model_path: str, *, normalize: bool, device: Optional[str]) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(model_path, device=device)
+        self._normalize = normalize
+        self.dimensions = int(self._model.get_sentence_embedding_dimension())
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=max(len(texts), 1),
+            normalize_embeddings=self._normalize,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        tokenizer = self._model.tokenizer
+        limit = self._model.max_seq_length
+        encoded = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=limit)
+        return sum(len(ids) for ids in encoded["input_ids"])

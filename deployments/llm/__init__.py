@@ -1,0 +1,1 @@
+"""The extractor and reasoner nodes: ``ray.serve.llm`` LLMServer deployments on vLLM."""

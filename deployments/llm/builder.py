@@ -1,0 +1,84 @@
+"""Build the extractor and reasoner as ``ray.serve.llm`` LLMServer deployments.
+
+Ray Serve LLM already runs the vLLM engine, its OpenAI protocol (chat, completions,
+streaming, ``response_format``, tools, reasoning), health checks and engine metrics. This
+module only translates a profile's :class:`~serve.config.LLMSpec` into an ``LLMConfig``,
+keeping two things consistent that users otherwise get wrong by hand: the Ray placement
+(CPU bundles, GPU fraction) and vLLM's own memory share.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from serve.config import LLMSpec
+
+# The LLMServer replica actor itself needs a sliver of CPU; the engine's bundle gets the
+# rest of the profile's num_cpus.
+_REPLICA_ACTOR_CPUS = 0.05
+
+
+def llm_config_dict(spec: LLMSpec, *, device: str, model_path: str) -> dict[str, Any]:
+    """The ``LLMConfig`` (as a dict) for one LLM node.
+
+    Args:
+        spec: The profile's description of the model.
+        device: ``cpu`` or ``gpu``, from the profile.
+        model_path: Resolved weights location (local path or hub id).
+    """
+    engine_kwargs: dict[str, Any] = {
+        "max_model_len": spec.max_model_len,
+        "max_num_seqs": spec.max_num_seqs,
+        **spec.engine_kwargs,
+    }
+    if spec.tool_call_parser:
+        engine_kwargs.setdefault("enable_auto_tool_choice", True)
+        engine_kwargs.setdefault("tool_call_parser", spec.tool_call_parser)
+    if spec.reasoning_parser:
+        engine_kwargs.setdefault("reasoning_parser", spec.reasoning_parser)
+
+    engine_cpus = max(spec.resources.num_cpus - _REPLICA_ACTOR_CPUS, 0.01)
+    if device == "gpu":
+        # vLLM's share of GPU memory is the Ray fraction, so the scheduler's view and
+        # the engine's allocation can never disagree.
+        engine_kwargs.setdefault("gpu_memory_utilization", spec.resources.num_gpus)
+        bundle = {"CPU": engine_cpus, "GPU": spec.resources.num_gpus}
+        accelerator = {"kind": "gpu"}
+    else:
+        bundle = {"CPU": engine_cpus}
+        accelerator = {"kind": "cpu"}
+
+    deployment_config = {
+        **spec.scaling.deployment_options(),
+        "ray_actor_options": {"num_cpus": _REPLICA_ACTOR_CPUS},
+    }
+    config: dict[str, Any] = {
+        "model_loading_config": {"model_id": spec.model_id, "model_source": model_path},
+        "engine_kwargs": engine_kwargs,
+        "accelerator_config": accelerator,
+        "placement_group_config": {"bundles": [bundle], "strategy": "PACK"},
+        "deployment_config": deployment_config,
+    }
+    if spec.env:
+        config["runtime_env"] = {"env_vars": dict(spec.env)}
+    return config
+
+
+def build_llm_node(spec: LLMSpec, *, role: str, device: str, cache_dir: Path):
+    """Bind one LLMServer deployment named after its role.
+
+    Returns:
+        The bound ``Application`` to pass to the ingress.
+    """
+    from ray.serve.llm import LLMConfig, build_llm_deployment
+
+    from deployments.llm.sources import resolve_source
+
+    model_path = resolve_source(spec.source, cache_dir=cache_dir)
+    config = LLMConfig(**llm_config_dict(spec, device=device, model_path=model_path))
+    return build_llm_deployment(
+        config,
+        name_prefix="",
+        override_serve_options={"name": role.capitalize()},
+    )

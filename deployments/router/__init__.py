@@ -1,0 +1,1 @@
+"""The complexity router: decides whether a request needs the reasoner."""

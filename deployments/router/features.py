@@ -1,0 +1,69 @@
+"""What the router looks at: a compact, Ray-free view of a chat request.
+
+The ingress turns each chat body into a :class:`RouteInput` (plain text and a few flags),
+so that routing policies never depend on the OpenAI protocol models and the router
+deployment receives a small payload instead of the whole request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+
+@dataclass(frozen=True)
+class RouteInput:
+    """The parts of a chat request that routing policies use."""
+
+    text: str
+    """System and user text, joined; assistant turns are left out."""
+    last_user_text: str = ""
+    num_messages: int = 0
+    has_tools: bool = False
+    wants_json: bool = False
+    max_tokens: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Iterable):
+        parts = []
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text":
+                parts.append(str(part.get("text", "")))
+        return "\n".join(parts)
+    return str(content)
+
+
+def route_input_from_chat(body: dict[str, Any]) -> RouteInput:
+    """Build a :class:`RouteInput` from an OpenAI chat-completions body (a dict)."""
+    messages = body.get("messages") or []
+    texts: list[str] = []
+    last_user = ""
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        role = message.get("role")
+        if role in ("system", "developer", "user"):
+            text = _content_text(message.get("content"))
+            texts.append(text)
+            if role == "user":
+                last_user = text
+    response_format = body.get("response_format") or {}
+    wants_json = isinstance(response_format, dict) and response_format.get("type") in (
+        "json_schema",
+        "json_object",
+    )
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    return RouteInput(
+        text="\n\n".join(texts),
+        last_user_text=last_user,
+        num_messages=len(messages),
+        has_tools=bool(body.get("tools")),
+        wants_json=wants_json,
+        max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+    )

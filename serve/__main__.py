@@ -1,0 +1,60 @@
+"""Command line: ``python -m serve <command>``.
+
+Commands:
+    checkpoints   build the offline tiny test checkpoints (idempotent)
+    validate      load and validate a profile, print its resource plan
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cmd_checkpoints(args: argparse.Namespace) -> int:
+    from serve.checkpoints import TINY_SPECS, ensure_checkpoint
+    from serve.settings import load_settings
+
+    cache_dir = Path(args.cache_dir) if args.cache_dir else load_settings().cache_dir
+    for name in sorted(TINY_SPECS):
+        print(f"{name}: {ensure_checkpoint(cache_dir, name)}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from serve.config import ProfileError, load_profile
+
+    try:
+        profile = load_profile(args.profile)
+    except ProfileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    plan = {
+        name: {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus}
+        for name, res in profile.resources_by_deployment().items()
+    }
+    print(json.dumps({"profile": profile.name, "device": profile.device, "resources": plan}, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run one command; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m serve", description="local-llm-graph tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("checkpoints", help="build the offline tiny test checkpoints")
+    p.add_argument("--cache-dir", help="defaults to $LLMGRAPH_CACHE_DIR or ~/.cache/local-llm-graph")
+    p.set_defaults(func=_cmd_checkpoints)
+
+    p = sub.add_parser("validate", help="validate a profile and print its resources")
+    p.add_argument("profile", help="profile name (cpu-tiny) or path to a YAML file")
+    p.set_defaults(func=_cmd_validate)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

