@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import numpy as np
+import numpy as np  # noqa: F401 - batch results are arrays
 from ray import serve
 
-from deployments.embedder.encoder import Encoder
+from deployments.embedder.encoder import Encoder, encode_requests
 from serve.config import EmbedderSpec
 
 
@@ -42,17 +42,7 @@ class Embedder:
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01)
     async def _encode_batched(self, requests: list[list[str]]) -> list[np.ndarray]:
-        # One forward pass for every text of every request in the batch, then split back.
-        flat = [text for texts in requests for text in texts]
-        if flat:
-            vectors = self._encoder.encode(flat)
-        else:
-            vectors = np.zeros((0, self._encoder.dimensions), np.float32)
-        out, start = [], 0
-        for texts in requests:
-            out.append(vectors[start : start + len(texts)])
-            start += len(texts)
-        return out
+        return encode_requests(self._encoder, requests)
 
     async def embed(self, texts: list[str]) -> dict[str, Any]:
         """Embed ``texts``; returns ``{"vectors": float32 array, "tokens": int}``."""

@@ -57,3 +57,20 @@ class SentenceTransformerEncoder:
         limit = self._model.max_seq_length
         encoded = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=limit)
         return sum(len(ids) for ids in encoded["input_ids"])
+
+
+def encode_requests(encoder: Encoder, requests: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    """Encode the texts of several requests in one forward pass, then split them back.
+
+    This is what makes request batching pay: concurrent callers share one model call.
+    """
+    flat = [text for texts in requests for text in texts]
+    if flat:
+        vectors = encoder.encode(flat)
+    else:
+        vectors = np.zeros((0, encoder.dimensions), np.float32)
+    out, start = [], 0
+    for texts in requests:
+        out.append(vectors[start : start + len(texts)])
+        start += len(texts)
+    return out

@@ -37,7 +37,7 @@ class RoutingPolicy(Protocol):
 # "CAD 95,000–110,000". A range, not a single figure, is the signal.
 _MONEY = r"(?:[$€£₹¥]|usd|eur|gbp|inr|cad|aud|rs\.?)\s?\d[\d,.]*\s?[km]?"
 _RANGE = re.compile(
-    rf"{_MONEY}\s*(?:-|–|—|to)\s*{_MONEY}|\d[\d,.]*\s?(?:-|–|—|to)\s?\d[\d,.]*\s?(?:lpa|lakhs?|k\b)",
+    rf"{_MONEY}\s*(?:-|–|—|to)\s*(?:{_MONEY}|\d[\d,.]*\s?[km]?\b)|\d[\d,.]*\s?(?:-|–|—|to)\s?\d[\d,.]*\s?(?:lpa|lakhs?|k\b)",
     re.IGNORECASE,
 )
 _EQUITY = re.compile(
@@ -79,7 +79,7 @@ class HeuristicPolicy:
     name: str = "heuristic"
 
     # Weights sum above 1 on purpose: any two strong signals are enough.
-    _W_CUES = 0.35  # per distinct reasoning cue, up to two
+    _W_CUES = 0.35  # per distinct reasoning-cue word, up to two
     _W_LENGTH = 0.3
     _W_RANGE = 0.2
     _W_EQUITY = 0.15
@@ -88,12 +88,16 @@ class HeuristicPolicy:
     def score(self, request: RouteInput) -> PolicyScore:
         text = request.text
         cues = sorted(name for name, rx in _REASONING_CUES.items() if rx.search(text))
+        # Distinct cue words, so "solve this equation" counts twice but "solve" twice once.
+        cue_hits = {
+            match.group(0).lower() for rx in _REASONING_CUES.values() for match in rx.finditer(text)
+        }
         length_ratio = min(len(text) / self.long_context_chars, 1.0)
         has_range = bool(_RANGE.search(text))
         has_equity = bool(_EQUITY.search(text))
         tables = len(_HTML_TABLE.findall(text)) + len(_MD_TABLE_RULE.findall(text))
 
-        score = self._W_CUES * min(len(cues), 2) + self._W_LENGTH * length_ratio
+        score = self._W_CUES * min(len(cue_hits), 2) + self._W_LENGTH * length_ratio
         if has_range:
             score += self._W_RANGE
         if has_equity:
@@ -106,6 +110,7 @@ class HeuristicPolicy:
                 "chars": len(text),
                 "length_ratio": round(length_ratio, 4),
                 "reasoning_cues": cues,
+                "cue_hits": len(cue_hits),
                 "compensation_range": has_range,
                 "equity": has_equity,
                 "tables": tables,

@@ -1,0 +1,38 @@
+"""Shared fixtures: the real graph, deployed once per session, and clients for it."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.support.graph import RunningGraph, start_graph, stop_graph
+
+
+@pytest.fixture(scope="session")
+def graph(tmp_path_factory) -> RunningGraph:
+    """The whole cpu-tiny graph under ``serve run``; fails the suite if it has 5xx'd."""
+    running = start_graph(tmp_path_factory.mktemp("graph"))
+    print(f"\n[graph] ready after {running.ready_after_s:.1f}s at {running.base_url}")
+    yield running
+    stop_graph(running)
+    assert not running.server_errors, f"requests answered 5xx: {running.server_errors}"
+
+
+@pytest.fixture(scope="session")
+def http(graph: RunningGraph) -> httpx.Client:
+    """An httpx client for the graph that records any 5xx answer."""
+    with httpx.Client(
+        base_url=graph.base_url, timeout=120, event_hooks={"response": [graph.record]}
+    ) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def openai_client(graph: RunningGraph):
+    """The official OpenAI client pointed at the graph."""
+    from openai import OpenAI
+
+    hooked = httpx.Client(timeout=120, event_hooks={"response": [graph.record]})
+    client = OpenAI(base_url=graph.api_url, api_key="unused-locally", http_client=hooked, max_retries=0)
+    yield client
+    hooked.close()

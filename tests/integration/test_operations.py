@@ -1,0 +1,59 @@
+"""What an operator sees: health, readiness, the route dry run, serve status, dashboard."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.support.graph import ray_auth_headers
+
+pytestmark = pytest.mark.integration
+
+DEPLOYMENTS = {"Ingress", "Extractor", "Reasoner", "Embedder", "Router", "GpuMonitor"}
+
+
+def test_healthz_and_readyz(http):
+    assert http.get("/healthz").json() == {"status": "ok"}
+    ready = http.get("/readyz")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["status"] == "ready" and body["profile"] == "cpu-tiny"
+    assert set(body["deployments"].values()) == {"ok"}
+    assert body["gpu"]["available"] is False  # no GPU here: the monitor is a no-op
+
+
+def test_route_dry_run_explains_the_decision(http):
+    simple = http.post("/v1/route", json={"model": "auto", "messages": [{"role": "user", "content": "Classify: refund please"}]}).json()
+    assert simple["role"] == "extractor" and simple["policy"] == "heuristic"
+    assert 0 <= simple["score"] < simple["threshold"]
+    hard = http.post("/v1/route", json={"model": "auto", "messages": [{"role": "user", "content": "Prove by induction and solve step by step: sum of first n odd numbers."}]}).json()
+    assert hard["role"] == "reasoner" and hard["score"] >= hard["threshold"]
+    assert {"proof", "step_by_step"} <= set(hard["features"]["reasoning_cues"])
+
+
+def test_serve_status_lists_every_deployment_healthy(graph):
+    serve_bin = Path(sys.executable).parent / "serve"
+    out = subprocess.run(
+        [str(serve_bin), "status", "--address", graph.dashboard_url()],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "RAY_AUTH_MODE": "token"},
+    )
+    assert out.returncode == 0, out.stderr
+    status = yaml.safe_load(out.stdout)
+    app = status["applications"]["llm-graph"]
+    assert app["status"] == "RUNNING"
+    assert {name: d["status"] for name, d in app["deployments"].items()} == {name: "HEALTHY" for name in DEPLOYMENTS}
+
+
+def test_dashboard_serve_api_lists_the_application(graph):
+    response = httpx.get(f"{graph.dashboard_url()}/api/serve/applications/", headers=ray_auth_headers(), timeout=30)
+    assert response.status_code == 200
+    apps = response.json()["applications"]
+    assert "llm-graph" in apps
+    assert set(apps["llm-graph"]["deployments"]) == DEPLOYMENTS

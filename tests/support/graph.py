@@ -1,0 +1,120 @@
+"""Start and stop the real graph with ``serve run``, the way a user does.
+
+The integration and reliability tests share one deployment per test session: it is the
+slowest thing the suite does (two vLLM engines on 2 cores), and every test talks to it
+over HTTP only, so sharing it costs no isolation that matters.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+_DASHBOARD_RE = re.compile(r"View the dashboard at \S*?(http://127\.0\.0\.1:\d+)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningGraph:
+    """A ``serve run`` process and how to reach it."""
+
+    process: subprocess.Popen
+    base_url: str
+    log_path: Path
+    ready_after_s: float
+    server_errors: list[str] = field(default_factory=list)
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base_url}/v1"
+
+    def log_tail(self, lines: int = 80) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def dashboard_url(self) -> str:
+        match = _DASHBOARD_RE.search(self.log_path.read_text(errors="replace"))
+        if not match:
+            raise RuntimeError("serve run did not print a dashboard address")
+        return match.group(1)
+
+    def record(self, response: httpx.Response) -> None:
+        """httpx response hook: remember every 5xx the suite ever receives."""
+        if response.status_code >= 500:
+            self.server_errors.append(f"{response.request.method} {response.request.url} -> {response.status_code}")
+
+
+def start_graph(workdir: Path, *, profile: str = "cpu-tiny", timeout_s: float = 420, env: dict | None = None) -> RunningGraph:
+    """Run ``serve run`` on a copy of serve_config.yaml that listens on a free port."""
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    port = free_port()
+    config["http_options"]["port"] = port
+    config["applications"][0]["args"]["profile"] = profile
+    config_path = workdir / "serve_config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    log_path = workdir / "serve.log"
+
+    run_env = {**os.environ, "RAY_ADDRESS": "local", **(env or {})}
+    serve_bin = Path(sys.executable).parent / "serve"
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(serve_bin), "run", str(config_path)],
+            cwd=ROOT, env=run_env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+            # A parent started in the background may ignore SIGINT, and the child would
+            # inherit that; serve run shuts down cleanly only on SIGINT.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+    graph = RunningGraph(process=process, base_url=f"http://127.0.0.1:{port}", log_path=log_path, ready_after_s=0.0)
+    deadline = started + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve run exited with {process.returncode}:\n{graph.log_tail()}")
+        try:
+            if httpx.get(f"{graph.base_url}/readyz", timeout=10).status_code == 200:
+                graph.ready_after_s = time.monotonic() - started
+                return graph
+        except httpx.HTTPError:
+            pass
+        time.sleep(3)
+    stop_graph(graph)
+    raise RuntimeError(f"graph not ready after {timeout_s}s:\n{graph.log_tail()}")
+
+
+def stop_graph(graph: RunningGraph, *, grace_s: float = 90) -> None:
+    """Ctrl-C ``serve run`` (it shuts Serve and its Ray down), then make sure."""
+    if graph.process.poll() is None:
+        graph.process.send_signal(signal.SIGINT)
+        try:
+            graph.process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(graph.process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    graph.process.wait(10)
+
+
+def ray_auth_headers() -> dict[str, str]:
+    """The bearer token Ray's dashboard requires (token auth is on by default)."""
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    token = os.environ.get("RAY_AUTH_TOKEN") or (path.read_text().strip() if path.exists() else "")
+    return {"Authorization": f"Bearer {token}"} if token else {}

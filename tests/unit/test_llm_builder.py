@@ -1,0 +1,50 @@
+"""The profile -> LLMConfig translation: placement, memory share, parsers."""
+
+from __future__ import annotations
+
+import pytest
+
+from deployments.llm.builder import llm_config_dict
+from serve.config import load_profile
+
+
+def test_cpu_config_places_fractional_cpu_bundle_and_no_gpu():
+    spec = load_profile("cpu-tiny").extractor
+    config = llm_config_dict(spec, device="cpu", model_path="/tmp/model")
+    bundle = config["placement_group_config"]["bundles"][0]
+    assert set(bundle) == {"CPU"}
+    replica = config["deployment_config"]["ray_actor_options"]["num_cpus"]
+    assert bundle["CPU"] + replica == pytest.approx(spec.resources.num_cpus)
+    assert config["accelerator_config"] == {"kind": "cpu"}
+    assert "gpu_memory_utilization" not in config["engine_kwargs"]
+    assert config["runtime_env"]["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] == "1"
+
+
+def test_gpu_memory_share_equals_ray_fraction():
+    profile = load_profile("gpu-16gb")
+    for spec in (profile.extractor, profile.reasoner):
+        config = llm_config_dict(spec, device="gpu", model_path=spec.source)
+        assert config["engine_kwargs"]["gpu_memory_utilization"] == spec.resources.num_gpus
+        assert config["placement_group_config"]["bundles"][0]["GPU"] == spec.resources.num_gpus
+
+
+def test_parsers_and_limits_reach_the_engine():
+    profile = load_profile("cpu-tiny")
+    reasoner = llm_config_dict(profile.reasoner, device="cpu", model_path="/m")["engine_kwargs"]
+    assert reasoner["reasoning_parser"] == "qwen3"
+    assert reasoner["enable_auto_tool_choice"] is True and reasoner["tool_call_parser"] == "hermes"
+    assert reasoner["max_model_len"] == profile.reasoner.max_model_len
+    extractor = llm_config_dict(profile.extractor, device="cpu", model_path="/m")["engine_kwargs"]
+    assert "reasoning_parser" not in extractor
+    assert extractor["structured_outputs_config"]["disable_any_whitespace"] is True
+
+
+def test_config_is_accepted_by_ray_serve_llm():
+    from ray.serve.llm import LLMConfig
+
+    spec = load_profile("cpu-tiny").reasoner
+    config = LLMConfig(**llm_config_dict(spec, device="cpu", model_path="/m"))
+    assert config.model_id == spec.model_id
+    engine = config.get_engine_config()
+    assert engine.frontend_kwargs["tool_call_parser"] == "hermes"
+    assert engine.engine_kwargs["reasoning_parser"] == "qwen3"
