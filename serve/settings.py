@@ -34,11 +34,6 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest accepted request body; larger bodies get 413.",
     )
-    request_timeout_s: float = Field(
-        default=300.0,
-        gt=0,
-        description="Server-side limit for one LLM request before it answers 408.",
-    )
     readiness_timeout_s: float = Field(
         default=5.0,
         gt=0,
