@@ -62,6 +62,10 @@ def llm_config_dict(spec: LLMSpec, *, device: str, model_path: str) -> dict[str,
     }
     if spec.env:
         config["runtime_env"] = {"env_vars": dict(spec.env)}
+    if Path(model_path).is_dir():
+        config["callback_config"] = {
+            "callback_class": "deployments.llm.callbacks.LocalWeightsCallback"
+        }
     return config
 
 

@@ -48,3 +48,23 @@ def test_config_is_accepted_by_ray_serve_llm():
     engine = config.get_engine_config()
     assert engine.frontend_kwargs["tool_call_parser"] == "hermes"
     assert engine.engine_kwargs["reasoning_parser"] == "qwen3"
+
+
+def test_local_weights_skip_the_download_step(tmp_path):
+    spec = load_profile("cpu-tiny").extractor
+    local = llm_config_dict(spec, device="cpu", model_path=str(tmp_path))
+    assert local["callback_config"]["callback_class"].endswith("LocalWeightsCallback")
+    hub = llm_config_dict(load_profile("gpu-16gb").extractor, device="gpu", model_path="Qwen/Qwen3-8B-AWQ")
+    assert "callback_config" not in hub
+
+
+def test_local_weights_callback_turns_node_init_off():
+    import asyncio
+
+    from ray.serve.llm import LLMConfig
+
+    spec = load_profile("cpu-tiny").extractor
+    config = LLMConfig(**llm_config_dict(spec, device="cpu", model_path="/"))
+    callback = config.get_or_create_callback()
+    asyncio.run(callback.run_callback("on_before_node_init"))
+    assert callback.ctx.run_init_node is False
