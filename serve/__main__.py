@@ -3,6 +3,7 @@
 Commands:
     checkpoints   build the offline tiny test checkpoints (idempotent)
     validate      load and validate a profile, print its resource plan
+    render-k8s    write the KubeRay manifests in k8s/ from a profile
 """
 
 from __future__ import annotations
@@ -39,6 +40,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_render_k8s(args: argparse.Namespace) -> int:
+    from serve.config import PROJECT_ROOT, ProfileError
+    from serve.k8s import render, write
+
+    try:
+        files = render(args.profile, image=args.image)
+    except ProfileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else PROJECT_ROOT / "k8s"
+    for path in write(files, out):
+        print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run one command; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m serve", description="local-llm-graph tools")
@@ -51,6 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("validate", help="validate a profile and print its resources")
     p.add_argument("profile", help="profile name (cpu-tiny) or path to a YAML file")
     p.set_defaults(func=_cmd_validate)
+
+    from serve.k8s import DEFAULT_IMAGE, DEFAULT_PROFILE
+
+    p = sub.add_parser("render-k8s", help="write KubeRay manifests (k8s/) from a profile")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help="profile for k8s/base")
+    p.add_argument("--image", default=DEFAULT_IMAGE, help="container image with the project")
+    p.add_argument("--out", help="output directory (default: k8s/ in the project)")
+    p.set_defaults(func=_cmd_render_k8s)
 
     args = parser.parse_args(argv)
     return args.func(args)

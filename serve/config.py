@@ -152,6 +152,20 @@ class IngressSpec(_Strict):
     scaling: Scaling = Field(default_factory=lambda: Scaling(max_ongoing_requests=256))
 
 
+class ClusterSpec(_Strict):
+    """How the profile maps onto a KubeRay cluster (``python -m serve render-k8s``)."""
+
+    worker_cpus: int = Field(8, ge=1, description="CPU request of the GPU worker pod.")
+    worker_memory_gib: int = Field(32, ge=1, description="Memory of the GPU worker pod.")
+    worker_gpus: int = Field(1, ge=0, description="GPUs per worker pod (nvidia.com/gpu).")
+    head_cpus: int = Field(2, ge=1, description="CPU of the head pod (runs no replicas).")
+    head_memory_gib: int = Field(8, ge=1, description="Memory of the head pod.")
+    gpu_node_selector: dict[str, str] = Field(
+        default_factory=dict, description="nodeSelector for the GPU worker pods."
+    )
+    model_cache_gib: int = Field(100, ge=1, description="Size of the model cache volume.")
+
+
 class Profile(_Strict):
     """A whole deployment profile (one YAML file in configs/)."""
 
@@ -167,6 +181,7 @@ class Profile(_Strict):
     router: RouterSpec = Field(default_factory=RouterSpec)
     monitor: MonitorSpec = Field(default_factory=MonitorSpec)
     ingress: IngressSpec = Field(default_factory=IngressSpec)
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec)
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "Profile":
