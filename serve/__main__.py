@@ -3,6 +3,7 @@
 Commands:
     checkpoints   build the offline tiny test checkpoints (idempotent)
     validate      load and validate a profile, print its resource plan
+    plan          print a GPU profile's memory plan (refuses one that does not fit)
     render-k8s    write the KubeRay manifests in k8s/ from a profile
 """
 
@@ -40,6 +41,22 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from serve.config import Profile, ProfileError, load_profile
+    from serve.planner import build_plan
+
+    try:
+        profile: Profile = load_profile(args.profile)
+    except ProfileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if profile.device != "gpu":
+        print(f"profile {profile.name!r} runs on the CPU: there is no GPU memory to plan")
+        return 0
+    print(build_plan(profile).table())
+    return 0
+
+
 def _cmd_render_k8s(args: argparse.Namespace) -> int:
     from serve.config import PROJECT_ROOT, ProfileError
     from serve.k8s import render, write
@@ -67,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("validate", help="validate a profile and print its resources")
     p.add_argument("profile", help="profile name (cpu-tiny) or path to a YAML file")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("plan", help="print a GPU profile's memory plan")
+    p.add_argument("profile", help="profile name (gpu-16gb) or path (configs/gpu-16gb.yaml)")
+    p.set_defaults(func=_cmd_plan)
 
     from serve.k8s import DEFAULT_IMAGE, DEFAULT_PROFILE
 

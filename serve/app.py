@@ -73,7 +73,10 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     )
     monitor = serve.deployment(
         GpuMonitor, name="GpuMonitor", num_replicas=1, **_options(profile.monitor.resources)
-    ).bind(profile.monitor)
+    ).bind(
+        profile.monitor,
+        str(settings.gpu_telemetry_file) if settings.gpu_telemetry_file else None,
+    )
     ingress_cls = make_ingress_class(settings)
     return serve.deployment(
         ingress_cls, name="Ingress", **_options(profile.ingress.resources, profile.ingress.scaling)

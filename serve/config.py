@@ -77,6 +77,20 @@ class LLMSpec(_Strict):
     reasoning_parser: Optional[str] = Field(
         None, description="vLLM reasoning parser that splits thinking from the answer."
     )
+    model_facts: Optional[str] = Field(
+        None, description="Architecture facts in configs/models/<name>.json (GPU plan)."
+    )
+    kv_full_length_seqs: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Full-length (max_model_len) sequences the KV cache must hold at once; "
+            "max_num_seqs still caps shorter concurrent sequences."
+        ),
+    )
+    runtime_overhead_gib: float = Field(
+        1.0, ge=0, description="GPU memory the engine uses beyond weights and KV cache."
+    )
     resources: Resources = Field(default_factory=Resources)
     scaling: Scaling = Field(default_factory=Scaling)
     engine_kwargs: dict[str, Any] = Field(
@@ -85,6 +99,13 @@ class LLMSpec(_Strict):
     )
     env: dict[str, str] = Field(
         default_factory=dict, description="Environment variables for the engine."
+    )
+    default_chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "chat_template_kwargs applied when a request sets none, e.g. "
+            "{enable_thinking: false} to keep a hybrid Qwen3 model out of thinking mode."
+        ),
     )
 
     @property
@@ -118,6 +139,12 @@ class EmbedderSpec(_Strict):
         32_000, ge=1, description="Longest single text accepted for embedding."
     )
     device: Optional[str] = Field(None, description="torch device; null picks one.")
+    model_facts: Optional[str] = Field(
+        None, description="Architecture facts in configs/models/<name>.json (GPU plan)."
+    )
+    runtime_overhead_gib: float = Field(
+        0.4, ge=0, description="GPU memory beyond the weights (activations, context)."
+    )
     resources: Resources = Field(default_factory=Resources)
     scaling: Scaling = Field(default_factory=Scaling)
 
@@ -138,10 +165,35 @@ class RouterSpec(_Strict):
     scaling: Scaling = Field(default_factory=Scaling)
 
 
+class ThermalSpec(_Strict):
+    """Thermal-aware admission thresholds (hottest GPU, degrees Celsius)."""
+
+    soft_limit_c: float = Field(
+        83.0, description="At or above: auto traffic leaves the reasoner, concurrency drops."
+    )
+    hard_limit_c: float = Field(
+        90.0, description="At or above: new LLM/embedding requests get 429 + Retry-After."
+    )
+    hysteresis_c: float = Field(
+        5.0, ge=0, description="A level is left only this far below its threshold."
+    )
+    retry_after_s: int = Field(10, ge=1, description="Retry-After sent with shed requests.")
+    soft_max_concurrent: int = Field(
+        4, ge=1, description="In-flight LLM requests per ingress replica while soft."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ThermalSpec":
+        if self.hard_limit_c <= self.soft_limit_c:
+            raise ValueError("hard_limit_c must be above soft_limit_c")
+        return self
+
+
 class MonitorSpec(_Strict):
     """The NVML GPU monitor."""
 
     poll_interval_s: float = Field(2.0, gt=0, description="Seconds between polls.")
+    thermal: ThermalSpec = Field(default_factory=ThermalSpec)
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0.05))
 
 
@@ -175,6 +227,9 @@ class Profile(_Strict):
     gpu_memory_gib: Optional[float] = Field(
         None, gt=0, description="Memory of the one GPU the profile is sized for."
     )
+    gpu_headroom_gib: float = Field(
+        0.5, ge=0, description="GPU memory left to nobody (display, other processes)."
+    )
     extractor: LLMSpec = Field(description="The fast structured-extraction model.")
     reasoner: LLMSpec = Field(description="The thinking model for hard requests.")
     embedder: EmbedderSpec
@@ -206,7 +261,26 @@ class Profile(_Strict):
                 )
             if self.gpu_memory_gib is None:
                 raise ValueError("gpu profiles must set gpu_memory_gib")
+            self._check_gpu_plan()
         return self
+
+    def _check_gpu_plan(self) -> None:
+        from serve.planner import build_plan
+
+        missing = [
+            node
+            for node, facts in (
+                ("extractor", self.extractor.model_facts),
+                ("reasoner", self.reasoner.model_facts),
+                ("embedder", self.embedder.model_facts if self.embedder.resources.num_gpus else "-"),
+            )
+            if not facts
+        ]
+        if missing:
+            raise ValueError(f"gpu profiles must set model_facts for {missing}")
+        plan = build_plan(self)
+        if plan.problems():
+            raise ValueError("the GPU plan does not fit:\n" + plan.table())
 
     def resources_by_deployment(self) -> dict[str, Resources]:
         """Per-replica resources of every node, by node name."""

@@ -87,6 +87,10 @@ class Unprocessable(GraphError):
     status_code = 422
 
 
+class RateLimited(GraphError):
+    status_code = 429
+
+
 class Unavailable(GraphError):
     status_code = 503
 

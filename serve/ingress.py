@@ -22,9 +22,10 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 
+from deployments.monitor.thermal import shed_reason
 from deployments.router.features import RouteInput, route_input_from_chat
 from serve.config import AUTO_MODEL_ID, LLMSpec, Profile
-from serve.errors import BadRequest, NotFound, install_error_handlers
+from serve.errors import BadRequest, NotFound, RateLimited, install_error_handlers
 from serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware
 from serve.protocol import (
     EmbeddingItem,
@@ -137,6 +138,9 @@ class Ingress(OpenAiIngress):
         self._embedder = embedder
         self._router = router
         self._monitor = monitor
+        self._thermal: dict[str, Any] = {"level": "normal", "temperature_c": None}
+        self._thermal_task: Optional[asyncio.Task] = None
+        self._llm_in_flight = 0
         self._health_targets = {
             "extractor": extractor,
             "reasoner": reasoner,
@@ -156,12 +160,72 @@ class Ingress(OpenAiIngress):
         listing.data = [self._extra_cards[AUTO_MODEL_ID], *listing.data, self._extra_cards[self._profile.embedder.model_id]]
         return listing
 
+    # -------------------------------------------------------------- admission
+    def _watch_thermal(self) -> None:
+        """Keep a local copy of the monitor's thermal level (no per-request hop)."""
+        if self._thermal_task is None:
+            self._thermal_task = asyncio.get_running_loop().create_task(self._thermal_loop())
+
+    async def _thermal_loop(self) -> None:
+        interval = min(self._profile.monitor.poll_interval_s, 1.0)
+        while True:
+            try:
+                self._thermal = await self._monitor.admission.remote()
+            except Exception as exc:  # noqa: BLE001 - keep the last known level
+                logger.warning("thermal state unavailable: %r", exc)
+            await asyncio.sleep(interval)
+
+    def _admit(self, *, llm: bool) -> None:
+        """Thermal admission: 429 + Retry-After when the GPU is too hot for this request."""
+        self._watch_thermal()
+        thermal = self._profile.monitor.thermal
+        refusal = shed_reason(
+            self._thermal["level"], self._thermal.get("temperature_c"),
+            llm=llm, in_flight=self._llm_in_flight, spec=thermal,
+        )
+        if refusal:
+            message, code = refusal
+            raise RateLimited(message, code=code, headers={"Retry-After": str(thermal.retry_after_s)})
+
+    async def _forward_llm(self, body: Any, call_method: str, request: Request) -> Response:
+        """Forward to the LLM, counting in-flight requests until the last byte is sent."""
+        self._llm_in_flight += 1
+        try:
+            response = await self._process_llm_request(body, call_method=call_method, raw_request=request)
+        except BaseException:
+            self._llm_in_flight -= 1
+            raise
+        iterator = getattr(response, "body_iterator", None)
+        if iterator is None:
+            self._llm_in_flight -= 1
+            return response
+
+        async def counted():
+            try:
+                async for chunk in iterator:
+                    yield chunk
+            finally:
+                self._llm_in_flight -= 1
+
+        response.body_iterator = counted()
+        return response
+
     # ---------------------------------------------------------------- routing
     async def _resolve(self, requested: Optional[str], route_input: RouteInput) -> RouteResponse:
         """Pick the LLM for a request: the router for ``auto``, else the named model."""
         if requested in (None, "", AUTO_MODEL_ID):
-            decision = await self._router.decide.remote(route_input)
-            return RouteResponse(**decision)
+            self._watch_thermal()
+            decision = RouteResponse(**await self._router.decide.remote(route_input))
+            level = self._thermal["level"]
+            decision.features["thermal_level"] = level
+            if decision.role == "reasoner" and level != "normal":
+                # A hot GPU keeps auto traffic on the cheaper model.
+                decision.role, decision.target = "extractor", self._profile.extractor.model_id
+                decision.reason = (
+                    f"thermal: GPU at {self._thermal['temperature_c']:.0f}°C ({level} limit); "
+                    f"router wanted the reasoner ({decision.reason})"
+                )
+            return decision
         if requested in self._llm_specs:
             role, _ = self._llm_specs[requested]
             return RouteResponse(
@@ -201,20 +265,25 @@ class Ingress(OpenAiIngress):
 
     async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
         """OpenAI chat completions, with ``model: "auto"`` routed."""
+        self._admit(llm=True)
         decision = await self._resolve(body.model, route_input_from_chat(body.model_dump(include={"messages", "tools", "response_format", "max_tokens", "max_completion_tokens"})))
         self._apply_token_limit(body, decision.target)
+        _, spec = self._llm_specs[decision.target]
+        if spec.default_chat_template_kwargs and not body.chat_template_kwargs:
+            body.chat_template_kwargs = dict(spec.default_chat_template_kwargs)
         body.model = decision.target
-        response = await self._process_llm_request(body, call_method="chat", raw_request=request)
+        response = await self._forward_llm(body, "chat", request)
         return self._with_route_headers(response, decision)
 
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
         """OpenAI text completions, with ``model: "auto"`` routed on the prompt."""
+        self._admit(llm=True)
         prompt = body.prompt
         text = prompt if isinstance(prompt, str) else " ".join(p for p in prompt if isinstance(p, str)) if isinstance(prompt, list) else ""
         decision = await self._resolve(body.model, RouteInput(text=text, last_user_text=text, max_tokens=body.max_tokens))
         self._apply_token_limit(body, decision.target)
         body.model = decision.target
-        response = await self._process_llm_request(body, call_method="completions", raw_request=request)
+        response = await self._forward_llm(body, "completions", request)
         return self._with_route_headers(response, decision)
 
     async def route(self, body: ChatCompletionRequest, request: Request) -> RouteResponse:
@@ -224,6 +293,7 @@ class Ingress(OpenAiIngress):
     # ------------------------------------------------------------- embeddings
     async def embeddings(self, body: EmbeddingsRequest, request: Request) -> EmbeddingsResponse:
         """OpenAI embeddings from the sentence-transformers embedder."""
+        self._admit(llm=False)
         spec = self._profile.embedder
         if body.model not in (spec.model_id, AUTO_MODEL_ID):
             if body.model in self._llm_specs:

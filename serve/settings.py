@@ -8,6 +8,7 @@ variables that all start with ``LLMGRAPH_``. This is the only module that reads 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,13 @@ class Settings(BaseSettings):
         default=2 * 1024 * 1024,
         gt=0,
         description="Largest accepted request body; larger bodies get 413.",
+    )
+    gpu_telemetry_file: Optional[Path] = Field(
+        default=None,
+        description=(
+            "Read GPU samples from this JSON file instead of NVML: for simulations, "
+            "demos and tests of the thermal admission without a hot GPU."
+        ),
     )
     readiness_timeout_s: float = Field(
         default=5.0,

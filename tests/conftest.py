@@ -10,8 +10,15 @@ from tests.support.graph import RunningGraph, start_graph, stop_graph
 
 @pytest.fixture(scope="session")
 def graph(tmp_path_factory) -> RunningGraph:
-    """The whole cpu-tiny graph under ``serve run``; fails the suite if it has 5xx'd."""
-    running = start_graph(tmp_path_factory.mktemp("graph"))
+    """The whole cpu-tiny graph under ``serve run``; fails the suite if it has 5xx'd.
+
+    The GPU monitor reads a telemetry file instead of NVML (there is no GPU here); the
+    file is absent, so the graph sees no GPU until a test writes simulated samples.
+    """
+    workdir = tmp_path_factory.mktemp("graph")
+    gpu_file = workdir / "gpu-telemetry.json"
+    running = start_graph(workdir, env={"LLMGRAPH_GPU_TELEMETRY_FILE": str(gpu_file)})
+    running.gpu_file = gpu_file
     print(f"\n[graph] ready after {running.ready_after_s:.1f}s at {running.base_url}")
     yield running
     stop_graph(running)

@@ -81,8 +81,14 @@ def build_llm_node(spec: LLMSpec, *, role: str, device: str, cache_dir: Path):
 
     model_path = resolve_source(spec.source, cache_dir=cache_dir)
     config = LLMConfig(**llm_config_dict(spec, device=device, model_path=model_path))
+    deployment_cls = None
+    if device == "gpu":
+        from deployments.llm.safe_start import make_serialized_server_cls
+
+        deployment_cls = make_serialized_server_cls()
     return build_llm_deployment(
         config,
         name_prefix="",
         override_serve_options={"name": role.capitalize()},
+        deployment_cls=deployment_cls,
     )

@@ -109,3 +109,32 @@ class NvmlReader:
                 )
             )
         return samples
+
+
+class FileGpuReader:
+    """Reads GPU samples from a JSON file ``{"gpus": [{GpuSample fields}...]}``.
+
+    A stand-in for NVML that an operator (or a test) controls: simulate a hot GPU and
+    watch the graph degrade and recover. A missing file means no GPUs right now.
+    """
+
+    available = True
+
+    def __init__(self, path) -> None:
+        from pathlib import Path
+
+        self._path = Path(path)
+
+    def read(self) -> list[GpuSample]:
+        import json
+
+        try:
+            raw = json.loads(self._path.read_text())
+        except FileNotFoundError:
+            return []
+        samples = []
+        for item in raw.get("gpus", []):
+            item = dict(item)
+            item["throttle_reasons"] = tuple(item.get("throttle_reasons", ()))
+            samples.append(GpuSample(**item))
+        return samples

@@ -25,7 +25,9 @@ def test_healthz_and_readyz(http):
     body = ready.json()
     assert body["status"] == "ready" and body["profile"] == "cpu-tiny"
     assert set(body["deployments"].values()) == {"ok"}
-    assert body["gpu"]["available"] is False  # no GPU here: the monitor is a no-op
+    # No GPU here (and no simulated samples yet): nothing to watch, admission is normal.
+    assert body["gpu"]["gpus"] == []
+    assert body["gpu"]["thermal"]["level"] == "normal"
 
 
 def test_route_dry_run_explains_the_decision(http):

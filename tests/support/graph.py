@@ -39,6 +39,7 @@ class RunningGraph:
     log_path: Path
     ready_after_s: float
     server_errors: list[str] = field(default_factory=list)
+    gpu_file: Path | None = None
 
     @property
     def api_url(self) -> str:
