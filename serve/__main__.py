@@ -5,6 +5,7 @@ Commands:
     validate      load and validate a profile, print its resource plan
     plan          print a GPU profile's memory plan (refuses one that does not fit)
     render-k8s    write the KubeRay manifests in k8s/ from a profile
+    bench load    open-loop load sweep (or soak) against the running graph
 """
 
 from __future__ import annotations
@@ -96,6 +97,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image", default=DEFAULT_IMAGE, help="container image with the project")
     p.add_argument("--out", help="output directory (default: k8s/ in the project)")
     p.set_defaults(func=_cmd_render_k8s)
+
+    bench = sub.add_parser("bench", help="benchmarks (JSON + PNG)")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    p = bench_sub.add_parser("load", help="open-loop Poisson load sweep on loopback")
+    p.add_argument("--url", default="http://127.0.0.1:8000")
+    p.add_argument("--api-key", default=None)
+    p.add_argument("--models", type=lambda s: s.split(","), default=["auto", "qwen3-tiny-extractor"],
+                   help="comma-separated; each rate runs every model, interleaved")
+    p.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[0.5, 1, 2, 4, 8],
+                   help="offered requests/s, comma-separated")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds per (model, rate)")
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--slo", type=float, default=10.0, help="latency (s) a request must meet to count as goodput")
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--max-connections", type=int, default=256)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--soak", type=float, default=0.0, help="soak mode: hold the first rate this many seconds")
+    p.add_argument("--out", default="bench-results")
+    p.set_defaults(func=lambda a: __import__("serve.bench.load", fromlist=["run"]).run(a))
 
     args = parser.parse_args(argv)
     return args.func(args)

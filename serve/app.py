@@ -85,5 +85,12 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
 
 def build_app(args: dict[str, Any]):
     """Ray Serve application builder (``import_path: serve.app:build_app``)."""
+    from serve.exposure import exposure_problem, serve_http_host
+
     parsed = AppArgs.model_validate(args or {})
-    return build_graph(load_profile(parsed.profile))
+    profile = load_profile(parsed.profile)
+    settings = load_settings()
+    problem = exposure_problem(serve_http_host(), settings)
+    if problem:
+        raise RuntimeError(f"refusing to start: {problem}")
+    return build_graph(profile, settings)

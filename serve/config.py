@@ -41,13 +41,34 @@ class Scaling(_Strict):
     max_ongoing_requests: int = Field(
         32, ge=1, description="Requests one replica works on at once; more queue."
     )
+    max_queued_requests: int = Field(
+        -1,
+        ge=-1,
+        description=(
+            "Requests that may wait for a replica; beyond that callers get 429 with "
+            "Retry-After (backpressure). -1 means no limit."
+        ),
+    )
+    retry_after_s: int = Field(2, ge=1, description="Retry-After sent on backpressure.")
+    health_check_period_s: float = Field(
+        2.0, gt=0, description="How often Serve checks each replica (a dead one is replaced)."
+    )
     autoscaling: Optional[dict[str, Any]] = Field(
         None, description="A Ray Serve autoscaling_config; replaces num_replicas."
     )
 
     def deployment_options(self) -> dict[str, Any]:
         """The Serve deployment options this scaling block stands for."""
-        options: dict[str, Any] = {"max_ongoing_requests": self.max_ongoing_requests}
+        options: dict[str, Any] = {
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "health_check_period_s": self.health_check_period_s,
+        }
+        if self.max_queued_requests >= 0:
+            options["max_queued_requests"] = self.max_queued_requests
+            options["backpressure_config"] = {
+                "status_code": 429,
+                "retry_after_s": self.retry_after_s,
+            }
         if self.autoscaling:
             options["autoscaling_config"] = dict(self.autoscaling)
         else:
@@ -71,6 +92,7 @@ class LLMSpec(_Strict):
     max_tokens_limit: int = Field(
         2048, ge=1, description="Largest max_tokens a request may ask for."
     )
+    max_n: int = Field(4, ge=1, description="Largest `n` (choices per request).")
     tool_call_parser: Optional[str] = Field(
         "hermes", description="vLLM tool-call parser; null disables tool calling."
     )

@@ -8,9 +8,11 @@ log gets the detail. Client errors (4xx) are logged as warnings, 5xx as errors.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import re
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -95,6 +97,32 @@ class Unavailable(GraphError):
     status_code = 503
 
 
+@contextlib.contextmanager
+def serve_errors_as_http() -> Iterator[None]:
+    """Turn Ray Serve's handle errors into the application's typed errors.
+
+    Ray Serve installs its own plain-text handlers for these two exceptions on every
+    ingress app, so they must be translated where the handle is called, not in a
+    FastAPI exception handler.
+    """
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    try:
+        yield
+    except BackPressureError as exc:
+        headers = {}
+        if exc.retry_after_s is not None:
+            headers["Retry-After"] = str(max(math.ceil(exc.retry_after_s), 1))
+        raise RateLimited(
+            "the server is busy: too many requests are queued; retry later",
+            code="overloaded", headers=headers,
+        ) from None
+    except DeploymentUnavailableError:
+        raise Unavailable(
+            "a deployment is not available", code="service_unavailable", headers={"Retry-After": "5"}
+        ) from None
+
+
 def error_body(
     status: int, message: str, *, param: Optional[str] = None, code: Optional[str] = None
 ) -> dict[str, Any]:
@@ -132,8 +160,11 @@ def error_response(request: Request, status: int, message: str, *, param=None, c
             "request %s %s failed with %s: %s",
             request_id, request.url.path, status, message, exc_info=exc,
         )
-        message = f"The server could not complete the request (request id {request_id})."
-        code = code if status == 503 else "internal_error"
+        if status == 503:
+            message = f"The service is temporarily unavailable (request id {request_id}); retry later."
+        else:
+            message = f"The server could not complete the request (request id {request_id})."
+            code = "internal_error"
     else:
         logger.warning("request %s %s -> %s: %s", request_id, request.url.path, status, message)
     return JSONResponse(
@@ -182,6 +213,27 @@ def install_error_handlers(app: FastAPI) -> None:
         # pass only the client-safe part of the message.
         status = int(exc.status_code)
         return error_response(request, status, client_message(exc.message), exc=exc)
+
+    from ray.exceptions import RayActorError
+
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:  # pragma: no cover - vllm is part of both install profiles
+        VLLMClientError = None
+
+    if VLLMClientError is not None:
+
+        @app.exception_handler(VLLMClientError)
+        async def _engine_validation(request: Request, exc: Exception):
+            # vLLM's request validation raised while preparing the request: a client error.
+            message = exc.args[0] if exc.args else str(exc)
+            return error_response(request, 400, client_message(message), param=getattr(exc, "parameter", None))
+
+    @app.exception_handler(RayActorError)
+    async def _replica_died(request: Request, exc: RayActorError):
+        # The replica serving this request died (crash, OOM, kill). Serve restarts it
+        # through health checks; the request itself is safe to retry.
+        return error_response(request, 503, repr(exc), code="service_unavailable", headers={"Retry-After": "5"}, exc=exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

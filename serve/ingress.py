@@ -25,7 +25,14 @@ from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionReq
 from deployments.monitor.thermal import shed_reason
 from deployments.router.features import RouteInput, route_input_from_chat
 from serve.config import AUTO_MODEL_ID, LLMSpec, Profile
-from serve.errors import BadRequest, NotFound, RateLimited, install_error_handlers
+from serve.errors import (
+    BadRequest,
+    NotFound,
+    RateLimited,
+    install_error_handlers,
+    serve_errors_as_http,
+)
+from serve.limits import apply_generation_limits
 from serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware
 from serve.protocol import (
     EmbeddingItem,
@@ -191,7 +198,8 @@ class Ingress(OpenAiIngress):
         """Forward to the LLM, counting in-flight requests until the last byte is sent."""
         self._llm_in_flight += 1
         try:
-            response = await self._process_llm_request(body, call_method=call_method, raw_request=request)
+            with serve_errors_as_http():
+                response = await self._process_llm_request(body, call_method=call_method, raw_request=request)
         except BaseException:
             self._llm_in_flight -= 1
             raise
@@ -215,7 +223,8 @@ class Ingress(OpenAiIngress):
         """Pick the LLM for a request: the router for ``auto``, else the named model."""
         if requested in (None, "", AUTO_MODEL_ID):
             self._watch_thermal()
-            decision = RouteResponse(**await self._router.decide.remote(route_input))
+            with serve_errors_as_http():
+                decision = RouteResponse(**await self._router.decide.remote(route_input))
             level = self._thermal["level"]
             decision.features["thermal_level"] = level
             if decision.role == "reasoner" and level != "normal":
@@ -243,20 +252,6 @@ class Ingress(OpenAiIngress):
             param="model", code="model_not_found",
         )
 
-    def _apply_token_limit(self, body: Any, target: str) -> None:
-        """Enforce and default the target's max_tokens limit."""
-        _, spec = self._llm_specs[target]
-        limit = spec.max_tokens_limit
-        for field in ("max_completion_tokens", "max_tokens"):
-            value = getattr(body, field, None)
-            if value is not None and value > limit:
-                raise BadRequest(
-                    f"{field}={value} exceeds this model's limit of {limit}",
-                    param=field, code="max_tokens_exceeded",
-                )
-        if getattr(body, "max_tokens", None) is None and getattr(body, "max_completion_tokens", None) is None:
-            body.max_tokens = limit
-
     @staticmethod
     def _with_route_headers(response: Response, decision: RouteResponse) -> Response:
         response.headers[ROUTE_TARGET_HEADER] = decision.target
@@ -267,7 +262,7 @@ class Ingress(OpenAiIngress):
         """OpenAI chat completions, with ``model: "auto"`` routed."""
         self._admit(llm=True)
         decision = await self._resolve(body.model, route_input_from_chat(body.model_dump(include={"messages", "tools", "response_format", "max_tokens", "max_completion_tokens"})))
-        self._apply_token_limit(body, decision.target)
+        apply_generation_limits(body, self._llm_specs[decision.target][1])
         _, spec = self._llm_specs[decision.target]
         if spec.default_chat_template_kwargs and not body.chat_template_kwargs:
             body.chat_template_kwargs = dict(spec.default_chat_template_kwargs)
@@ -281,7 +276,7 @@ class Ingress(OpenAiIngress):
         prompt = body.prompt
         text = prompt if isinstance(prompt, str) else " ".join(p for p in prompt if isinstance(p, str)) if isinstance(prompt, list) else ""
         decision = await self._resolve(body.model, RouteInput(text=text, last_user_text=text, max_tokens=body.max_tokens))
-        self._apply_token_limit(body, decision.target)
+        apply_generation_limits(body, self._llm_specs[decision.target][1])
         body.model = decision.target
         response = await self._forward_llm(body, "completions", request)
         return self._with_route_headers(response, decision)
@@ -314,7 +309,8 @@ class Ingress(OpenAiIngress):
         if body.dimensions is not None and body.dimensions != spec.dimensions:
             raise BadRequest(f"this model only produces {spec.dimensions} dimensions", param="dimensions")
 
-        result = await self._embedder.embed.remote(texts)
+        with serve_errors_as_http():
+            result = await self._embedder.embed.remote(texts)
         vectors: np.ndarray = result["vectors"]
         data = []
         for i, vector in enumerate(vectors):

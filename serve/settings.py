@@ -30,6 +30,17 @@ class Settings(BaseSettings):
             "acceptable while the server binds to 127.0.0.1."
         ),
     )
+    api_keys_file: Optional[Path] = Field(
+        default=None,
+        description="File with one API key per line (blank lines and # comments ignored).",
+    )
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description=(
+            "Accept serving beyond loopback with no API keys. Off by default: the graph "
+            "refuses to start in that case."
+        ),
+    )
     max_body_bytes: int = Field(
         default=2 * 1024 * 1024,
         gt=0,
@@ -50,8 +61,14 @@ class Settings(BaseSettings):
 
     @property
     def api_key_set(self) -> frozenset[str]:
-        """The configured API keys, without blanks."""
-        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+        """The configured API keys (environment and file), without blanks."""
+        keys = {k.strip() for k in self.api_keys.split(",")}
+        if self.api_keys_file:
+            for line in self.api_keys_file.read_text().splitlines():
+                if not line.strip().startswith("#"):
+                    keys.add(line.strip())
+        keys.discard("")
+        return frozenset(keys)
 
 
 def load_settings() -> Settings:

@@ -40,6 +40,7 @@ class RunningGraph:
     ready_after_s: float
     server_errors: list[str] = field(default_factory=list)
     gpu_file: Path | None = None
+    session_dir: Path | None = None
 
     @property
     def api_url(self) -> str:
@@ -56,8 +57,12 @@ class RunningGraph:
         return match.group(1)
 
     def record(self, response: httpx.Response) -> None:
-        """httpx response hook: remember every 5xx the suite ever receives."""
-        if response.status_code >= 500:
+        """httpx response hook: remember every 5xx the suite ever receives.
+
+        503 is the one server status a client is told to retry (a replica restarting),
+        and only fault tests provoke it; anything else 5xx is a bug.
+        """
+        if response.status_code >= 500 and response.status_code != 503:
             self.server_errors.append(f"{response.request.method} {response.request.url} -> {response.status_code}")
 
 
@@ -91,6 +96,9 @@ def start_graph(workdir: Path, *, profile: str = "cpu-tiny", timeout_s: float = 
         try:
             if httpx.get(f"{graph.base_url}/readyz", timeout=10).status_code == 200:
                 graph.ready_after_s = time.monotonic() - started
+                # The Ray session this graph runs in (its logs), pinned before anything
+                # else in the test process can start another session.
+                graph.session_dir = Path("/tmp/ray/session_latest").resolve()
                 return graph
         except httpx.HTTPError:
             pass

@@ -8,6 +8,16 @@ from deployments.llm.builder import llm_config_dict
 from serve.config import load_profile
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_stray_ray():
+    """LLMConfig may start a local Ray on first use; never leave it running."""
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def test_cpu_config_places_fractional_cpu_bundle_and_no_gpu():
     spec = load_profile("cpu-tiny").extractor
     config = llm_config_dict(spec, device="cpu", model_path="/tmp/model")

@@ -1,0 +1,1 @@
+"""Benchmarks run with ``python -m serve bench <name>``; each writes JSON and a PNG."""

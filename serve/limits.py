@@ -1,0 +1,93 @@
+"""Per-request limits for generation requests, checked before anything reaches an engine.
+
+Each limit is explicit, documented in the README, and answered with a 400 in the OpenAI
+envelope naming the parameter. vLLM validates much on its own (sampling ranges, the
+context length, four stop sequences); these are the knobs it leaves open that let one
+request occupy an engine for a long time or make the grammar compiler work unboundedly.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from serve.config import LLMSpec
+from serve.errors import BadRequest
+
+#: Longest regex accepted for regex-constrained decoding.
+MAX_REGEX_CHARS = 2000
+#: Largest JSON schema (serialized) accepted for schema-constrained decoding.
+MAX_SCHEMA_BYTES = 64 * 1024
+#: Largest logprob count, for generated and for prompt tokens (vLLM's default cap).
+MAX_LOGPROBS = 20
+
+
+def _too_big(field: str, value: Any, limit: int) -> BadRequest:
+    return BadRequest(f"{field}={value} exceeds the limit of {limit}", param=field, code="limit_exceeded")
+
+
+def _schema_of(response_format: Any) -> Any:
+    if response_format is None:
+        return None
+    json_schema = getattr(response_format, "json_schema", None)
+    if json_schema is None and isinstance(response_format, dict):
+        json_schema = response_format.get("json_schema")
+    if json_schema is None:
+        return None
+    if isinstance(json_schema, dict):
+        return json_schema.get("schema", json_schema.get("json_schema"))
+    return getattr(json_schema, "json_schema", None) or getattr(json_schema, "schema", None)
+
+
+def apply_generation_limits(body: Any, spec: LLMSpec) -> None:
+    """Check ``body`` (a chat or completion request) against ``spec``'s limits.
+
+    Defaults ``max_tokens`` to the model's limit when the request sets none, so no
+    request generates until the context is full by accident.
+
+    Raises:
+        BadRequest: a limit is exceeded; the error names the parameter.
+    """
+    limit = spec.max_tokens_limit
+    for field in ("max_completion_tokens", "max_tokens"):
+        value = getattr(body, field, None)
+        if value is not None and value > limit:
+            raise BadRequest(
+                f"{field}={value} exceeds this model's limit of {limit}",
+                param=field, code="max_tokens_exceeded",
+            )
+    if getattr(body, "max_tokens", None) is None and getattr(body, "max_completion_tokens", None) is None:
+        body.max_tokens = limit
+
+    n = getattr(body, "n", None) or 1
+    if n > spec.max_n:
+        raise _too_big("n", n, spec.max_n)
+    for field in ("top_logprobs", "prompt_logprobs"):
+        value = getattr(body, field, None)
+        if isinstance(value, int) and value > MAX_LOGPROBS:
+            raise _too_big(field, value, MAX_LOGPROBS)
+    logprobs = getattr(body, "logprobs", None)  # completions: an int
+    if isinstance(logprobs, int) and not isinstance(logprobs, bool) and logprobs > MAX_LOGPROBS:
+        raise _too_big("logprobs", logprobs, MAX_LOGPROBS)
+
+    structured = getattr(body, "structured_outputs", None)
+    if structured is not None:
+        grammar = getattr(structured, "grammar", None)
+        if grammar:
+            raise BadRequest(
+                "grammar-constrained decoding is not offered (its compile cost is unbounded); "
+                "use response_format with a JSON schema",
+                param="structured_outputs.grammar", code="unsupported_parameter",
+            )
+        regex = getattr(structured, "regex", None)
+        if regex and len(regex) > MAX_REGEX_CHARS:
+            raise _too_big("structured_outputs.regex length", len(regex), MAX_REGEX_CHARS)
+        schema = getattr(structured, "json", None)
+        if schema is not None and len(json.dumps(schema) if not isinstance(schema, str) else schema) > MAX_SCHEMA_BYTES:
+            raise _too_big("structured_outputs.json size", "too large", MAX_SCHEMA_BYTES)
+
+    schema = _schema_of(getattr(body, "response_format", None))
+    if schema is not None:
+        size = len(json.dumps(schema, default=str))
+        if size > MAX_SCHEMA_BYTES:
+            raise _too_big("response_format.json_schema size", size, MAX_SCHEMA_BYTES)
