@@ -6,6 +6,7 @@ Commands:
     plan          print a GPU profile's memory plan (refuses one that does not fit)
     render-k8s    write the KubeRay manifests in k8s/ from a profile
     bench load    open-loop load sweep (or soak) against the running graph
+    bench router  routing accuracy, confusion, reasoner share and latency per policy
 """
 
 from __future__ import annotations
@@ -116,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--soak", type=float, default=0.0, help="soak mode: hold the first rate this many seconds")
     p.add_argument("--out", default="bench-results")
     p.set_defaults(func=lambda a: __import__("serve.bench.load", fromlist=["run"]).run(a))
+
+    p = bench_sub.add_parser("router", help="routing quality and decision latency per policy")
+    p.add_argument("--profile", default="cpu-tiny", help="profile whose router settings are used")
+    p.add_argument("--data", default=str(Path(__file__).resolve().parent.parent / "tests" / "data" / "router_eval.jsonl"))
+    p.add_argument("--policies", type=lambda s: s.split(","), default=["heuristic", "semantic", "hybrid"])
+    p.add_argument("--out", default="bench-results")
+    p.set_defaults(func=lambda a: __import__("serve.bench.router", fromlist=["run"]).run(a))
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -70,6 +70,7 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
             extractor_max_model_len=profile.extractor.max_model_len,
             reasoner_max_model_len=profile.reasoner.max_model_len,
         ),
+        embedder,
     )
     monitor = serve.deployment(
         GpuMonitor, name="GpuMonitor", num_replicas=1, **_options(profile.monitor.resources)

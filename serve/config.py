@@ -174,8 +174,16 @@ class EmbedderSpec(_Strict):
 class RouterSpec(_Strict):
     """How `model: "auto"` traffic is split between extractor and reasoner."""
 
-    policy: Literal["heuristic"] = Field(
+    policy: Literal["heuristic", "semantic", "hybrid"] = Field(
         "heuristic", description="Registered routing policy name."
+    )
+    exemplars: str = Field(
+        "router/exemplars.txt",
+        description="Labeled exemplars (configs/-relative) for the semantic and hybrid policies.",
+    )
+    semantic_k: int = Field(7, ge=1, description="Exemplars that vote in the semantic policy.")
+    hybrid_semantic_weight: float = Field(
+        0.7, ge=0, le=1, description="Weight of the semantic score in the hybrid policy."
     )
     threshold: float = Field(
         0.5, ge=0, le=1, description="Scores at or above go to the reasoner."

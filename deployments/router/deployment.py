@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import logging
 from typing import Any, Optional
 
+import numpy as np
+
 from deployments.router.decision import RouteTargets, decide
+from deployments.router.exemplars import load_exemplars
 from deployments.router.features import RouteInput
-from deployments.router.policies import RoutingPolicy, make_policy
-from serve.config import RouterSpec
+from deployments.router.policies import NEEDS_EXEMPLARS, ExemplarVectors, RoutingPolicy, make_policy
+from serve.config import CONFIGS_DIR, RouterSpec
+
+logger = logging.getLogger("ray.serve")
+
+# Embedding a 100-page prompt to route it would cost more than routing saves; the start
+# of a request carries its intent.
+EMBED_CHARS = 2000
 
 
 class Router:
@@ -16,6 +28,7 @@ class Router:
     Args:
         spec: The profile's router block.
         targets: Model ids and context limits of the two LLMs.
+        embedder: Handle to the Embedder deployment (semantic and hybrid policies).
         policy: Injectable policy (tests); built from ``spec.policy`` by default.
     """
 
@@ -23,20 +36,44 @@ class Router:
         self,
         spec: RouterSpec,
         targets: RouteTargets,
+        embedder: Any = None,
         *,
         policy: Optional[RoutingPolicy] = None,
     ) -> None:
         self._spec = spec
         self._targets = targets
-        self._policy = policy or make_policy(
-            spec.policy, long_context_chars=spec.long_context_chars
-        )
+        self._embedder = embedder
+        self._policy = policy
+        self._ready = asyncio.Lock()
+        if policy is None and spec.policy not in NEEDS_EXEMPLARS:
+            self._policy = make_policy(spec.policy, spec)
+
+    async def _ensure_policy(self) -> RoutingPolicy:
+        # Exemplars are embedded by the Embedder deployment, which may still be starting
+        # when this replica is constructed: do it on first use.
+        async with self._ready:
+            if self._policy is None:
+                exemplars = load_exemplars(CONFIGS_DIR / self._spec.exemplars)
+                result = await self._embedder.embed.remote([e.prompt for e in exemplars])
+                vectors = ExemplarVectors(
+                    vectors=np.asarray(result["vectors"], dtype=np.float32),
+                    labels=tuple(int(e.label == "reasoner") for e in exemplars),
+                    categories=tuple(e.category for e in exemplars),
+                )
+                self._policy = make_policy(self._spec.policy, self._spec, vectors)
+                logger.info("router policy %s ready with %d exemplars", self._spec.policy, len(exemplars))
+        return self._policy
 
     async def decide(self, request: RouteInput) -> dict[str, Any]:
         """The routing decision for one request, as a dict."""
+        policy = await self._ensure_policy()
+        if policy.needs_embedding and request.embedding is None:
+            text = (request.last_user_text or request.text)[:EMBED_CHARS]
+            result = await self._embedder.embed.remote([text])
+            request = dataclasses.replace(request, embedding=tuple(result["vectors"][0].tolist()))
         return decide(
             request,
-            policy=self._policy,
+            policy=policy,
             threshold=self._spec.threshold,
             targets=self._targets,
         ).to_dict()

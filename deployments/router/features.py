@@ -22,6 +22,8 @@ class RouteInput:
     has_tools: bool = False
     wants_json: bool = False
     max_tokens: int | None = None
+    embedding: tuple[float, ...] | None = None
+    """The text's embedding, filled in by the router for policies that need one."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+import numpy as np
 
 from deployments.router.features import RouteInput
 
@@ -27,6 +29,8 @@ class RoutingPolicy(Protocol):
     """The one interface all routing policies share."""
 
     name: str
+    #: True when ``score`` needs ``request.embedding`` filled in.
+    needs_embedding: bool
 
     def score(self, request: RouteInput) -> PolicyScore:
         """Return how strongly ``request`` needs the reasoner, in [0, 1]."""
@@ -48,22 +52,32 @@ _MD_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)+\|?\s*$"
 
 # Cues that a request needs multi-step thinking rather than lookup or transformation.
 _REASONING_CUES: dict[str, re.Pattern[str]] = {
-    "proof": re.compile(r"\b(prove|proof|show that|theorem|lemma|induction)\b", re.I),
-    "step_by_step": re.compile(r"\b(step[- ]by[- ]step|think (it )?through|reason)\b", re.I),
-    "math": re.compile(
-        r"\b(solve|equation|integral|derivative|probability|calculate|compute)\b"
-        r"|\d+\s*[\^*/]\s*\d+|[=<>]\s*\d+\s*[a-z]\b",
+    "proof": re.compile(r"\b(prove|proof|show that|theorem|lemma|induction|irrational|countable)\b", re.I),
+    "step_by_step": re.compile(
+        r"\b(step[- ]by[- ]step|think (it )?through|reason(ing)? (it )?(out|through)|derive|work (it )?out|explain (why|how|each step)|justify)\b",
         re.I,
     ),
-    "logic": re.compile(r"\b(puzzle|riddle|paradox|deduce|if and only if|contradiction)\b", re.I),
+    "math": re.compile(
+        r"\b(solve|equation|integral|integrate|derivative|probability|calculate|compute|expected (value|number)|"
+        r"how many (ways|days|years)|find (all|the (minimum|maximum|limit)))\b"
+        r"|\d\s*[\^*/]\s*\d|\b[a-z]\^\d|[=<>]\s*-?\d+\s*[a-z]\b|\b\d+\s*[a-z]\s*[+-]",
+        re.I,
+    ),
+    "logic": re.compile(
+        r"\b(puzzle|riddle|paradox|deduce|if and only if|contradiction|knights?|knaves?|always lies|weighings?|fallacy)\b",
+        re.I,
+    ),
     "debugging": re.compile(
-        r"\b(debug|race condition|deadlock|why does .* (fail|crash)|root cause|stack trace)\b",
+        r"\b(debug|race condition|deadlock|root cause|stack trace|leaks?|segfaults?|flaky|diagnose|"
+        r"why (does|do|did|would|is)|what'?s wrong|find the bug|hangs?)\b",
         re.I,
     ),
     "planning": re.compile(
-        r"\b(plan|schedule|optimi[sz]e|trade-?offs?|constraints?|allocate)\b", re.I
+        r"\b(plan|schedule|optimi[sz]e|minimi[sz]e|maximi[sz]e|trade-?offs?|constraints?|allocate|rotation|"
+        r"roadmap|strategy|migration|capacity)\b",
+        re.I,
     ),
-    "compare": re.compile(r"\b(compare|evaluate|analy[sz]e|justify|critique)\b", re.I),
+    "compare": re.compile(r"\b(compare|evaluate|analy[sz]e|critique|which (is|pays) (better|more))\b", re.I),
 }
 
 
@@ -77,9 +91,10 @@ class HeuristicPolicy:
 
     long_context_chars: int = 12_000
     name: str = "heuristic"
+    needs_embedding: bool = False
 
     # Weights sum above 1 on purpose: any two strong signals are enough.
-    _W_CUES = 0.35  # per distinct reasoning-cue word, up to two
+    _W_CUES = 0.5  # per distinct reasoning-cue word, up to two: one cue is enough
     _W_LENGTH = 0.3
     _W_RANGE = 0.2
     _W_EQUITY = 0.15
@@ -118,17 +133,112 @@ class HeuristicPolicy:
         )
 
 
-PolicyFactory = Callable[..., RoutingPolicy]
+class SemanticPolicy:
+    """Nearest labeled exemplars: the share of reasoner votes among the k most similar.
 
-POLICIES: dict[str, PolicyFactory] = {"heuristic": HeuristicPolicy}
+    Votes are weighted by a softmax over cosine similarity, so a near-duplicate of an
+    exemplar counts far more than a loose neighbour.
+
+    Args:
+        vectors: L2-normalised exemplar embeddings, shape (n, d).
+        labels: 1 for exemplars that need the reasoner, 0 otherwise.
+        categories: exemplar categories (for the explanation only).
+        k: neighbours that vote.
+        temperature: softmax temperature over similarities.
+    """
+
+    name = "semantic"
+    needs_embedding = True
+
+    def __init__(self, vectors: np.ndarray, labels: Sequence[int], categories: Sequence[str], *, k: int = 7, temperature: float = 0.05) -> None:
+        self._vectors = np.asarray(vectors, dtype=np.float32)
+        self._labels = np.asarray(labels, dtype=np.float32)
+        self._categories = list(categories)
+        self._k = min(k, len(self._labels))
+        self._temperature = temperature
+
+    def score(self, request: RouteInput) -> PolicyScore:
+        if request.embedding is None:
+            raise ValueError("the semantic policy needs request.embedding")
+        sims = self._vectors @ np.asarray(request.embedding, dtype=np.float32)
+        top = np.argpartition(-sims, self._k - 1)[: self._k]
+        top = top[np.argsort(-sims[top])]
+        weights = np.exp((sims[top] - sims[top[0]]) / self._temperature)
+        score = float((weights * self._labels[top]).sum() / weights.sum())
+        return PolicyScore(
+            score=round(score, 4),
+            features={
+                "neighbours": [
+                    {"category": self._categories[i], "label": "reasoner" if self._labels[i] else "extractor", "similarity": round(float(sims[i]), 3)}
+                    for i in top[:3]
+                ],
+                "reasoner_votes": int(self._labels[top].sum()),
+                "k": self._k,
+            },
+        )
 
 
-def make_policy(name: str, **options: Any) -> RoutingPolicy:
-    """Instantiate the policy registered as ``name``.
+class HybridPolicy:
+    """A weighted blend: meaning from the semantic policy, hard signals from the heuristic.
+
+    The heuristic sees what embeddings of a truncated prompt miss (length, compensation
+    ranges, equity, tables); the semantic policy sees what keyword rules miss.
+    """
+
+    name = "hybrid"
+    needs_embedding = True
+
+    def __init__(self, heuristic: HeuristicPolicy, semantic: SemanticPolicy, *, semantic_weight: float = 0.7) -> None:
+        self._heuristic = heuristic
+        self._semantic = semantic
+        self._weight = semantic_weight
+
+    def score(self, request: RouteInput) -> PolicyScore:
+        h = self._heuristic.score(request)
+        s = self._semantic.score(request)
+        score = self._weight * s.score + (1 - self._weight) * h.score
+        return PolicyScore(
+            score=round(min(max(score, 0.0), 1.0), 4),
+            features={"semantic_score": s.score, "heuristic_score": h.score, "semantic": s.features, "heuristic": h.features},
+        )
+
+
+@dataclass(frozen=True)
+class ExemplarVectors:
+    """Embedded exemplars, ready for the semantic and hybrid policies."""
+
+    vectors: np.ndarray
+    labels: tuple[int, ...]
+    categories: tuple[str, ...]
+
+
+def _heuristic(spec, exemplars: Optional[ExemplarVectors]) -> RoutingPolicy:
+    return HeuristicPolicy(long_context_chars=spec.long_context_chars)
+
+
+def _semantic(spec, exemplars: Optional[ExemplarVectors]) -> RoutingPolicy:
+    if exemplars is None:
+        raise ValueError("the semantic policy needs embedded exemplars")
+    return SemanticPolicy(exemplars.vectors, exemplars.labels, exemplars.categories, k=spec.semantic_k)
+
+
+def _hybrid(spec, exemplars: Optional[ExemplarVectors]) -> RoutingPolicy:
+    return HybridPolicy(_heuristic(spec, exemplars), _semantic(spec, exemplars), semantic_weight=spec.hybrid_semantic_weight)
+
+
+PolicyFactory = Callable[[Any, Optional[ExemplarVectors]], RoutingPolicy]
+
+#: Policies by the name a profile uses in ``router.policy``.
+POLICIES: dict[str, PolicyFactory] = {"heuristic": _heuristic, "semantic": _semantic, "hybrid": _hybrid}
+NEEDS_EXEMPLARS = frozenset({"semantic", "hybrid"})
+
+
+def make_policy(name: str, spec: Any, exemplars: Optional[ExemplarVectors] = None) -> RoutingPolicy:
+    """Instantiate the policy registered as ``name`` for a ``RouterSpec``.
 
     Raises:
         KeyError: no policy has that name.
     """
     if name not in POLICIES:
         raise KeyError(f"unknown routing policy {name!r}; known: {sorted(POLICIES)}")
-    return POLICIES[name](**options)
+    return POLICIES[name](spec, exemplars)

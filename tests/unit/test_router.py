@@ -78,9 +78,13 @@ def test_scores_stay_in_unit_interval():
 
 
 def test_registry():
-    assert make_policy("heuristic", long_context_chars=100).long_context_chars == 100
+    from serve.config import RouterSpec
+
+    assert make_policy("heuristic", RouterSpec(long_context_chars=100)).long_context_chars == 100
+    with pytest.raises(ValueError, match="exemplars"):
+        make_policy("semantic", RouterSpec())
     with pytest.raises(KeyError, match="unknown routing policy"):
-        make_policy("nope")
+        make_policy("nope", RouterSpec())
 
 
 def test_route_input_from_chat_reads_roles_and_parts():

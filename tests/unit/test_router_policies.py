@@ -1,0 +1,87 @@
+"""Semantic and hybrid policies on hand-made vectors; the exemplar and evaluation data."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from deployments.router.exemplars import load_exemplars
+from deployments.router.features import RouteInput
+from deployments.router.policies import ExemplarVectors, HeuristicPolicy, HybridPolicy, SemanticPolicy, make_policy
+from serve.config import CONFIGS_DIR, PROJECT_ROOT, RouterSpec
+
+EVAL = PROJECT_ROOT / "tests" / "data" / "router_eval.jsonl"
+
+
+def unit(*xs):
+    v = np.array(xs, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+# Two clusters: "reasoner" prompts near +x, "extractor" prompts near +y.
+VECTORS = np.stack([unit(1, 0.1, 0), unit(1, -0.1, 0), unit(0.9, 0, 0.1), unit(0.1, 1, 0), unit(-0.1, 1, 0), unit(0, 0.9, 0.1)])
+LABELS = (1, 1, 1, 0, 0, 0)
+CATS = ("math", "proof", "logic", "lookup", "chitchat", "rewriting")
+
+
+def request(*xs, text="x"):
+    return RouteInput(text=text, embedding=tuple(unit(*xs).tolist()))
+
+
+def test_semantic_votes_with_its_neighbours():
+    policy = SemanticPolicy(VECTORS, LABELS, CATS, k=3)
+    near_reasoner = policy.score(request(1, 0.05, 0))
+    near_extractor = policy.score(request(0.05, 1, 0))
+    assert near_reasoner.score > 0.95 and near_extractor.score < 0.05
+    assert near_reasoner.features["neighbours"][0]["category"] in {"math", "proof", "logic"}
+    assert near_reasoner.features["reasoner_votes"] == 3
+
+
+def test_semantic_in_between_is_uncertain_and_needs_an_embedding():
+    policy = SemanticPolicy(VECTORS, LABELS, CATS, k=6)
+    middle = policy.score(request(1, 1, 0)).score
+    assert 0.2 < middle < 0.8
+    with pytest.raises(ValueError, match="embedding"):
+        policy.score(RouteInput(text="no vector"))
+
+
+def test_hybrid_blends_scores():
+    semantic = SemanticPolicy(VECTORS, LABELS, CATS, k=3)
+    hybrid = HybridPolicy(HeuristicPolicy(), semantic, semantic_weight=0.5)
+    verdict = hybrid.score(request(0, 1, 0, text="Prove by induction step by step"))
+    assert verdict.features["heuristic_score"] == 1.0 and verdict.features["semantic_score"] < 0.05
+    assert verdict.score == pytest.approx(0.5 * verdict.features["semantic_score"] + 0.5, abs=1e-3)
+
+
+def test_registry_builds_every_policy():
+    vectors = ExemplarVectors(VECTORS, LABELS, CATS)
+    for name in ("heuristic", "semantic", "hybrid"):
+        assert make_policy(name, RouterSpec(policy=name), vectors).name == name
+
+
+def test_exemplars_load_and_cover_both_roles():
+    exemplars = load_exemplars(CONFIGS_DIR / "router" / "exemplars.txt")
+    labels = Counter(e.label for e in exemplars)
+    assert labels["extractor"] >= 40 and labels["reasoner"] >= 40
+
+
+def test_bad_exemplar_lines_are_reported(tmp_path):
+    path = tmp_path / "ex.txt"
+    path.write_text("# comment\nextractor|lookup|fine\nmaybe|x|unknown label\n")
+    with pytest.raises(ValueError, match="ex.txt:3"):
+        load_exemplars(path)
+
+
+def test_evaluation_set_is_large_varied_and_disjoint_from_exemplars():
+    rows = [json.loads(line) for line in EVAL.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) >= 300
+    categories = Counter(r["category"] for r in rows)
+    for needed in ("extraction", "classification", "lookup", "rewriting", "chitchat", "multilingual",
+                   "math", "proof", "logic", "debugging", "planning", "long_posting"):
+        assert categories[needed] >= 10, needed
+    exemplars = {e.prompt for e in load_exemplars(CONFIGS_DIR / "router" / "exemplars.txt")}
+    assert not exemplars & {r["prompt"] for r in rows}
+    assert len({r["prompt"] for r in rows}) == len(rows)
