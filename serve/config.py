@@ -93,6 +93,14 @@ class LLMSpec(_Strict):
         2048, ge=1, description="Largest max_tokens a request may ask for."
     )
     max_n: int = Field(4, ge=1, description="Largest `n` (choices per request).")
+    thinking_budget_tokens: Optional[int] = Field(
+        None,
+        ge=1,
+        description=(
+            "Default cap on reasoning tokens (requests may set thinking_token_budget); "
+            "needs reasoning_parser. When reached, the engine closes the thinking block."
+        ),
+    )
     tool_call_parser: Optional[str] = Field(
         "hermes", description="vLLM tool-call parser; null disables tool calling."
     )
@@ -182,6 +190,14 @@ class RouterSpec(_Strict):
         description="Labeled exemplars (configs/-relative) for the semantic and hybrid policies.",
     )
     semantic_k: int = Field(7, ge=1, description="Exemplars that vote in the semantic policy.")
+    reasoner_max_in_flight: int = Field(
+        8,
+        ge=1,
+        description=(
+            "Reasoner requests in flight (per ingress replica) at which `auto` traffic "
+            "degrades to the extractor."
+        ),
+    )
     hybrid_semantic_weight: float = Field(
         0.7, ge=0, le=1, description="Weight of the semantic score in the hybrid policy."
     )
@@ -271,6 +287,10 @@ class Profile(_Strict):
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "Profile":
         ids = [self.extractor.model_id, self.reasoner.model_id, self.embedder.model_id]
+        for role in ("extractor", "reasoner"):
+            spec = self.llm(role)
+            if spec.thinking_budget_tokens and not spec.reasoning_parser:
+                raise ValueError(f"{role}.thinking_budget_tokens needs {role}.reasoning_parser")
         if len(set(ids)) != len(ids) or AUTO_MODEL_ID in ids:
             raise ValueError(
                 f"model ids must be unique and not {AUTO_MODEL_ID!r}; got {ids}"

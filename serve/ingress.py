@@ -81,6 +81,11 @@ def _llm_metadata(spec: LLMSpec, role: str) -> dict[str, Any]:
     return meta
 
 
+def _route_input(body: ChatCompletionRequest) -> RouteInput:
+    fields = {"messages", "tools", "response_format", "max_tokens", "max_completion_tokens"}
+    return route_input_from_chat(body.model_dump(include=fields))
+
+
 class Ingress(OpenAiIngress):
     """HTTP entry point of the graph.
 
@@ -148,6 +153,7 @@ class Ingress(OpenAiIngress):
         self._thermal: dict[str, Any] = {"level": "normal", "temperature_c": None}
         self._thermal_task: Optional[asyncio.Task] = None
         self._llm_in_flight = 0
+        self._in_flight_by_target: dict[str, int] = {}
         self._health_targets = {
             "extractor": extractor,
             "reasoner": reasoner,
@@ -194,18 +200,23 @@ class Ingress(OpenAiIngress):
             message, code = refusal
             raise RateLimited(message, code=code, headers={"Retry-After": str(thermal.retry_after_s)})
 
+    def _count(self, target: str, delta: int) -> None:
+        self._llm_in_flight += delta
+        self._in_flight_by_target[target] = self._in_flight_by_target.get(target, 0) + delta
+
     async def _forward_llm(self, body: Any, call_method: str, request: Request) -> Response:
         """Forward to the LLM, counting in-flight requests until the last byte is sent."""
-        self._llm_in_flight += 1
+        target = body.model
+        self._count(target, +1)
         try:
             with serve_errors_as_http():
                 response = await self._process_llm_request(body, call_method=call_method, raw_request=request)
         except BaseException:
-            self._llm_in_flight -= 1
+            self._count(target, -1)
             raise
         iterator = getattr(response, "body_iterator", None)
         if iterator is None:
-            self._llm_in_flight -= 1
+            self._count(target, -1)
             return response
 
         async def counted():
@@ -213,35 +224,55 @@ class Ingress(OpenAiIngress):
                 async for chunk in iterator:
                     yield chunk
             finally:
-                self._llm_in_flight -= 1
+                self._count(target, -1)
 
         response.body_iterator = counted()
         return response
 
     # ---------------------------------------------------------------- routing
-    async def _resolve(self, requested: Optional[str], route_input: RouteInput) -> RouteResponse:
-        """Pick the LLM for a request: the router for ``auto``, else the named model."""
+    def _pinned(self, value: str, source: str) -> RouteResponse:
+        """A decision the client made: a model id, or a role name in the x-route header."""
+        by_role = {role: model_id for model_id, (role, _) in self._llm_specs.items()}
+        target = by_role.get(value, value)
+        role, _ = self._llm_specs[target]
+        return RouteResponse(
+            target=target, role=role, reason=f"pinned: {source}", policy="pinned", score=0.0,
+            threshold=self._profile.router.threshold, features={}, pinned=True,
+        )
+
+    async def _resolve(self, requested: Optional[str], route_input: RouteInput, pin: Optional[str] = None) -> RouteResponse:
+        """Pick the LLM: a pin (x-route header or model id) wins; ``auto`` asks the router.
+
+        ``auto`` decisions then face the GPU's thermal state and the reasoner's load:
+        when either says no, the request goes to the extractor and the reason says why.
+        """
+        if pin:
+            known = {role for role, _ in self._llm_specs.values()} | set(self._llm_specs)
+            if pin not in known:
+                raise BadRequest(
+                    f"x-route must be one of {sorted(known)}", param="x-route", code="invalid_route"
+                )
+            return self._pinned(pin, "x-route header")
         if requested in (None, "", AUTO_MODEL_ID):
             self._watch_thermal()
             with serve_errors_as_http():
                 decision = RouteResponse(**await self._router.decide.remote(route_input))
             level = self._thermal["level"]
+            busy = self._in_flight_by_target.get(self._profile.reasoner.model_id, 0)
+            limit = self._profile.router.reasoner_max_in_flight
             decision.features["thermal_level"] = level
-            if decision.role == "reasoner" and level != "normal":
-                # A hot GPU keeps auto traffic on the cheaper model.
+            decision.features["capacity"] = {"reasoner_in_flight": busy, "reasoner_max_in_flight": limit}
+            if decision.role == "reasoner" and (level != "normal" or busy >= limit):
+                if level != "normal":
+                    # A hot GPU keeps auto traffic on the cheaper model.
+                    why = f"thermal: GPU at {self._thermal['temperature_c']:.0f}°C ({level} limit)"
+                else:
+                    why = f"capacity: reasoner busy ({busy} in flight >= {limit})"
                 decision.role, decision.target = "extractor", self._profile.extractor.model_id
-                decision.reason = (
-                    f"thermal: GPU at {self._thermal['temperature_c']:.0f}°C ({level} limit); "
-                    f"router wanted the reasoner ({decision.reason})"
-                )
+                decision.reason = f"{why}; router wanted the reasoner ({decision.reason})"
             return decision
         if requested in self._llm_specs:
-            role, _ = self._llm_specs[requested]
-            return RouteResponse(
-                target=requested, role=role, reason="pinned: model named in request",
-                policy="pinned", score=0.0, threshold=self._profile.router.threshold,
-                features={}, pinned=True,
-            )
+            return self._pinned(requested, "model named in request")
         if requested == self._profile.embedder.model_id:
             raise BadRequest(
                 f"model {requested!r} is an embedding model; use /v1/embeddings",
@@ -261,11 +292,13 @@ class Ingress(OpenAiIngress):
     async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
         """OpenAI chat completions, with ``model: "auto"`` routed."""
         self._admit(llm=True)
-        decision = await self._resolve(body.model, route_input_from_chat(body.model_dump(include={"messages", "tools", "response_format", "max_tokens", "max_completion_tokens"})))
-        apply_generation_limits(body, self._llm_specs[decision.target][1])
+        decision = await self._resolve(body.model, _route_input(body), request.headers.get("x-route"))
         _, spec = self._llm_specs[decision.target]
+        apply_generation_limits(body, spec)
         if spec.default_chat_template_kwargs and not body.chat_template_kwargs:
             body.chat_template_kwargs = dict(spec.default_chat_template_kwargs)
+        if spec.thinking_budget_tokens and body.thinking_token_budget is None:
+            body.thinking_token_budget = spec.thinking_budget_tokens
         body.model = decision.target
         response = await self._forward_llm(body, "chat", request)
         return self._with_route_headers(response, decision)
@@ -275,7 +308,7 @@ class Ingress(OpenAiIngress):
         self._admit(llm=True)
         prompt = body.prompt
         text = prompt if isinstance(prompt, str) else " ".join(p for p in prompt if isinstance(p, str)) if isinstance(prompt, list) else ""
-        decision = await self._resolve(body.model, RouteInput(text=text, last_user_text=text, max_tokens=body.max_tokens))
+        decision = await self._resolve(body.model, RouteInput(text=text, last_user_text=text, max_tokens=body.max_tokens), request.headers.get("x-route"))
         apply_generation_limits(body, self._llm_specs[decision.target][1])
         body.model = decision.target
         response = await self._forward_llm(body, "completions", request)
@@ -283,7 +316,7 @@ class Ingress(OpenAiIngress):
 
     async def route(self, body: ChatCompletionRequest, request: Request) -> RouteResponse:
         """Dry run: the decision a chat body would get, with score and features."""
-        return await self._resolve(body.model, route_input_from_chat(body.model_dump(include={"messages", "tools", "response_format", "max_tokens", "max_completion_tokens"})))
+        return await self._resolve(body.model, _route_input(body), request.headers.get("x-route"))
 
     # ------------------------------------------------------------- embeddings
     async def embeddings(self, body: EmbeddingsRequest, request: Request) -> EmbeddingsResponse:

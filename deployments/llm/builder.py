@@ -37,6 +37,16 @@ def llm_config_dict(spec: LLMSpec, *, device: str, model_path: str) -> dict[str,
         engine_kwargs.setdefault("tool_call_parser", spec.tool_call_parser)
     if spec.reasoning_parser:
         engine_kwargs.setdefault("reasoning_parser", spec.reasoning_parser)
+    if spec.thinking_budget_tokens:
+        # The engine enforces thinking_token_budget by forcing the end-of-thinking tag.
+        engine_kwargs.setdefault(
+            "reasoning_config",
+            {
+                "reasoning_parser": spec.reasoning_parser,
+                "reasoning_start_str": "<think>",
+                "reasoning_end_str": "</think>",
+            },
+        )
 
     engine_cpus = max(spec.resources.num_cpus - _REPLICA_ACTOR_CPUS, 0.01)
     if device == "gpu":

@@ -41,7 +41,9 @@ class RateResult:
     """What one (model, offered rate) step measured."""
 
     model: str
+    nominal_rps: float
     offered_rps: float
+    """Arrivals actually generated per second of the arrival window (Poisson varies)."""
     duration_s: float
     sent: int
     ok: int
@@ -87,17 +89,18 @@ async def _one_request(client: httpx.AsyncClient, model: str, max_tokens: int, r
 
 async def run_rate(client, model: str, rate: float, duration_s: float, max_tokens: int, seed: int, slo_s: float) -> RateResult:
     """Offer ``rate`` requests/s for ``duration_s`` seconds; wait for all to finish."""
-    rng = random.Random(seed)
+    # Separate streams: arrival times are identical for every model at a given seed.
+    arrivals, prompts = random.Random(seed), random.Random(seed + 1)
     tasks, t0 = [], time.perf_counter()
     next_at = 0.0
     while True:
-        next_at += rng.expovariate(rate)
+        next_at += arrivals.expovariate(rate)
         if next_at > duration_s:
             break
         delay = next_at - (time.perf_counter() - t0)
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(_one_request(client, model, max_tokens, rng, slo_s)))
+        tasks.append(asyncio.create_task(_one_request(client, model, max_tokens, prompts, slo_s)))
     outcomes = await asyncio.gather(*tasks)
     wall = time.perf_counter() - t0
     statuses: dict[str, int] = {}
@@ -107,12 +110,14 @@ async def run_rate(client, model: str, rate: float, duration_s: float, max_token
     latencies = [o[1] for o in good]
     return RateResult(
         model=model,
-        offered_rps=rate,
+        nominal_rps=rate,
+        offered_rps=round(len(outcomes) / duration_s, 3),
         duration_s=round(wall, 2),
         sent=len(outcomes),
         ok=len(good),
         statuses=statuses,
-        goodput_rps=round(sum(1 for o in good if o[3]) / wall, 3) if wall else 0.0,
+        # Goodput: requests that succeeded within the SLO, per second of arrival window.
+        goodput_rps=round(sum(1 for o in good if o[3]) / duration_s, 3),
         latency_p50_s=_percentile(latencies, 0.5),
         latency_p99_s=_percentile(latencies, 0.99),
         completion_tokens_per_s=round(sum(o[2] for o in good) / wall, 1) if wall else 0.0,
@@ -166,13 +171,14 @@ def plot(report: LoadReport, path: Path) -> None:
         rows = [r for r in report.results if r.model == model]
         rates = [r.offered_rps for r in rows]
         ax1.plot(rates, [r.goodput_rps for r in rows], marker="o", label=f"{model} goodput")
+        rates = [r.nominal_rps for r in rows]
         ax2.plot(rates, [r.latency_p50_s or 0 for r in rows], marker="o", label=f"{model} p50")
         ax2.plot(rates, [r.latency_p99_s or 0 for r in rows], marker="x", linestyle="--", label=f"{model} p99")
     if report.results:
         top = max(r.offered_rps for r in report.results)
         ax1.plot([0, top], [0, top], color="grey", linestyle=":", label="offered")
-    ax1.set(xlabel="offered load (requests/s)", ylabel="goodput (requests/s within SLO)", title="Goodput")
-    ax2.set(xlabel="offered load (requests/s)", ylabel="latency (s)", title="Latency of successful requests")
+    ax1.set(xlabel="offered load, as generated (requests/s)", ylabel="goodput (requests/s within SLO)", title="Goodput")
+    ax2.set(xlabel="nominal offered load (requests/s)", ylabel="latency (s)", title="Latency of successful requests")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -197,7 +203,7 @@ async def _main(args) -> LoadReport:
                 result = await run_rate(client, model, rate, args.duration, args.max_tokens, args.seed, args.slo)
                 report.results.append(result)
                 print(
-                    f"{model:>24} @ {rate:5.2f} rps: sent {result.sent:4d} ok {result.ok:4d} "
+                    f"{model:>24} @ {rate:5.2f} rps (offered {result.offered_rps:5.2f}): sent {result.sent:4d} ok {result.ok:4d} "
                     f"goodput {result.goodput_rps:6.2f} rps  p50 {result.latency_p50_s}s  p99 {result.latency_p99_s}s  "
                     f"statuses {result.statuses}",
                     flush=True,

@@ -32,11 +32,24 @@ def test_healthz_and_readyz(http):
 
 def test_route_dry_run_explains_the_decision(http):
     simple = http.post("/v1/route", json={"model": "auto", "messages": [{"role": "user", "content": "Classify: refund please"}]}).json()
-    assert simple["role"] == "extractor" and simple["policy"] == "heuristic"
+    assert simple["role"] == "extractor" and simple["policy"] == "hybrid"
     assert 0 <= simple["score"] < simple["threshold"]
     hard = http.post("/v1/route", json={"model": "auto", "messages": [{"role": "user", "content": "Prove by induction and solve step by step: sum of first n odd numbers."}]}).json()
     assert hard["role"] == "reasoner" and hard["score"] >= hard["threshold"]
-    assert {"proof", "step_by_step"} <= set(hard["features"]["reasoning_cues"])
+    features = hard["features"]
+    # The hybrid policy explains itself with both halves and the capacity state.
+    assert {"proof", "step_by_step"} <= set(features["heuristic"]["reasoning_cues"])
+    assert features["semantic"]["neighbours"][0]["label"] == "reasoner"
+    assert features["capacity"]["reasoner_in_flight"] == 0 and features["thermal_level"] == "normal"
+
+
+def test_x_route_header_pins_the_target(http):
+    body = {"model": "auto", "messages": [{"role": "user", "content": "Prove that sqrt(2) is irrational, step by step."}], "max_tokens": 4}
+    r = http.post("/v1/chat/completions", json=body, headers={"x-route": "extractor"})
+    assert r.status_code == 200 and r.headers["x-route-target"] == "qwen3-tiny-extractor"
+    assert r.headers["x-route-reason"] == "pinned: x-route header"
+    bad = http.post("/v1/chat/completions", json=body, headers={"x-route": "gpt-9"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "x-route"
 
 
 def test_serve_status_lists_every_deployment_healthy(graph):

@@ -68,7 +68,7 @@ def test_refuses_non_loopback_targets():
 def test_plot_writes_a_png(tmp_path):
     report = load.LoadReport(url="http://127.0.0.1:8000", config={})
     for rate in (1, 2):
-        report.results.append(load.RateResult("auto", rate, 10, 10, 10, {"200": 10}, rate * 0.9, 0.2, 0.5, 30.0, 0))
+        report.results.append(load.RateResult("auto", rate, rate, 10, 10, 10, {"200": 10}, rate * 0.9, 0.2, 0.5, 30.0, 0))
     load.plot(report, tmp_path / "load.png")
     assert (tmp_path / "load.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     json.dumps(load.asdict(report))
