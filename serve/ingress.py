@@ -207,6 +207,9 @@ class Ingress(OpenAiIngress):
     async def _forward_llm(self, body: Any, call_method: str, request: Request) -> Response:
         """Forward to the LLM, counting in-flight requests until the last byte is sent."""
         target = body.model
+        # Admission and the count happen with no await in between, so concurrent
+        # requests cannot all pass a soft-limit check before any of them is counted.
+        self._admit(llm=True)
         self._count(target, +1)
         try:
             with serve_errors_as_http():
