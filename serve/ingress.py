@@ -411,8 +411,8 @@ ENDPOINTS = {
 }
 
 
-def make_ingress_class(settings: Settings) -> type:
-    """The ingress class bound to a FastAPI app carrying our middleware and errors."""
+def build_ingress_app(settings: Settings) -> FastAPI:
+    """The FastAPI app of the ingress: error envelope and middleware, no routes yet."""
     app = FastAPI(
         title="local-llm-graph",
         description="Several local LLMs as one Ray Serve graph, OpenAI-compatible.",
@@ -423,4 +423,9 @@ def make_ingress_class(settings: Settings) -> type:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_set)
     app.add_middleware(CatchAllMiddleware)
-    return make_fastapi_ingress(Ingress, endpoint_map=ENDPOINTS, app=app)
+    return app
+
+
+def make_ingress_class(settings: Settings) -> type:
+    """The ingress class bound to a FastAPI app carrying our middleware and errors."""
+    return make_fastapi_ingress(Ingress, endpoint_map=ENDPOINTS, app=build_ingress_app(settings))
