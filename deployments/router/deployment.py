@@ -45,6 +45,7 @@ class Router:
         self._embedder = embedder
         self._policy = policy
         self._ready = asyncio.Lock()
+        self._warmup: Optional[asyncio.Task] = None
         if policy is None and spec.policy not in NEEDS_EXEMPLARS:
             self._policy = make_policy(spec.policy, spec)
 
@@ -79,5 +80,13 @@ class Router:
         ).to_dict()
 
     async def check_health(self) -> None:
-        """Serve health check: nothing can go stale here."""
-        return None
+        """Serve health check; the first one also starts embedding the exemplars, so
+        the first routed request does not pay for it."""
+        if self._policy is None and self._warmup is None:
+            self._warmup = asyncio.get_running_loop().create_task(self._warm())
+
+    async def _warm(self) -> None:
+        try:
+            await self._ensure_policy()
+        except Exception:  # noqa: BLE001 - decide() retries on first use
+            logger.warning("router warm-up failed; exemplars will be embedded on first use", exc_info=True)

@@ -23,7 +23,7 @@ from deployments.router.decision import RouteTargets, decide
 from deployments.router.exemplars import load_exemplars
 from deployments.router.features import RouteInput
 from deployments.router.policies import ExemplarVectors, make_policy
-from serve.config import CONFIGS_DIR, PROJECT_ROOT, load_profile
+from serve.config import CONFIGS_DIR, load_profile
 
 POLICIES = ("heuristic", "semantic", "hybrid")
 EMBED_CHARS = 2000  # as the Router deployment does

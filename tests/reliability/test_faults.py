@@ -9,7 +9,6 @@ import signal
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
 
 import httpx
 import pytest
