@@ -190,6 +190,13 @@ class RouterSpec(_Strict):
         description="Labeled exemplars (configs/-relative) for the semantic and hybrid policies.",
     )
     semantic_k: int = Field(7, ge=1, description="Exemplars that vote in the semantic policy.")
+    fallback_to_other_local: bool = Field(
+        True,
+        description=(
+            "When the routed model is down or shedding load before the first byte, "
+            "`auto` requests go to the other local model (pinned requests never do)."
+        ),
+    )
     reasoner_max_in_flight: int = Field(
         8,
         ge=1,

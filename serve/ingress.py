@@ -18,6 +18,7 @@ from typing import Any, Optional
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
@@ -29,6 +30,7 @@ from serve.errors import (
     BadRequest,
     NotFound,
     RateLimited,
+    Unavailable,
     install_error_handlers,
     serve_errors_as_http,
 )
@@ -47,6 +49,9 @@ logger = logging.getLogger("ray.serve")
 
 ROUTE_TARGET_HEADER = "x-route-target"
 ROUTE_REASON_HEADER = "x-route-reason"
+ROUTE_HOPS_HEADER = "x-route-hops"
+HEALTH_PROBE_INTERVAL_S = 1.0
+HEALTH_PROBE_TIMEOUT_S = 2.0
 TEST_CHECKPOINT_NOTE = (
     "Generated test checkpoint with RANDOM weights: every serving path is real, the "
     "generated text is meaningless. Switch to a GPU profile for real models."
@@ -154,6 +159,11 @@ class Ingress(OpenAiIngress):
         self._thermal_task: Optional[asyncio.Task] = None
         self._llm_in_flight = 0
         self._in_flight_by_target: dict[str, int] = {}
+        # Last known health of each LLM deployment, so a fallback does not wait on a
+        # deployment that is down (a Serve handle would queue until it comes back).
+        self._llm_healthy: dict[str, bool] = {model_id: True for model_id in self._llm_specs}
+        self._health_task: Optional[asyncio.Task] = None
+        self._hop_counter = None
         self._health_targets = {
             "extractor": extractor,
             "reasoner": reasoner,
@@ -232,6 +242,95 @@ class Ingress(OpenAiIngress):
         response.body_iterator = counted()
         return response
 
+    # --------------------------------------------------------------- fallback
+    def _watch_llm_health(self) -> None:
+        if self._health_task is None:
+            self._health_task = asyncio.get_running_loop().create_task(self._llm_health_loop())
+
+    async def _llm_health_loop(self) -> None:
+        while True:
+            for model_id, handle in self._default_serve_handles.items():
+                try:
+                    await asyncio.wait_for(handle.check_health.remote(), HEALTH_PROBE_TIMEOUT_S)
+                    healthy = True
+                except Exception:  # noqa: BLE001 - any failure or timeout means "down"
+                    healthy = False
+                if healthy != self._llm_healthy.get(model_id):
+                    logger.warning("LLM deployment %s is now %s", model_id, "healthy" if healthy else "unavailable")
+                self._llm_healthy[model_id] = healthy
+            await asyncio.sleep(HEALTH_PROBE_INTERVAL_S)
+
+    def _record_hop(self, target: str, outcome: str) -> None:
+        if self._hop_counter is None:
+            from ray.serve.metrics import Counter
+
+            self._hop_counter = Counter(
+                "llmgraph_route_hops_total",
+                description="LLM hops tried per request, by target and outcome.",
+                tag_keys=("target", "outcome"),
+            )
+        self._hop_counter.inc(tags={"target": target, "outcome": outcome})
+
+    def _prepare(self, original: Any, target: str) -> Any:
+        """A copy of the request for ``target``, with that model's limits and defaults."""
+        body = original.model_copy(deep=True)
+        _, spec = self._llm_specs[target]
+        apply_generation_limits(body, spec)
+        if hasattr(body, "chat_template_kwargs"):
+            if spec.default_chat_template_kwargs and not body.chat_template_kwargs:
+                body.chat_template_kwargs = dict(spec.default_chat_template_kwargs)
+            if spec.thinking_budget_tokens and body.thinking_token_budget is None:
+                body.thinking_token_budget = spec.thinking_budget_tokens
+            if not spec.thinking_budget_tokens:
+                body.thinking_token_budget = None  # only engines with a reasoning config take it
+        body.model = target
+        return body
+
+    async def _forward_with_fallback(self, original: Any, call_method: str, request: Request, decision: RouteResponse) -> Response:
+        """Try the routed model, then (for ``auto`` traffic) the other local model.
+
+        A hop is abandoned only before the first byte reaches the client: when its
+        deployment is known to be down, is shedding load, or its replica died. Once a
+        response (or a stream) has started, it is never replayed elsewhere.
+        """
+        self._watch_llm_health()
+        chain = [decision.target]
+        if not decision.pinned and self._profile.router.fallback_to_other_local:
+            chain += [m for m in self._llm_specs if m != decision.target]
+        hops: list[str] = []
+        for position, target in enumerate(chain):
+            last = position == len(chain) - 1
+            outcome = None
+            if not self._llm_healthy.get(target, True) and not last:
+                outcome = "unavailable"
+            else:
+                try:
+                    response = await self._forward_llm(self._prepare(original, target), call_method, request)
+                except RateLimited as exc:
+                    if exc.code != "overloaded" or last:
+                        raise  # thermal shedding is not the target's fault
+                    outcome = "overloaded"
+                except Unavailable:
+                    if last:
+                        raise
+                    outcome = "unavailable"
+                except RayActorError:
+                    if last:
+                        raise
+                    outcome = "replica_died"
+            if outcome:
+                hops.append(f"{target}={outcome}")
+                self._record_hop(target, outcome)
+                continue
+            hops.append(f"{target}=ok")
+            self._record_hop(target, "ok")
+            if position:
+                decision.target, decision.role = target, self._llm_specs[target][0]
+                decision.reason = f"fallback after {hops[0]}; {decision.reason}"
+            response.headers[ROUTE_HOPS_HEADER] = ",".join(hops)
+            return response
+        raise Unavailable("no model could take the request", code="service_unavailable")
+
     # ---------------------------------------------------------------- routing
     def _pinned(self, value: str, source: str) -> RouteResponse:
         """A decision the client made: a model id, or a role name in the x-route header."""
@@ -296,14 +395,7 @@ class Ingress(OpenAiIngress):
         """OpenAI chat completions, with ``model: "auto"`` routed."""
         self._admit(llm=True)
         decision = await self._resolve(body.model, _route_input(body), request.headers.get("x-route"))
-        _, spec = self._llm_specs[decision.target]
-        apply_generation_limits(body, spec)
-        if spec.default_chat_template_kwargs and not body.chat_template_kwargs:
-            body.chat_template_kwargs = dict(spec.default_chat_template_kwargs)
-        if spec.thinking_budget_tokens and body.thinking_token_budget is None:
-            body.thinking_token_budget = spec.thinking_budget_tokens
-        body.model = decision.target
-        response = await self._forward_llm(body, "chat", request)
+        response = await self._forward_with_fallback(body, "chat", request, decision)
         return self._with_route_headers(response, decision)
 
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
@@ -312,9 +404,7 @@ class Ingress(OpenAiIngress):
         prompt = body.prompt
         text = prompt if isinstance(prompt, str) else " ".join(p for p in prompt if isinstance(p, str)) if isinstance(prompt, list) else ""
         decision = await self._resolve(body.model, RouteInput(text=text, last_user_text=text, max_tokens=body.max_tokens), request.headers.get("x-route"))
-        apply_generation_limits(body, self._llm_specs[decision.target][1])
-        body.model = decision.target
-        response = await self._forward_llm(body, "completions", request)
+        response = await self._forward_with_fallback(body, "completions", request, decision)
         return self._with_route_headers(response, decision)
 
     async def route(self, body: ChatCompletionRequest, request: Request) -> RouteResponse:
