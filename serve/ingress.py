@@ -43,6 +43,7 @@ from serve.protocol import (
     EmbeddingsUsage,
     RouteResponse,
 )
+from serve.remote import REMOTE_HOP, forward_remote
 from serve.settings import Settings
 
 logger = logging.getLogger("ray.serve")
@@ -297,11 +298,24 @@ class Ingress(OpenAiIngress):
         chain = [decision.target]
         if not decision.pinned and self._profile.router.fallback_to_other_local:
             chain += [m for m in self._llm_specs if m != decision.target]
+        if not decision.pinned and self._settings.fallback_url:
+            chain.append(REMOTE_HOP)
         hops: list[str] = []
         for position, target in enumerate(chain):
             last = position == len(chain) - 1
             outcome = None
-            if not self._llm_healthy.get(target, True) and not last:
+            if target == REMOTE_HOP:
+                try:
+                    response = await forward_remote(
+                        original.model_dump(exclude_unset=True), call_method,
+                        url=self._settings.fallback_url, api_key=self._settings.fallback_api_key,
+                        model=self._settings.fallback_model, timeout_s=self._settings.fallback_timeout_s,
+                    )
+                except Unavailable:
+                    hops.append(f"{REMOTE_HOP}=unavailable")
+                    self._record_hop(REMOTE_HOP, "unavailable")
+                    raise
+            elif not self._llm_healthy.get(target, True) and not last:
                 outcome = "unavailable"
             else:
                 try:
@@ -325,8 +339,11 @@ class Ingress(OpenAiIngress):
             hops.append(f"{target}=ok")
             self._record_hop(target, "ok")
             if position:
-                decision.target, decision.role = target, self._llm_specs[target][0]
-                decision.reason = f"fallback after {hops[0]}; {decision.reason}"
+                if target == REMOTE_HOP:
+                    decision.target, decision.role = self._settings.fallback_model or REMOTE_HOP, REMOTE_HOP
+                else:
+                    decision.target, decision.role = target, self._llm_specs[target][0]
+                decision.reason = f"fallback after {','.join(hops[:-1])}; {decision.reason}"
             response.headers[ROUTE_HOPS_HEADER] = ",".join(hops)
             return response
         raise Unavailable("no model could take the request", code="service_unavailable")

@@ -41,6 +41,16 @@ class Settings(BaseSettings):
             "refuses to start in that case."
         ),
     )
+    fallback_url: Optional[str] = Field(
+        default=None,
+        description=(
+            "Base URL (…/v1) of an OpenAI-compatible provider tried last for auto traffic "
+            "when every local model failed before its first byte. Unset: no remote hop."
+        ),
+    )
+    fallback_api_key: str = Field(default="", description="Bearer key for the fallback provider.")
+    fallback_model: str = Field(default="", description="Model name to ask the fallback provider for.")
+    fallback_timeout_s: float = Field(default=120.0, gt=0, description="Timeout of the remote hop.")
     max_body_bytes: int = Field(
         default=2 * 1024 * 1024,
         gt=0,

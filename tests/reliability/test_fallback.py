@@ -90,3 +90,4 @@ def test_reasoner_down_streams_never_replay_and_auto_falls_back(graph):
             if reasoner["status"] == "HEALTHY" and any(r["state"] == "RUNNING" and r.get("pid") != replica["pid"] for r in reasoner["replicas"]):
                 break
             time.sleep(3)
+

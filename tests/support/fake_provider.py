@@ -1,0 +1,55 @@
+"""A stand-in for a remote OpenAI-compatible provider, on loopback, for the remote hop.
+
+Tests never reach the network; this tiny server answers like a provider would and
+remembers what it was sent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import uvicorn
+from fastapi import FastAPI, Request
+
+from tests.support.graph import free_port
+
+ANSWER = "from the remote provider"
+
+
+class FakeProvider:
+    """Serves ``POST /v1/chat/completions`` on 127.0.0.1 in a background thread."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.port = free_port()
+        app = FastAPI()
+
+        @app.post("/v1/chat/completions")
+        async def chat(request: Request):
+            body = await request.json()
+            self.requests.append({"body": body, "authorization": request.headers.get("authorization")})
+            return {
+                "id": "remote-1", "object": "chat.completion", "created": int(time.time()),
+                "model": body.get("model"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
+            }
+
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> "FakeProvider":
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(5)
