@@ -49,10 +49,6 @@ class Embedder:
         vectors = await self._encode_batched(list(texts))
         return {"vectors": vectors, "tokens": self._encoder.count_tokens(texts)}
 
-    async def info(self) -> dict[str, Any]:
-        """Model id and vector size (for /v1/models)."""
-        return {"model_id": self._spec.model_id, "dimensions": self._encoder.dimensions}
-
     async def check_health(self) -> None:
         """Serve health check: the encoder is in memory once constructed."""
         return None

@@ -7,7 +7,7 @@ deployment receives a small payload instead of the whole request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 
@@ -24,7 +24,6 @@ class RouteInput:
     max_tokens: int | None = None
     embedding: tuple[float, ...] | None = None
     """The text's embedding, filled in by the router for policies that need one."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _content_text(content: Any) -> str:
