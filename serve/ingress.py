@@ -158,7 +158,6 @@ class Ingress(OpenAiIngress):
         self._monitor = monitor
         self._thermal: dict[str, Any] = {"level": "normal", "temperature_c": None}
         self._thermal_task: Optional[asyncio.Task] = None
-        self._llm_in_flight = 0
         self._in_flight_by_target: dict[str, int] = {}
         # Last known health of each LLM deployment, so a fallback does not wait on a
         # deployment that is down (a Serve handle would queue until it comes back).
@@ -205,14 +204,13 @@ class Ingress(OpenAiIngress):
         thermal = self._profile.monitor.thermal
         refusal = shed_reason(
             self._thermal["level"], self._thermal.get("temperature_c"),
-            llm=llm, in_flight=self._llm_in_flight, spec=thermal,
+            llm=llm, in_flight=sum(self._in_flight_by_target.values()), spec=thermal,
         )
         if refusal:
             message, code = refusal
             raise RateLimited(message, code=code, headers={"Retry-After": str(thermal.retry_after_s)})
 
     def _count(self, target: str, delta: int) -> None:
-        self._llm_in_flight += delta
         self._in_flight_by_target[target] = self._in_flight_by_target.get(target, 0) + delta
 
     async def _forward_llm(self, body: Any, call_method: str, request: Request) -> Response:

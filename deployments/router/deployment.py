@@ -11,15 +11,11 @@ import numpy as np
 
 from deployments.router.decision import RouteTargets, decide
 from deployments.router.exemplars import load_exemplars
-from deployments.router.features import RouteInput
+from deployments.router.features import RouteInput, text_to_embed
 from deployments.router.policies import NEEDS_EXEMPLARS, ExemplarVectors, RoutingPolicy, make_policy
 from serve.config import CONFIGS_DIR, RouterSpec
 
 logger = logging.getLogger("ray.serve")
-
-# Embedding a 100-page prompt to route it would cost more than routing saves; the start
-# of a request carries its intent.
-EMBED_CHARS = 2000
 
 
 class Router:
@@ -50,6 +46,8 @@ class Router:
             self._policy = make_policy(spec.policy, spec)
 
     async def _ensure_policy(self) -> RoutingPolicy:
+        if self._policy is not None:
+            return self._policy
         # Exemplars are embedded by the Embedder deployment, which may still be starting
         # when this replica is constructed: do it on first use.
         async with self._ready:
@@ -69,8 +67,7 @@ class Router:
         """The routing decision for one request, as a dict."""
         policy = await self._ensure_policy()
         if policy.needs_embedding and request.embedding is None:
-            text = (request.last_user_text or request.text)[:EMBED_CHARS]
-            result = await self._embedder.embed.remote([text])
+            result = await self._embedder.embed.remote([text_to_embed(request)])
             request = dataclasses.replace(request, embedding=tuple(result["vectors"][0].tolist()))
         return decide(
             request,

@@ -26,6 +26,16 @@ class RouteInput:
     """The text's embedding, filled in by the router for policies that need one."""
 
 
+#: Embedding a 100-page prompt to route it would cost more than routing saves; the start
+#: of a request carries its intent.
+EMBED_CHARS = 2000
+
+
+def text_to_embed(request: RouteInput) -> str:
+    """The text the semantic policy embeds for ``request``."""
+    return (request.last_user_text or request.text)[:EMBED_CHARS]
+
+
 def _content_text(content: Any) -> str:
     if content is None:
         return ""

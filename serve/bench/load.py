@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 import httpx
 
+from serve.bench.stats import percentile
 from serve.exposure import is_loopback
 
 PROMPTS = [
@@ -62,12 +63,9 @@ class LoadReport:
     soak: Optional[dict] = None
 
 
-def _percentile(values: list[float], q: float) -> Optional[float]:
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return round(ordered[index], 4)
+def _latency(values: list[float], q: float) -> Optional[float]:
+    value = percentile(values, q)
+    return None if value is None else round(value, 4)
 
 
 async def _one_request(client: httpx.AsyncClient, model: str, max_tokens: int, rng: random.Random, slo_s: float):
@@ -117,8 +115,8 @@ async def run_rate(client, model: str, rate: float, duration_s: float, max_token
         statuses=statuses,
         # Goodput: requests that succeeded within the SLO, per second of arrival window.
         goodput_rps=round(sum(1 for o in good if o[3]) / duration_s, 3),
-        latency_p50_s=_percentile(latencies, 0.5),
-        latency_p99_s=_percentile(latencies, 0.99),
+        latency_p50_s=_latency(latencies, 0.5),
+        latency_p99_s=_latency(latencies, 0.99),
         completion_tokens_per_s=round(sum(o[2] for o in good) / wall, 1) if wall else 0.0,
         errors=len(outcomes) - len(good),
     )

@@ -21,21 +21,16 @@ import numpy as np
 
 from deployments.router.decision import RouteTargets, decide
 from deployments.router.exemplars import load_exemplars
-from deployments.router.features import RouteInput
+from deployments.router.features import RouteInput, text_to_embed
 from deployments.router.policies import ExemplarVectors, make_policy
+from serve.bench.stats import percentile
 from serve.config import CONFIGS_DIR, load_profile
 
 POLICIES = ("heuristic", "semantic", "hybrid")
-EMBED_CHARS = 2000  # as the Router deployment does
 
 
 def load_eval(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def evaluate(policy, rows: list[dict], encoder, threshold: float, targets: RouteTargets) -> dict:
@@ -46,7 +41,7 @@ def evaluate(policy, rows: list[dict], encoder, threshold: float, targets: Route
         request = RouteInput(text=row["prompt"], last_user_text=row["prompt"])
         started = time.perf_counter()
         if policy.needs_embedding:
-            vector = encoder.encode([row["prompt"][:EMBED_CHARS]])[0]
+            vector = encoder.encode([text_to_embed(request)])[0]
             request = replace(request, embedding=tuple(vector.tolist()))
         decision = decide(request, policy=policy, threshold=threshold, targets=targets)
         latencies.append((time.perf_counter() - started) * 1000)
@@ -58,7 +53,7 @@ def evaluate(policy, rows: list[dict], encoder, threshold: float, targets: Route
         "confusion": confusion,
         "reasoner_share": round((confusion["extractor"]["reasoner"] + confusion["reasoner"]["reasoner"]) / len(rows), 4),
         "latency_ms_p50": round(statistics.median(latencies), 3),
-        "latency_ms_p99": round(_pct(latencies, 0.99), 3),
+        "latency_ms_p99": round(percentile(latencies, 0.99), 3),
         "scores": scores,
     }
 

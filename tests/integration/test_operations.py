@@ -7,11 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
-from tests.support.graph import ray_auth_headers
+from tests.support.graph import serve_details
 
 pytestmark = pytest.mark.integration
 
@@ -67,8 +66,5 @@ def test_serve_status_lists_every_deployment_healthy(graph):
 
 
 def test_dashboard_serve_api_lists_the_application(graph):
-    response = httpx.get(f"{graph.dashboard_url()}/api/serve/applications/", headers=ray_auth_headers(), timeout=30)
-    assert response.status_code == 200
-    apps = response.json()["applications"]
-    assert "llm-graph" in apps
-    assert set(apps["llm-graph"]["deployments"]) == DEPLOYMENTS
+    app = serve_details(graph)  # raises unless the API answered 200 with the application
+    assert set(app["deployments"]) == DEPLOYMENTS

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from tests.support.graph import ray_auth_headers
+from tests.support.graph import serve_details
 
 pytestmark = pytest.mark.integration
 
@@ -21,9 +21,7 @@ HARD = "Prove by induction, step by step, that 3^n > n^2 for n > 2."
 
 
 def _reasoner(graph) -> dict:
-    url = f"{graph.dashboard_url()}/api/serve/applications/"
-    apps = httpx.get(url, headers=ray_auth_headers(), timeout=30).json()["applications"]
-    return apps["llm-graph"]["deployments"]["Reasoner"]
+    return serve_details(graph)["deployments"]["Reasoner"]
 
 
 def _chunk_models(lines) -> list[str]:

@@ -13,7 +13,7 @@ from datetime import datetime
 import httpx
 import pytest
 
-from tests.support.graph import ray_auth_headers
+from tests.support.graph import serve_details
 
 pytestmark = pytest.mark.integration
 
@@ -73,11 +73,6 @@ def test_backpressure_answers_429_with_retry_after(graph):
             assert r.json()["usage"]["completion_tokens"] == 128
 
 
-def _serve_details(graph) -> dict:
-    url = f"{graph.dashboard_url()}/api/serve/applications/"
-    return httpx.get(url, headers=ray_auth_headers(), timeout=30).json()["applications"]["llm-graph"]
-
-
 def _call_with_retries(client: httpx.Client, attempts: int = 3) -> tuple[bool, list[int]]:
     body = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 4}
     seen = []
@@ -98,7 +93,7 @@ def _watch_recovery(graph, old_pid: int, killed: threading.Event, done: threadin
     killed.wait()
     while not done.is_set():
         try:
-            router = _serve_details(graph)["deployments"]["Router"]
+            router = serve_details(graph)["deployments"]["Router"]
         except (httpx.HTTPError, KeyError, ValueError):
             time.sleep(0.5)
             continue
@@ -114,7 +109,7 @@ def _watch_recovery(graph, old_pid: int, killed: threading.Event, done: threadin
 
 def test_killing_the_router_under_load_loses_nothing(graph):
     """SIGKILL the Router replica while auto traffic flows; retries absorb it."""
-    details = _serve_details(graph)
+    details = serve_details(graph)
     (replica,) = details["deployments"]["Router"]["replicas"]
     killed, done, recovery = threading.Event(), threading.Event(), {}
     watcher = threading.Thread(target=_watch_recovery, args=(graph, replica["pid"], killed, done, recovery))

@@ -122,6 +122,14 @@ def stop_graph(graph: RunningGraph, *, grace_s: float = 90) -> None:
     graph.process.wait(10)
 
 
+def serve_details(graph: RunningGraph) -> dict:
+    """The llm-graph application as the dashboard's Serve API describes it."""
+    url = f"{graph.dashboard_url()}/api/serve/applications/"
+    response = httpx.get(url, headers=ray_auth_headers(), timeout=30)
+    response.raise_for_status()
+    return response.json()["applications"]["llm-graph"]
+
+
 def ray_auth_headers() -> dict[str, str]:
     """The bearer token Ray's dashboard requires (token auth is on by default)."""
     path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
