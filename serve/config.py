@@ -257,6 +257,38 @@ class IngressSpec(_Strict):
     scaling: Scaling = Field(default_factory=lambda: Scaling(max_ongoing_requests=256))
 
 
+class ExtractionSpec(_Strict):
+    """``/v1/extract``: the job-posting pipeline's limits."""
+
+    max_document_chars: int = Field(
+        500_000, ge=1000, description="Longest document accepted (413 beyond); the HTTP body limit applies too."
+    )
+    max_text_chars: int = Field(
+        20_000, ge=1000, description="Visible text kept per document for the rules and the LLM."
+    )
+    llm_input_chars: int = Field(
+        6_000, ge=200, description="Characters of the posting's text put in the LLM prompt."
+    )
+    max_batch_documents: int = Field(100, ge=1, le=1000, description="Documents per /v1/extract/batch call.")
+    batch_concurrency: int = Field(
+        8, ge=1, le=256, description="Documents of one batch in flight at once (each may call an LLM)."
+    )
+    thinking_budget_tokens: int = Field(
+        1024, ge=0, description="Thinking tokens the reasoner may spend on one extraction (capped by its own budget)."
+    )
+
+    def pipeline_limits(self, extractor: "LLMSpec", reasoner: "LLMSpec"):
+        """The pure pipeline's view of these limits and of the models' token limits."""
+        from deployments.extraction.pipeline import PipelineLimits
+
+        return PipelineLimits(
+            max_text_chars=self.max_text_chars,
+            llm_input_chars=self.llm_input_chars,
+            max_tokens=min(extractor.max_tokens_limit, reasoner.max_tokens_limit),
+            thinking_tokens=min(self.thinking_budget_tokens, reasoner.thinking_budget_tokens or 0),
+        )
+
+
 class ClusterSpec(_Strict):
     """How the profile maps onto a KubeRay cluster (``python -m serve render-k8s``)."""
 
@@ -289,6 +321,7 @@ class Profile(_Strict):
     router: RouterSpec = Field(default_factory=RouterSpec)
     monitor: MonitorSpec = Field(default_factory=MonitorSpec)
     ingress: IngressSpec = Field(default_factory=IngressSpec)
+    extraction: ExtractionSpec = Field(default_factory=ExtractionSpec)
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
 
     @model_validator(mode="after")

@@ -34,6 +34,7 @@ from serve.errors import (
     install_error_handlers,
     serve_errors_as_http,
 )
+from serve.extract_api import ExtractionEndpoints
 from serve.limits import apply_generation_limits
 from serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware
 from serve.protocol import (
@@ -92,7 +93,7 @@ def _route_input(body: ChatCompletionRequest) -> RouteInput:
     return route_input_from_chat(body.model_dump(include=fields))
 
 
-class Ingress(OpenAiIngress):
+class Ingress(ExtractionEndpoints, OpenAiIngress):
     """HTTP entry point of the graph.
 
     Args:
@@ -511,6 +512,9 @@ ENDPOINTS = {
     "completions": lambda app: app.post("/v1/completions"),
     "embeddings": lambda app: app.post("/v1/embeddings", response_model=EmbeddingsResponse),
     "route": lambda app: app.post("/v1/route", response_model=RouteResponse),
+    "extract": lambda app: app.post("/v1/extract"),
+    "extract_batch": lambda app: app.post("/v1/extract/batch"),
+    "job_posting_schema": lambda app: app.get("/v1/schemas/job_posting"),
     "healthz": lambda app: app.get("/healthz"),
     "readyz": lambda app: app.get("/readyz"),
 }

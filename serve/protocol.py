@@ -55,3 +55,40 @@ class RouteResponse(BaseModel):
     threshold: float
     features: dict[str, Any]
     pinned: bool = Field(False, description="True when the client named the model.")
+
+
+ExtractMode = Literal["auto", "fast", "llm", "deep"]
+
+
+class ExtractRequest(BaseModel):
+    """``POST /v1/extract``: one document in, one validated record out."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    document: str = Field(min_length=1, description="The posting: an HTML page or plain text.")
+    content_type: Optional[Literal["text/html", "text/plain"]] = Field(
+        None, description="Sniffed from the document when not given."
+    )
+    schema_: Union[Literal["job_posting"], dict[str, Any]] = Field(
+        "job_posting", alias="schema",
+        description='"job_posting", or a JSON schema (an object) for the LLM to fill.',
+    )
+    mode: ExtractMode = Field(
+        "auto",
+        description="fast: no LLM; llm: the extractor fills every field; deep: the reasoner does; "
+        "auto: fast first, then the routed model fills only the gaps.",
+    )
+    base_url: str = Field("", max_length=2000, description="The page's URL, to resolve relative links.")
+
+
+class ExtractBatchRequest(BaseModel):
+    """``POST /v1/extract/batch``: documents are validated one by one, so one bad
+    document gets its own error instead of failing the batch."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    documents: list[Any] = Field(
+        description="Each a string (the document) or an object with the /v1/extract fields."
+    )
+    schema_: Union[Literal["job_posting"], dict[str, Any]] = Field("job_posting", alias="schema")
+    mode: ExtractMode = "auto"
