@@ -7,6 +7,7 @@ Commands:
     render-k8s    write the KubeRay manifests in k8s/ from a profile
     bench load    open-loop load sweep (or soak) against the running graph
     bench router  routing accuracy, confusion, reasoner share and latency per policy
+    bench extract extraction F1 per field and stage, documents/s for fast and auto
 """
 
 from __future__ import annotations
@@ -124,6 +125,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--policies", type=lambda s: s.split(","), default=["heuristic", "semantic", "hybrid"])
     p.add_argument("--out", default="bench-results")
     p.set_defaults(func=lambda a: __import__("serve.bench.router", fromlist=["run"]).run(a))
+
+    p = bench_sub.add_parser("extract", help="extraction quality (F1 per field) and documents/s")
+    p.add_argument("--profile", default="cpu-tiny", help="profile whose extraction limits are used")
+    p.add_argument("--data", default=str(Path(__file__).resolve().parent.parent / "tests" / "data" / "postings"))
+    p.add_argument("--seconds", type=float, default=10.0, help="duration of the in-process fast run")
+    p.add_argument("--url", default=None, help="a running graph (loopback) to measure /v1/extract/batch too")
+    p.add_argument("--api-key", default=None)
+    p.add_argument("--rounds", type=int, default=5, help="passes over the corpus for fast over HTTP")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--out", default="bench-results")
+    p.set_defaults(func=lambda a: __import__("serve.bench.extract", fromlist=["run"]).run(a))
 
     args = parser.parse_args(argv)
     return args.func(args)
