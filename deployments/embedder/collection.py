@@ -1,0 +1,433 @@
+"""Durable document collections: SQLite for the records, FAISS snapshots for search.
+
+Durability comes from SQLite, not from hand-written file code: each write is one
+transaction in WAL mode with ``synchronous=FULL``, so when a write is acknowledged it is
+on disk, and a crash at any moment leaves either all of it or none of it. The ``ops``
+table is the collection's append-only journal (which chunks each write added or
+removed; chunk ids are AUTOINCREMENT, so one is never reused); the FAISS index is a
+cache of the chunks table, snapshotted atomically (temp
+file, fsync, rename) with a SHA-256 manifest naming the last journal entry it covers.
+Opening a collection loads the newest snapshot whose checksum matches and replays the
+journal after it; a database or snapshot that fails its check is moved to
+``quarantine/`` and reported, never half-loaded (a bad snapshot is rebuilt from the
+database, which holds every vector).
+
+Nothing read from disk is unpickled: metadata is JSON, vectors are raw float32, the
+index is FAISS's own format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from deployments.embedder.chunking import chunk_spans
+from deployments.embedder.index import IndexParams, VectorIndex
+
+logger = logging.getLogger("ray.serve")
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    id TEXT PRIMARY KEY, text TEXT NOT NULL, metadata TEXT NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id INTEGER PRIMARY KEY AUTOINCREMENT, doc_id TEXT NOT NULL, position INTEGER NOT NULL,
+    start INTEGER NOT NULL, end INTEGER NOT NULL, vector BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id);
+CREATE TABLE IF NOT EXISTS ops (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, added TEXT NOT NULL, removed TEXT NOT NULL);
+"""
+
+
+class StoreError(Exception):
+    """A collection that cannot be used as asked (status says which 4xx)."""
+
+    def __init__(self, message: str, *, status: int = 400, code: str = "invalid_request", param: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.message, self.status, self.code, self.param = message, status, code, param
+
+
+@dataclass(frozen=True)
+class StoreParams:
+    """Profile settings that shape every collection."""
+
+    index: IndexParams
+    model_id: str
+    chunk_chars: int = 1000
+    chunk_overlap: int = 150
+    snapshot_every_ops: int = 500
+
+
+@dataclass
+class Hit:
+    doc_id: str
+    score: float
+    text: str
+    metadata: dict[str, Any]
+    chunk: dict[str, int]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Collection:
+    """One named collection in its own directory. Thread-safe; writes are serialized."""
+
+    def __init__(self, directory: Path, params: StoreParams, *, quarantine: Callable[[Path, str], None]) -> None:
+        self.directory = directory
+        self.name = directory.name
+        self._params = params
+        self._quarantine = quarantine
+        self._lock = threading.RLock()
+        self._ops_since_snapshot = 0
+        directory.mkdir(parents=True, exist_ok=True)
+        self._db = self._open_db()
+        self._chunk_doc: dict[int, str] = {}
+        self._doc_meta: dict[str, dict[str, Any]] = {}
+        self._doc_chunks: dict[str, list[int]] = {}
+        self._load_rows()
+        self._index = self._load_index()
+
+    # ---------------------------------------------------------------- opening
+    def _open_db(self) -> sqlite3.Connection:
+        path = self.directory / "store.sqlite"
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            status = db.execute("PRAGMA quick_check").fetchone()[0]
+            if status != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {status}")
+            db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise StoreError(f"collection {self.name!r} failed its integrity check ({exc})", status=500, code="corrupt") from exc
+        stored = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        expected = {"model_id": self._params.model_id, "dimensions": str(self._params.index.dimensions)}
+        if not stored:
+            with db:
+                db.executemany("INSERT INTO meta VALUES (?, ?)", expected.items())
+        elif {k: stored.get(k) for k in expected} != expected:
+            db.close()
+            raise StoreError(
+                f"collection {self.name!r} was built with {stored.get('model_id')} ({stored.get('dimensions')}-d); "
+                f"this graph embeds with {self._params.model_id}", status=409, code="embedder_mismatch",
+            )
+        return db
+
+    def _load_rows(self) -> None:
+        for doc_id, metadata in self._db.execute("SELECT id, metadata FROM documents"):
+            self._doc_meta[doc_id] = json.loads(metadata)
+            self._doc_chunks[doc_id] = []
+        for chunk_id, doc_id in self._db.execute("SELECT chunk_id, doc_id FROM chunks ORDER BY chunk_id"):
+            self._chunk_doc[chunk_id] = doc_id
+            self._doc_chunks.setdefault(doc_id, []).append(chunk_id)
+
+    def _vectors(self, chunk_ids: list[int]) -> np.ndarray:
+        dims = self._params.index.dimensions
+        out = np.zeros((len(chunk_ids), dims), np.float32)
+        for start in range(0, len(chunk_ids), 500):
+            part = chunk_ids[start:start + 500]
+            rows = dict(self._db.execute(
+                f"SELECT chunk_id, vector FROM chunks WHERE chunk_id IN ({','.join('?' * len(part))})", part))
+            for i, chunk_id in enumerate(part):
+                out[start + i] = np.frombuffer(rows[chunk_id], dtype=np.float32)
+        return out
+
+    def _snapshots(self) -> list[Path]:
+        return sorted(self.directory.glob("snapshot-*.json"), key=lambda p: int(p.stem.split("-")[1]), reverse=True)
+
+    def _load_index(self) -> VectorIndex:
+        """Newest valid snapshot + journal replay; a full rebuild when there is none."""
+        for manifest_path in self._snapshots():
+            try:
+                manifest = json.loads(manifest_path.read_text())
+                data_path = self.directory / manifest["file"]
+                if _sha256(data_path) != manifest["sha256"] or manifest["dimensions"] != self._params.index.dimensions:
+                    raise ValueError("checksum mismatch")
+                index = VectorIndex.from_bytes(self._params.index, manifest["kind"], data_path.read_bytes(), manifest["tombstones"])
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                self._quarantine(manifest_path, f"snapshot failed its check: {exc}")
+                continue
+            self._replay(index, manifest["seq"])
+            return index
+        live = sorted(self._chunk_doc)
+        return VectorIndex.build(self._params.index, np.asarray(live, dtype=np.int64), self._vectors(live))
+
+    def _replay(self, index: VectorIndex, after_seq: int) -> None:
+        added: list[int] = []
+        for seq, add, remove in self._db.execute("SELECT seq, added, removed FROM ops WHERE seq > ? ORDER BY seq", (after_seq,)):
+            index.remove(json.loads(remove))
+            added.extend(json.loads(add))
+            self._ops_since_snapshot += 1
+        present = [c for c in added if c in self._chunk_doc]
+        index.add(np.asarray(present, dtype=np.int64), self._vectors(present))
+
+    # ---------------------------------------------------------------- writing
+    def plan_chunks(self, text: str) -> list[tuple[int, int]]:
+        return chunk_spans(text, size=self._params.chunk_chars, overlap=self._params.chunk_overlap)
+
+    def upsert(self, docs: list[dict[str, Any]], spans: list[list[tuple[int, int]]], vectors: list[np.ndarray]) -> None:
+        """Store ``docs`` (replacing same ids) with their chunk spans and vectors, durably."""
+        with self._lock:
+            removed: list[int] = []
+            added: list[int] = []
+            now = time.time()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for doc, doc_spans, doc_vectors in zip(docs, spans, vectors):
+                    removed += self._doc_chunks.get(doc["id"], [])
+                    self._db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc["id"],))
+                    self._db.execute(
+                        "INSERT INTO documents VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                        "text = excluded.text, metadata = excluded.metadata, updated_at = excluded.updated_at",
+                        (doc["id"], doc["text"], json.dumps(doc.get("metadata") or {}), now),
+                    )
+                    for position, ((start, end), vector) in enumerate(zip(doc_spans, doc_vectors)):
+                        cursor = self._db.execute(
+                            "INSERT INTO chunks (doc_id, position, start, end, vector) VALUES (?, ?, ?, ?, ?)",
+                            (doc["id"], position, start, end, np.asarray(vector, dtype=np.float32).tobytes()),
+                        )
+                        added.append(int(cursor.lastrowid))
+                self._db.execute("INSERT INTO ops (added, removed) VALUES (?, ?)", (json.dumps(added), json.dumps(removed)))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            # Committed (and fsynced): now make it visible to searches.
+            position = 0
+            all_vectors = np.vstack([np.asarray(v, dtype=np.float32) for v in vectors]) if added else np.zeros((0, self._params.index.dimensions), np.float32)
+            for doc, doc_spans in zip(docs, spans):
+                for chunk_id in self._doc_chunks.pop(doc["id"], []):
+                    self._chunk_doc.pop(chunk_id, None)
+                ids = added[position:position + len(doc_spans)]
+                position += len(doc_spans)
+                self._doc_chunks[doc["id"]] = ids
+                self._doc_meta[doc["id"]] = doc.get("metadata") or {}
+                for chunk_id in ids:
+                    self._chunk_doc[chunk_id] = doc["id"]
+            self._index.remove(removed)
+            self._index.add(np.asarray(added, dtype=np.int64), all_vectors)
+            self._after_write()
+
+    def delete(self, doc_id: str) -> bool:
+        """Delete one document durably; False when it does not exist."""
+        with self._lock:
+            if doc_id not in self._doc_meta:
+                return False
+            removed = self._doc_chunks.get(doc_id, [])
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
+                self._db.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
+                self._db.execute("INSERT INTO ops (added, removed) VALUES (?, ?)", ("[]", json.dumps(removed)))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            for chunk_id in self._doc_chunks.pop(doc_id, []):
+                self._chunk_doc.pop(chunk_id, None)
+            self._doc_meta.pop(doc_id, None)
+            self._index.remove(removed)
+            self._after_write()
+            return True
+
+    def _after_write(self) -> None:
+        self._ops_since_snapshot += 1
+        if self._ops_since_snapshot >= self._params.snapshot_every_ops:
+            self.snapshot()
+
+    def snapshot(self) -> None:
+        """Write the index atomically, then drop the journal entries it covers."""
+        with self._lock:
+            seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM ops").fetchone()[0]
+            if self._index.needs_rebuild(len(self._chunk_doc)):
+                live = sorted(self._chunk_doc)
+                self._index = VectorIndex.build(self._params.index, np.asarray(live, dtype=np.int64), self._vectors(live))
+            data = self._index.to_bytes()
+            kind, tombstones = self._index.kind, sorted(self._index.tombstones)
+            self._ops_since_snapshot = 0
+        data_path = self.directory / f"snapshot-{seq}.faiss"
+        tmp = data_path.with_suffix(".faiss.tmp")
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, data_path)
+        manifest = {"seq": seq, "file": data_path.name, "sha256": hashlib.sha256(data).hexdigest(), "kind": kind,
+                    "dimensions": self._params.index.dimensions, "tombstones": tombstones, "written_at": time.time()}
+        manifest_path = self.directory / f"snapshot-{seq}.json"
+        tmp = manifest_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(manifest))
+        with tmp.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, manifest_path)
+        _fsync_dir(self.directory)
+        for old in self._snapshots()[1:]:
+            (self.directory / old.name.replace(".json", ".faiss")).unlink(missing_ok=True)
+            old.unlink(missing_ok=True)
+        with self._lock:
+            self._db.execute("DELETE FROM ops WHERE seq <= ?", (seq,))
+
+    # ---------------------------------------------------------------- reading
+    def get(self, doc_id: str) -> Optional[dict[str, Any]]:
+        row = self._db.execute("SELECT id, text, metadata FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        if row is None:
+            return None
+        return {"id": row[0], "text": row[1], "metadata": json.loads(row[2]), "chunks": len(self._doc_chunks.get(doc_id, []))}
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {"name": self.name, "documents": len(self._doc_meta), "chunks": len(self._chunk_doc),
+                    "index": self._index.kind, "tombstones": len(self._index.tombstones)}
+
+    def search(self, query: np.ndarray, k: int, predicate: Optional[Callable[[dict[str, Any]], bool]] = None) -> list[Hit]:
+        """The ``k`` best documents (by their best chunk) for an embedded query."""
+        with self._lock:
+            allowed = None
+            if predicate is not None:
+                docs = [d for d, meta in self._doc_meta.items() if predicate(meta)]
+                allowed = np.asarray([c for d in docs for c in self._doc_chunks.get(d, [])], dtype=np.int64)
+                if len(allowed) == 0:
+                    return []
+            fetch = k * 4
+            while True:
+                scores, ids = self._index.search(query, fetch, allowed)
+                best: dict[str, tuple[float, int]] = {}
+                for score, chunk_id in zip(scores.tolist(), ids.tolist()):
+                    doc_id = self._chunk_doc.get(chunk_id)
+                    if doc_id is not None and doc_id not in best:
+                        best[doc_id] = (score, chunk_id)
+                exhausted = len(ids) < fetch or fetch >= self._index.ntotal
+                if len(best) >= k or exhausted:
+                    break
+                fetch *= 4
+            top = sorted(best.items(), key=lambda item: -item[1][0])[:k]
+            rows = {}
+            if top:
+                chunk_ids = [chunk_id for _, (_, chunk_id) in top]
+                rows = {r[0]: r[1:] for r in self._db.execute(
+                    f"SELECT chunk_id, doc_id, position, start, end FROM chunks WHERE chunk_id IN ({','.join('?' * len(chunk_ids))})", chunk_ids)}
+                texts = dict(self._db.execute(
+                    f"SELECT id, text FROM documents WHERE id IN ({','.join('?' * len(top))})", [d for d, _ in top]))
+            hits = []
+            for doc_id, (score, chunk_id) in top:
+                _, position, start, end = rows[chunk_id]
+                hits.append(Hit(doc_id, float(score), texts[doc_id][start:end], self._doc_meta[doc_id],
+                                {"position": position, "start": start, "end": end}))
+            return hits
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class CollectionStore:
+    """Every collection under one data directory, opened lazily and kept open."""
+
+    def __init__(self, root: Path, params: StoreParams, *, max_collections: int) -> None:
+        self.root = root
+        self._params = params
+        self._max = max_collections
+        self._open: dict[str, Collection] = {}
+        self._lock = threading.Lock()
+        self.quarantined: list[dict[str, Any]] = []
+        (root / "collections").mkdir(parents=True, exist_ok=True)
+        for directory in sorted((root / "collections").iterdir()):
+            if directory.is_dir() and NAME_PATTERN.match(directory.name):
+                self._try_open(directory.name)
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        target = self.root / "quarantine" / f"{int(time.time() * 1000)}-{path.parent.name}-{path.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        logger.error("quarantined %s: %s", path, reason)
+        self.quarantined.append({"path": str(target), "reason": reason})
+
+    def _try_open(self, name: str) -> Optional[Collection]:
+        directory = self.root / "collections" / name
+        try:
+            collection = Collection(directory, self._params, quarantine=self._quarantine)
+        except StoreError as exc:
+            if exc.code == "corrupt":
+                self._quarantine(directory, exc.message)
+                return None
+            raise
+        self._open[name] = collection
+        return collection
+
+    @staticmethod
+    def check_name(name: str) -> None:
+        if not NAME_PATTERN.match(name or ""):
+            raise StoreError(
+                "collection names are 1-64 characters: lowercase letters, digits, '_' and '-', starting with a letter or digit",
+                param="collection", code="invalid_collection_name",
+            )
+
+    def get(self, name: str, *, create: bool = False) -> Collection:
+        self.check_name(name)
+        with self._lock:
+            if name in self._open:
+                return self._open[name]
+            if not create:
+                raise StoreError(f"collection {name!r} does not exist", status=404, code="collection_not_found", param="collection")
+            if len(self._open) >= self._max:
+                raise StoreError(f"at most {self._max} collections", status=409, code="too_many_collections", param="collection")
+            return self._try_open(name)
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._open)
+
+    def drop(self, name: str) -> bool:
+        import shutil
+
+        self.check_name(name)
+        with self._lock:
+            collection = self._open.pop(name, None)
+            if collection is None:
+                return False
+            collection.close()
+            trash = self.root / "trash" / f"{name}-{int(time.time() * 1000)}"
+            trash.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(collection.directory, trash)  # one atomic step; the delete can fail harmlessly
+            shutil.rmtree(trash, ignore_errors=True)
+            return True
+
+    def snapshot_all(self) -> None:
+        for name in self.names():
+            try:
+                self._open[name].snapshot()
+            except KeyError:
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            for collection in self._open.values():
+                collection.close()
+            self._open.clear()

@@ -1,0 +1,181 @@
+"""Collections: chunking, filters, durable upsert/delete/search, snapshots, quarantine."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from deployments.embedder.chunking import chunk_spans
+from deployments.embedder.collection import CollectionStore, StoreError, StoreParams
+from deployments.embedder.filters import FilterError, compile_filter
+from deployments.embedder.index import IndexParams
+
+DIMS = 16
+
+
+def unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=DIMS).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def params(**overrides) -> StoreParams:
+    base = dict(index=IndexParams(DIMS, hnsw_threshold=overrides.pop("hnsw_threshold", 1000)), model_id="fake-16",
+                chunk_chars=50, chunk_overlap=10, snapshot_every_ops=overrides.pop("snapshot_every_ops", 1000))
+    return StoreParams(**base, **overrides)
+
+
+def add(collection, docs):
+    spans = [collection.plan_chunks(d["text"]) for d in docs]
+    vectors = [np.vstack([unit(hash((d["id"], d["text"], i)) % 2**32) for i in range(len(s))]) for d, s in zip(docs, spans)]
+    collection.upsert(docs, spans, vectors)
+    return vectors
+
+
+def test_chunks_cover_the_text_with_overlap_and_end_on_words():
+    text = " ".join(f"word{i}" for i in range(200))
+    spans = chunk_spans(text, size=100, overlap=20)
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)
+    for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
+        assert s2 < e1, "consecutive chunks overlap"
+        assert e1 - s1 <= 100
+        assert text[e1] == " " or e1 == len(text)
+    assert chunk_spans("short", size=100, overlap=20) == [(0, 5)]
+
+
+@pytest.mark.parametrize(
+    "spec, metadata, expected",
+    [
+        ({"team": "search"}, {"team": "search"}, True),
+        ({"team": "search"}, {"team": "ads"}, False),
+        ({"flag": True}, {"flag": 1}, False),
+        ({"lang": {"$in": ["de", "fr"]}}, {"lang": "fr"}, True),
+        ({"lang": {"$in": ["de", "fr"]}}, {}, False),
+        ({"year": {"$gte": 2020, "$lt": 2025}}, {"year": 2024}, True),
+        ({"year": {"$gte": 2020, "$lt": 2025}}, {"year": 2025}, False),
+        ({"year": {"$gt": 1}}, {"year": "2024"}, False),
+        ({"lang": {"$ne": "en"}}, {"lang": "de"}, True),
+    ],
+)
+def test_filters(spec, metadata, expected):
+    assert compile_filter(spec)(metadata) is expected
+
+
+@pytest.mark.parametrize(
+    "spec, field",
+    [({"a": {"$regex": "x"}}, "a"), ({"a": {"$in": []}}, "a"), ({"a": [1, 2]}, "a"), ({"a": {"$gt": "x"}}, "a"), ({"a": {}}, "a")],
+)
+def test_malformed_filters_name_the_field(spec, field):
+    with pytest.raises(FilterError) as info:
+        compile_filter(spec)
+    assert info.value.field == field
+
+
+def test_upsert_search_get_delete_and_filters(tmp_path):
+    store = CollectionStore(tmp_path, params(), max_collections=2)
+    c = store.get("docs", create=True)
+    long_text = " ".join(["filler"] * 40) + " needle at the end"
+    vectors = add(c, [
+        {"id": "a", "text": "alpha", "metadata": {"lang": "en", "year": 2020}},
+        {"id": "b", "text": "beta", "metadata": {"lang": "de", "year": 2024}},
+        {"id": "long", "text": long_text, "metadata": {"lang": "en", "year": 2022}},
+    ])
+    assert c.stats()["documents"] == 3 and c.stats()["chunks"] > 3
+    hits = c.search(vectors[1][0], 2)
+    assert hits[0].doc_id == "b" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    last_chunk = vectors[2][-1]
+    hit = c.search(last_chunk, 1)[0]
+    assert hit.doc_id == "long" and "needle" in hit.text and hit.chunk["position"] == len(vectors[2]) - 1
+    assert [h.doc_id for h in c.search(vectors[1][0], 3, compile_filter({"lang": "en"}))] == [h.doc_id for h in c.search(vectors[1][0], 3) if h.doc_id != "b"]
+    assert c.search(vectors[0][0], 3, compile_filter({"year": {"$gte": 2030}})) == []
+    assert c.get("a")["metadata"] == {"lang": "en", "year": 2020}
+    # Upsert replaces the text, the vectors and the metadata.
+    new = add(c, [{"id": "a", "text": "alpha two", "metadata": {"lang": "fr"}}])
+    assert c.get("a")["text"] == "alpha two" and c.search(new[0][0], 1)[0].doc_id == "a"
+    assert "a" not in [h.doc_id for h in c.search(vectors[0][0], 3) if h.score > 0.999]
+    assert c.delete("b") is True and c.delete("b") is False
+    assert c.get("b") is None and "b" not in [h.doc_id for h in c.search(vectors[1][0], 3)]
+    assert c.stats()["documents"] == 2
+    store.close()
+
+
+@pytest.mark.parametrize("snapshot_every_ops", [1000, 3])
+def test_everything_survives_a_reopen(tmp_path, snapshot_every_ops):
+    store = CollectionStore(tmp_path, params(snapshot_every_ops=snapshot_every_ops, hnsw_threshold=20), max_collections=2)
+    c = store.get("docs", create=True)
+    vectors = {}
+    for i in range(30):
+        vectors[f"d{i}"] = add(c, [{"id": f"d{i}", "text": f"text {i}", "metadata": {"i": i}}])[0][0]
+    for i in range(0, 30, 3):
+        c.delete(f"d{i}")
+    before = {k: [(h.doc_id, round(h.score, 5)) for h in c.search(v, 5)] for k, v in vectors.items()}
+    store.close()
+    again = CollectionStore(tmp_path, params(snapshot_every_ops=snapshot_every_ops, hnsw_threshold=20), max_collections=2)
+    c2 = again.get("docs")
+    assert c2.stats()["documents"] == 20
+    after = {k: [(h.doc_id, round(h.score, 5)) for h in c2.search(v, 5)] for k, v in vectors.items()}
+    assert after == before
+    if snapshot_every_ops == 3:
+        assert list(tmp_path.glob("collections/docs/snapshot-*.json")), "snapshots were written"
+    again.close()
+
+
+def test_a_corrupt_snapshot_is_quarantined_and_the_index_rebuilt(tmp_path):
+    store = CollectionStore(tmp_path, params(snapshot_every_ops=2), max_collections=2)
+    c = store.get("docs", create=True)
+    vectors = [add(c, [{"id": f"d{i}", "text": f"t{i}"}])[0][0] for i in range(5)]
+    store.close()
+    snapshot = sorted(tmp_path.glob("collections/docs/snapshot-*.faiss"))[-1]
+    data = bytearray(snapshot.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    snapshot.write_bytes(bytes(data))
+    again = CollectionStore(tmp_path, params(snapshot_every_ops=2), max_collections=2)
+    assert len(again.quarantined) == 1 and "checksum" in again.quarantined[0]["reason"]
+    c2 = again.get("docs")
+    for i, v in enumerate(vectors):
+        assert c2.search(v, 1)[0].doc_id == f"d{i}"
+    again.close()
+
+
+def test_a_corrupt_database_is_quarantined_not_half_loaded(tmp_path):
+    store = CollectionStore(tmp_path, params(), max_collections=2)
+    add(store.get("docs", create=True), [{"id": "a", "text": "alpha"}])
+    add(store.get("other", create=True), [{"id": "b", "text": "beta"}])
+    store.close()
+    db = tmp_path / "collections" / "docs" / "store.sqlite"
+    db.write_bytes(b"this is not a database" * 100)
+    for leftover in db.parent.glob("store.sqlite-*"):
+        leftover.unlink()
+    again = CollectionStore(tmp_path, params(), max_collections=2)
+    assert again.names() == ["other"]
+    assert len(again.quarantined) == 1 and "integrity" in again.quarantined[0]["reason"]
+    assert list((tmp_path / "quarantine").iterdir())
+    again.close()
+
+
+def test_names_limits_and_embedder_mismatch(tmp_path):
+    store = CollectionStore(tmp_path, params(), max_collections=1)
+    for bad in ("", "../etc", "Docs", "a/b", "x" * 65, ".hidden"):
+        with pytest.raises(StoreError):
+            store.get(bad, create=True)
+    store.get("one", create=True)
+    with pytest.raises(StoreError) as info:
+        store.get("two", create=True)
+    assert info.value.status == 409
+    with pytest.raises(StoreError) as info:
+        store.get("missing")
+    assert info.value.status == 404
+    store.close()
+    other_model = StoreParams(index=IndexParams(DIMS), model_id="another-model")
+    with pytest.raises(StoreError) as info:
+        CollectionStore(tmp_path, other_model, max_collections=2)
+    assert info.value.code == "embedder_mismatch"
+
+
+def test_drop_removes_the_collection(tmp_path):
+    store = CollectionStore(tmp_path, params(), max_collections=2)
+    add(store.get("docs", create=True), [{"id": "a", "text": "alpha"}])
+    assert store.drop("docs") is True and store.drop("docs") is False
+    assert store.names() == [] and not (tmp_path / "collections" / "docs").exists()
+    assert json.loads(json.dumps(store.quarantined)) == []
