@@ -59,6 +59,8 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     ).bind(
         profile.embedder,
         resolve_source(profile.embedder.source, cache_dir=settings.cache_dir),
+        profile.collections,
+        str(settings.data_dir),
     )
     router = serve.deployment(
         Router, name="Router", **_options(profile.router.resources, profile.router.scaling)

@@ -289,6 +289,40 @@ class ExtractionSpec(_Strict):
         )
 
 
+class CollectionsSpec(_Strict):
+    """Document collections (``/v1/collections``): chunking, index choice, limits."""
+
+    enabled: bool = Field(True, description="Serve /v1/collections and retrieval-augmented chat.")
+    chunk_chars: int = Field(1000, ge=100, description="Longest passage embedded, in characters.")
+    chunk_overlap: int = Field(150, ge=0, description="Characters consecutive passages share.")
+    hnsw_threshold: int = Field(
+        20_000, ge=1, description="Passages at which a collection's index turns from exact (flat) to HNSW."
+    )
+    hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree.")
+    hnsw_ef_construction: int = Field(80, ge=8, description="HNSW build-time search width.")
+    hnsw_ef_search: int = Field(96, ge=8, description="HNSW query-time search width (recall vs latency).")
+    snapshot_every_ops: int = Field(500, ge=1, description="Writes between index snapshots.")
+    snapshot_interval_s: float = Field(30.0, gt=0, description="Snapshot collections with pending writes this often.")
+    gpu_index: bool = Field(False, description="Search exact indexes on the GPU (faiss-gpu) when one is present.")
+    max_collections: int = Field(64, ge=1, description="Collections one graph holds.")
+    max_documents_per_request: int = Field(256, ge=1, description="Documents one upsert may carry.")
+    max_document_chars: int = Field(100_000, ge=1, description="Longest document text.")
+    max_id_chars: int = Field(256, ge=1, description="Longest document id.")
+    max_metadata_keys: int = Field(32, ge=1, description="Metadata fields per document.")
+    max_metadata_bytes: int = Field(8192, ge=64, description="Largest metadata object (serialized JSON).")
+    max_k: int = Field(100, ge=1, description="Largest k for search and retrieval.")
+    max_query_chars: int = Field(4000, ge=1, description="Longest search query.")
+    rag_context_chars: int = Field(
+        8000, ge=200, description="Characters of retrieved passages put in a retrieval-augmented chat prompt."
+    )
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> "CollectionsSpec":
+        if self.chunk_overlap >= self.chunk_chars:
+            raise ValueError("chunk_overlap must be smaller than chunk_chars")
+        return self
+
+
 class ClusterSpec(_Strict):
     """How the profile maps onto a KubeRay cluster (``python -m serve render-k8s``)."""
 
@@ -322,6 +356,7 @@ class Profile(_Strict):
     monitor: MonitorSpec = Field(default_factory=MonitorSpec)
     ingress: IngressSpec = Field(default_factory=IngressSpec)
     extraction: ExtractionSpec = Field(default_factory=ExtractionSpec)
+    collections: CollectionsSpec = Field(default_factory=CollectionsSpec)
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
 
     @model_validator(mode="after")
@@ -331,6 +366,11 @@ class Profile(_Strict):
             spec = self.llm(role)
             if spec.thinking_budget_tokens and not spec.reasoning_parser:
                 raise ValueError(f"{role}.thinking_budget_tokens needs {role}.reasoning_parser")
+        if self.collections.enabled and (self.embedder.scaling.num_replicas != 1 or self.embedder.scaling.autoscaling):
+            raise ValueError(
+                "embedder.scaling: the embedder owns the collections on its local disk, so it runs exactly "
+                "one replica (num_replicas: 1, no autoscaling) while collections.enabled is true"
+            )
         if len(set(ids)) != len(ids) or AUTO_MODEL_ID in ids:
             raise ValueError(
                 f"model ids must be unique and not {AUTO_MODEL_ID!r}; got {ids}"

@@ -18,6 +18,7 @@ from typing import Any, Optional
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
@@ -34,14 +35,17 @@ from serve.errors import (
     install_error_handlers,
     serve_errors_as_http,
 )
+from serve.collections_api import CollectionEndpoints
 from serve.extract_api import ExtractionEndpoints
 from serve.limits import apply_generation_limits
 from serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware
+from serve import rag
 from serve.protocol import (
     EmbeddingItem,
     EmbeddingsRequest,
     EmbeddingsResponse,
     EmbeddingsUsage,
+    RetrievalOptions,
     RouteResponse,
 )
 from serve.remote import REMOTE_HOP, forward_remote
@@ -93,7 +97,7 @@ def _route_input(body: ChatCompletionRequest) -> RouteInput:
     return route_input_from_chat(body.model_dump(include=fields))
 
 
-class Ingress(ExtractionEndpoints, OpenAiIngress):
+class Ingress(ExtractionEndpoints, CollectionEndpoints, OpenAiIngress):
     """HTTP entry point of the graph.
 
     Args:
@@ -408,10 +412,40 @@ class Ingress(ExtractionEndpoints, OpenAiIngress):
         return response
 
     async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
-        """OpenAI chat completions, with ``model: "auto"`` routed."""
+        """OpenAI chat completions, with ``model: "auto"`` routed, and optional retrieval."""
         self._admit(llm=True)
+        retrieval = self._retrieval_options(body)
+        if retrieval is not None:
+            return await self._rag_chat(body, request, retrieval)
         decision = await self._resolve(body.model, _route_input(body), request.headers.get("x-route"))
         response = await self._forward_with_fallback(body, "chat", request, decision)
+        return self._with_route_headers(response, decision)
+
+    @staticmethod
+    def _retrieval_options(body: ChatCompletionRequest) -> Optional[RetrievalOptions]:
+        extra = body.__pydantic_extra__ or {}
+        if "retrieval" not in extra:
+            return None
+        raw = extra.pop("retrieval")  # ours, not the engine's
+        try:
+            return RetrievalOptions.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            raise BadRequest(f"retrieval.{where}: {first.get('msg')}" if where else f"retrieval: {first.get('msg')}",
+                             param=f"retrieval.{where}".rstrip(".")) from None
+
+    async def _rag_chat(self, body: ChatCompletionRequest, request: Request, retrieval: RetrievalOptions) -> Response:
+        """Search the collection, answer with the passages in context, return both."""
+        self._check_collection_name(retrieval.collection)
+        query = retrieval.query or rag.last_user_text(body.messages)
+        if not query.strip():
+            raise BadRequest("retrieval needs a user message (or retrieval.query) to search with", param="retrieval.query")
+        results = await self._search(retrieval.collection, query, retrieval.k, retrieval.filter)
+        body.messages = rag.with_context(body.messages, rag.context_message(results, self._profile.collections.rag_context_chars))
+        decision = await self._resolve(body.model, _route_input(body), request.headers.get("x-route"))
+        response = await self._forward_with_fallback(body, "chat", request, decision)
+        response = rag.attach(response, retrieval.collection, query, results)
         return self._with_route_headers(response, decision)
 
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
@@ -515,6 +549,13 @@ ENDPOINTS = {
     "extract": lambda app: app.post("/v1/extract"),
     "extract_batch": lambda app: app.post("/v1/extract/batch"),
     "job_posting_schema": lambda app: app.get("/v1/schemas/job_posting"),
+    "list_collections": lambda app: app.get("/v1/collections"),
+    "get_collection": lambda app: app.get("/v1/collections/{collection}"),
+    "delete_collection": lambda app: app.delete("/v1/collections/{collection}"),
+    "upsert_documents": lambda app: app.post("/v1/collections/{collection}/documents"),
+    "get_document": lambda app: app.get("/v1/collections/{collection}/documents/{doc_id:path}"),
+    "delete_document": lambda app: app.delete("/v1/collections/{collection}/documents/{doc_id:path}"),
+    "search_collection": lambda app: app.post("/v1/collections/{collection}/search"),
     "healthz": lambda app: app.get("/healthz"),
     "readyz": lambda app: app.get("/readyz"),
 }

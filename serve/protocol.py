@@ -92,3 +92,47 @@ class ExtractBatchRequest(BaseModel):
     )
     schema_: Union[Literal["job_posting"], dict[str, Any]] = Field("job_posting", alias="schema")
     mode: ExtractMode = "auto"
+
+
+MetadataValue = Union[str, int, float, bool, None]
+
+
+class CollectionDocument(BaseModel):
+    """One document to store: its id, its text, and flat metadata to filter on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, description="Your id; upserting the same id replaces the document.")
+    text: str = Field(min_length=1, description="The text; long texts are split into passages.")
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict, description="Flat key → scalar metadata.")
+
+
+class UpsertRequest(BaseModel):
+    """``POST /v1/collections/{collection}/documents``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    documents: list[CollectionDocument] = Field(min_length=1)
+
+
+class SearchRequest(BaseModel):
+    """``POST /v1/collections/{collection}/search``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, description="Text to search for by meaning.")
+    k: int = Field(5, ge=1, description="How many documents to return.")
+    filter: Optional[dict[str, Any]] = Field(
+        None, description='Metadata conditions, all must hold: {"lang": "en", "year": {"$gte": 2020}, "team": {"$in": ["a", "b"]}}.'
+    )
+
+
+class RetrievalOptions(BaseModel):
+    """The ``retrieval`` extension of a chat request: answer from a collection."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str
+    k: int = Field(4, ge=1)
+    filter: Optional[dict[str, Any]] = None
+    query: Optional[str] = Field(None, description="What to search for; default: the last user message.")

@@ -23,6 +23,10 @@ class Settings(BaseSettings):
         default=Path.home() / ".cache" / "local-llm-graph",
         description="Where generated test checkpoints and other caches are written.",
     )
+    data_dir: Path = Field(
+        default=Path.home() / ".local" / "share" / "local-llm-graph",
+        description="Where document collections are stored (durable data: back it up, keep it).",
+    )
     api_keys: str = Field(
         default="",
         description=(

@@ -14,10 +14,12 @@ def graph(tmp_path_factory) -> RunningGraph:
 
     The GPU monitor reads a telemetry file instead of NVML (there is no GPU here); the
     file is absent, so the graph sees no GPU until a test writes simulated samples.
+    Collections live in the session's temporary directory.
     """
     workdir = tmp_path_factory.mktemp("graph")
     gpu_file = workdir / "gpu-telemetry.json"
-    running = start_graph(workdir, env={"LLMGRAPH_GPU_TELEMETRY_FILE": str(gpu_file)})
+    env = {"LLMGRAPH_GPU_TELEMETRY_FILE": str(gpu_file), "LLMGRAPH_DATA_DIR": str(workdir / "data")}
+    running = start_graph(workdir, env=env)
     running.gpu_file = gpu_file
     print(f"\n[graph] ready after {running.ready_after_s:.1f}s at {running.base_url}")
     yield running

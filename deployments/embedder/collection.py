@@ -257,6 +257,11 @@ class Collection:
             self._after_write()
             return True
 
+    @property
+    def pending_ops(self) -> int:
+        """Writes not yet covered by a snapshot."""
+        return self._ops_since_snapshot
+
     def _after_write(self) -> None:
         self._ops_since_snapshot += 1
         if self._ops_since_snapshot >= self._params.snapshot_every_ops:
@@ -419,12 +424,13 @@ class CollectionStore:
             shutil.rmtree(trash, ignore_errors=True)
             return True
 
-    def snapshot_all(self) -> None:
-        for name in self.names():
-            try:
-                self._open[name].snapshot()
-            except KeyError:
-                pass
+    def snapshot_pending(self) -> None:
+        """Snapshot every collection with writes since its last snapshot."""
+        with self._lock:
+            collections = list(self._open.values())
+        for collection in collections:
+            if collection.pending_ops:
+                collection.snapshot()
 
     def close(self) -> None:
         with self._lock:

@@ -41,6 +41,10 @@ class RunningGraph:
     server_errors: list[str] = field(default_factory=list)
     gpu_file: Path | None = None
     session_dir: Path | None = None
+    workdir: Path | None = None
+    profile: str = "cpu-tiny"
+    env: dict = field(default_factory=dict)
+    restarts: int = 0
 
     @property
     def api_url(self) -> str:
@@ -66,15 +70,16 @@ class RunningGraph:
             self.server_errors.append(f"{response.request.method} {response.request.url} -> {response.status_code}")
 
 
-def start_graph(workdir: Path, *, profile: str = "cpu-tiny", timeout_s: float = 420, env: dict | None = None) -> RunningGraph:
+def start_graph(workdir: Path, *, profile: str = "cpu-tiny", timeout_s: float = 420, env: dict | None = None,
+                port: int | None = None) -> RunningGraph:
     """Run ``serve run`` on a copy of serve_config.yaml that listens on a free port."""
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-    port = free_port()
+    port = port or free_port()
     config["http_options"]["port"] = port
     config["applications"][0]["args"]["profile"] = profile
     config_path = workdir / "serve_config.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    log_path = workdir / "serve.log"
+    log_path = workdir / f"serve-{time.time_ns()}.log"
 
     run_env = {**os.environ, "RAY_ADDRESS": "local", **(env or {})}
     serve_bin = Path(sys.executable).parent / "serve"
@@ -88,7 +93,8 @@ def start_graph(workdir: Path, *, profile: str = "cpu-tiny", timeout_s: float = 
             # inherit that; serve run shuts down cleanly only on SIGINT.
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
-    graph = RunningGraph(process=process, base_url=f"http://127.0.0.1:{port}", log_path=log_path, ready_after_s=0.0)
+    graph = RunningGraph(process=process, base_url=f"http://127.0.0.1:{port}", log_path=log_path, ready_after_s=0.0,
+                         workdir=workdir, profile=profile, env=dict(env or {}))
     deadline = started + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -120,6 +126,19 @@ def stop_graph(graph: RunningGraph, *, grace_s: float = 90) -> None:
     except ProcessLookupError:
         pass
     graph.process.wait(10)
+
+
+def restart_graph(graph: RunningGraph) -> None:
+    """Stop ``serve run`` and start it again on the same port, data and settings.
+
+    The object is updated in place, so clients built on its URL keep working.
+    """
+    stop_graph(graph)
+    port = int(graph.base_url.rsplit(":", 1)[1])
+    fresh = start_graph(graph.workdir, profile=graph.profile, env=graph.env, port=port)
+    graph.process, graph.log_path, graph.ready_after_s = fresh.process, fresh.log_path, fresh.ready_after_s
+    graph.session_dir = fresh.session_dir
+    graph.restarts += 1
 
 
 def serve_details(graph: RunningGraph) -> dict:
