@@ -8,6 +8,7 @@ Commands:
     bench load    open-loop load sweep (or soak) against the running graph
     bench router  routing accuracy, confusion, reasoner share and latency per policy
     bench extract extraction F1 per field and stage, documents/s for fast and auto
+    bench index   embedding throughput vs in-process, search latency, HNSW recall
 """
 
 from __future__ import annotations
@@ -137,6 +138,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--out", default="bench-results")
     p.set_defaults(func=lambda a: __import__("serve.bench.extract", fromlist=["run"]).run(a))
+
+    ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
+    p = bench_sub.add_parser("index", help="embeddings/s vs in-process, search p50/p99, HNSW recall@10")
+    p.add_argument("--profile", default="cpu-tiny", help="profile whose embedder and index settings are used")
+    p.add_argument("--url", default=None, help="a running graph (loopback): embeddings and HTTP /search too")
+    p.add_argument("--api-key", default=None)
+    p.add_argument("--sizes", type=ints, default=[10_000, 100_000], help="index sizes (vectors)")
+    p.add_argument("--http-sizes", type=ints, default=[10_000], help="collection sizes ingested over HTTP")
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--base-texts", type=int, default=2000, help="real sentences embedded as the vector seed set")
+    p.add_argument("--noise", type=float, default=0.6, help="perturbation of the seed vectors")
+    p.add_argument("--batches", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--out", default="bench-results")
+    p.set_defaults(func=lambda a: __import__("serve.bench.index", fromlist=["run"]).run(a))
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -169,6 +169,11 @@ class EmbedderSpec(_Strict):
         32_000, ge=1, description="Longest single text accepted for embedding."
     )
     device: Optional[str] = Field(None, description="torch device; null picks one.")
+    cpu_threads: Optional[int] = Field(
+        None, ge=1,
+        description="torch threads for CPU inference. Ray sets OMP_NUM_THREADS=1 in a replica with "
+        "fractional num_cpus, which halves throughput on 2 cores; null keeps Ray's setting.",
+    )
     model_facts: Optional[str] = Field(
         None, description="Architecture facts in configs/models/<name>.json (GPU plan)."
     )
@@ -335,6 +340,7 @@ class ClusterSpec(_Strict):
         default_factory=dict, description="nodeSelector for the GPU worker pods."
     )
     model_cache_gib: int = Field(100, ge=1, description="Size of the model cache volume.")
+    collections_gib: int = Field(20, ge=1, description="Size of the volume holding the collections.")
 
 
 class Profile(_Strict):

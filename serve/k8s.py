@@ -33,6 +33,8 @@ SECRET_NAME = "llm-graph-secrets"
 REDIS_SECRET_NAME = "llm-graph-redis"
 MODEL_CACHE_CLAIM = "llm-graph-model-cache"
 MODEL_CACHE_PATH = "/home/ray/.cache"
+COLLECTIONS_CLAIM = "llm-graph-collections"
+COLLECTIONS_PATH = "/home/ray/data"
 GPU_PROFILES = ("gpu-16gb", "gpu-80gb")
 #: The profile the committed base/ is rendered from (the reference deployment).
 DEFAULT_PROFILE = "gpu-16gb"
@@ -61,6 +63,7 @@ def _env(profile: Profile) -> list[dict[str, Any]]:
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": "hf-token", "optional": True}}},
         {"name": "HF_HOME", "value": f"{MODEL_CACHE_PATH}/huggingface"},
         {"name": "LLMGRAPH_CACHE_DIR", "value": f"{MODEL_CACHE_PATH}/local-llm-graph"},
+        {"name": "LLMGRAPH_DATA_DIR", "value": COLLECTIONS_PATH},
     ]
 
 
@@ -104,10 +107,17 @@ def _worker_group(profile: Profile, image: str) -> dict[str, Any]:
                 "image": image,
                 "env": _env(profile),
                 "resources": {"requests": requests, "limits": limits},
-                "volumeMounts": [{"name": "model-cache", "mountPath": MODEL_CACHE_PATH}],
+                "volumeMounts": [
+                    {"name": "model-cache", "mountPath": MODEL_CACHE_PATH},
+                    # The embedder's collections: durable data, kept apart from the cache.
+                    {"name": "collections", "mountPath": COLLECTIONS_PATH},
+                ],
             }
         ],
-        "volumes": [{"name": "model-cache", "persistentVolumeClaim": {"claimName": MODEL_CACHE_CLAIM}}],
+        "volumes": [
+            {"name": "model-cache", "persistentVolumeClaim": {"claimName": MODEL_CACHE_CLAIM}},
+            {"name": "collections", "persistentVolumeClaim": {"claimName": COLLECTIONS_CLAIM}},
+        ],
     }
     if cluster.worker_gpus:
         limits["nvidia.com/gpu"] = cluster.worker_gpus
@@ -150,17 +160,23 @@ def rayservice(profile: Profile, serve_config: dict[str, Any], image: str) -> di
     }
 
 
-def model_cache_claim(profile: Profile) -> dict[str, Any]:
-    """The volume claim that keeps downloaded weights across pod restarts."""
+def _claim(name: str, gib: int) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": {"name": MODEL_CACHE_CLAIM, "labels": dict(_LABELS)},
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": f"{profile.cluster.model_cache_gib}Gi"}},
-        },
+        "metadata": {"name": name, "labels": dict(_LABELS)},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": f"{gib}Gi"}}},
     }
+
+
+def model_cache_claim(profile: Profile) -> dict[str, Any]:
+    """The volume claim that keeps downloaded weights across pod restarts."""
+    return _claim(MODEL_CACHE_CLAIM, profile.cluster.model_cache_gib)
+
+
+def collections_claim(profile: Profile) -> dict[str, Any]:
+    """The volume claim holding the document collections (back it up: it is data)."""
+    return _claim(COLLECTIONS_CLAIM, profile.cluster.collections_gib)
 
 
 def _profile_patch(profile_name: str, serve_config_path: Path, image: str) -> dict[str, Any]:
@@ -217,11 +233,12 @@ def render(profile_name: str, *, serve_config_path: Path | None = None, image: s
     files = {
         "base/rayservice.yaml": _dump(rayservice(profile, serve_config_for(profile_name, serve_config_path), image)),
         "base/model-cache-pvc.yaml": _dump(model_cache_claim(profile)),
+        "base/collections-pvc.yaml": _dump(collections_claim(profile)),
         "base/kustomization.yaml": _dump(
             {
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
                 "kind": "Kustomization",
-                "resources": ["rayservice.yaml", "model-cache-pvc.yaml"],
+                "resources": ["rayservice.yaml", "model-cache-pvc.yaml", "collections-pvc.yaml"],
             }
         ),
         "components/gcs-ft/gcs-ft-patch.yaml": _dump(_gcs_ft_patch()),

@@ -104,8 +104,11 @@ class Collection:
         self._params = params
         self._quarantine = quarantine
         self._lock = threading.RLock()
+        self._snapshot_lock = threading.Lock()  # one snapshot at a time (writes and the timer)
         self._ops_since_snapshot = 0
         directory.mkdir(parents=True, exist_ok=True)
+        for leftover in directory.glob("*.tmp"):
+            leftover.unlink()  # a snapshot interrupted before its rename
         self._db = self._open_db()
         self._chunk_doc: dict[int, str] = {}
         self._doc_meta: dict[str, dict[str, Any]] = {}
@@ -172,6 +175,9 @@ class Collection:
                     raise ValueError("checksum mismatch")
                 index = VectorIndex.from_bytes(self._params.index, manifest["kind"], data_path.read_bytes(), manifest["tombstones"])
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                data_file = manifest_path.with_suffix(".faiss")
+                if data_file.exists():
+                    self._quarantine(data_file, f"snapshot failed its check: {exc}")
                 self._quarantine(manifest_path, f"snapshot failed its check: {exc}")
                 continue
             self._replay(index, manifest["seq"])
@@ -265,10 +271,25 @@ class Collection:
     def _after_write(self) -> None:
         self._ops_since_snapshot += 1
         if self._ops_since_snapshot >= self._params.snapshot_every_ops:
-            self.snapshot()
+            try:
+                self.snapshot(blocking=False)
+            except OSError as exc:  # the write itself is durable in the database and journal
+                logger.error("snapshot of collection %s failed: %r", self.name, exc)
 
-    def snapshot(self) -> None:
-        """Write the index atomically, then drop the journal entries it covers."""
+    def snapshot(self, *, blocking: bool = True) -> None:
+        """Write the index atomically, then drop the journal entries it covers.
+
+        A write that triggers a snapshot does not wait for one already running (it holds
+        the collection lock that the running one needs); that one covers it.
+        """
+        if not self._snapshot_lock.acquire(blocking=blocking):
+            return
+        try:
+            self._snapshot()
+        finally:
+            self._snapshot_lock.release()
+
+    def _snapshot(self) -> None:
         with self._lock:
             seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM ops").fetchone()[0]
             if self._index.needs_rebuild(len(self._chunk_doc)):
@@ -293,9 +314,12 @@ class Collection:
             os.fsync(fh.fileno())
         os.replace(tmp, manifest_path)
         _fsync_dir(self.directory)
-        for old in self._snapshots()[1:]:
-            (self.directory / old.name.replace(".json", ".faiss")).unlink(missing_ok=True)
-            old.unlink(missing_ok=True)
+        for old in self._snapshots():
+            if old != manifest_path:
+                old.unlink(missing_ok=True)
+        for old in self.directory.glob("snapshot-*.faiss"):
+            if old != data_path:
+                old.unlink(missing_ok=True)  # older snapshots, and any left without a manifest
         with self._lock:
             self._db.execute("DELETE FROM ops WHERE seq <= ?", (seq,))
 

@@ -50,7 +50,7 @@ class Embedder:
             from deployments.embedder.encoder import SentenceTransformerEncoder
 
             encoder = SentenceTransformerEncoder(
-                model_path, normalize=spec.normalize, device=spec.device
+                model_path, normalize=spec.normalize, device=spec.device, cpu_threads=spec.cpu_threads
             )
         if encoder.dimensions != spec.dimensions:
             raise ValueError(

@@ -33,10 +33,16 @@ class SentenceTransformerEncoder:
         model_path: Directory (or hub id) of the model.
         normalize: L2-normalise the vectors so cosine similarity is a dot product.
         device: torch device; None lets sentence-transformers choose.
+        cpu_threads: torch intra-op threads (None keeps the process setting).
     """
 
-    def __init__(self, model_path: str, *, normalize: bool, device: Optional[str]) -> None:
+    def __init__(self, model_path: str, *, normalize: bool, device: Optional[str], cpu_threads: Optional[int] = None) -> None:
         from sentence_transformers import SentenceTransformer
+
+        if cpu_threads:
+            import torch
+
+            torch.set_num_threads(cpu_threads)
 
         self._model = SentenceTransformer(model_path, device=device)
         self._normalize = normalize
