@@ -9,6 +9,7 @@ Commands:
     bench router  routing accuracy, confusion, reasoner share and latency per policy
     bench extract extraction F1 per field and stage, documents/s for fast and auto
     bench index   embedding throughput vs in-process, search latency, HNSW recall
+    bench overhead the graph against Ray Serve LLM alone and vllm serve alone
 """
 
 from __future__ import annotations
@@ -152,8 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=3, help="alternating direct/graph embedding rounds")
     p.add_argument("--out", default="bench-results")
     p.set_defaults(func=lambda a: __import__("serve.bench.index", fromlist=["run"]).run(a))
+
+    p = bench_sub.add_parser("overhead", help="graph vs Ray Serve LLM app vs vllm serve alone, same model and load")
+    p.add_argument("--profile", default="cpu-tiny")
+    p.add_argument("--levels", type=ints, default=[1, 4, 16], help="concurrency levels")
+    p.add_argument("--per-client", type=int, default=3, help="requests per client at each level")
+    p.add_argument("--out", default="bench-results")
+    p.set_defaults(func=lambda a: __import__("serve.bench.overhead", fromlist=["run"]).run(a))
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -308,7 +308,6 @@ class CollectionsSpec(_Strict):
     hnsw_ef_search: int = Field(96, ge=8, description="HNSW query-time search width (recall vs latency).")
     snapshot_every_ops: int = Field(500, ge=1, description="Writes between index snapshots.")
     snapshot_interval_s: float = Field(30.0, gt=0, description="Snapshot collections with pending writes this often.")
-    gpu_index: bool = Field(False, description="Search exact indexes on the GPU (faiss-gpu) when one is present.")
     max_collections: int = Field(64, ge=1, description="Collections one graph holds.")
     max_documents_per_request: int = Field(256, ge=1, description="Documents one upsert may carry.")
     max_document_chars: int = Field(100_000, ge=1, description="Longest document text.")

@@ -76,7 +76,6 @@ class Embedder:
             index=IndexParams(
                 dimensions=self._spec.dimensions, hnsw_threshold=spec.hnsw_threshold, hnsw_m=spec.hnsw_m,
                 hnsw_ef_construction=spec.hnsw_ef_construction, hnsw_ef_search=spec.hnsw_ef_search,
-                use_gpu=spec.gpu_index,
             ),
             model_id=self._spec.model_id, chunk_chars=spec.chunk_chars, chunk_overlap=spec.chunk_overlap,
             snapshot_every_ops=spec.snapshot_every_ops,
