@@ -10,6 +10,7 @@ Commands:
     bench extract extraction F1 per field and stage, documents/s for fast and auto
     bench index   embedding throughput vs in-process, search latency, HNSW recall
     bench overhead the graph against Ray Serve LLM alone and vllm serve alone
+    bench report  the README's results tables from the latest result files
 """
 
 from __future__ import annotations
@@ -163,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-client", type=int, default=3, help="requests per client at each level")
     p.add_argument("--out", default="bench-results")
     p.set_defaults(func=lambda a: __import__("serve.bench.overhead", fromlist=["run"]).run(a))
+
+    p = bench_sub.add_parser("report", help="render the results tables into README.md and <results>/REPORT.md")
+    p.add_argument("--results", default="bench-results")
+    p.add_argument("--no-readme", action="store_true", help="only write REPORT.md")
+    p.set_defaults(func=lambda a: __import__("serve.bench.report", fromlist=["run"]).run(a))
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -80,7 +80,7 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
         profile.monitor,
         str(settings.gpu_telemetry_file) if settings.gpu_telemetry_file else None,
     )
-    ingress_cls = make_ingress_class(settings)
+    ingress_cls = make_ingress_class(settings, frozenset({profile.extractor.model_id, profile.reasoner.model_id}))
     return serve.deployment(
         ingress_cls, name="Ingress", **_options(profile.ingress.resources, profile.ingress.scaling)
     ).bind(profile, extractor, reasoner, embedder, router, monitor, settings=settings)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import logging
 from typing import Any, Optional
 
@@ -39,6 +40,7 @@ from serve.collections_api import CollectionEndpoints
 from serve.extract_api import ExtractionEndpoints
 from serve.limits import apply_generation_limits
 from serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware
+from serve.observability import RequestMetricsMiddleware
 from serve import rag
 from serve.protocol import (
     EmbeddingItem,
@@ -192,7 +194,8 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints, OpenAiIngress):
     def _watch_thermal(self) -> None:
         """Keep a local copy of the monitor's thermal level (no per-request hop)."""
         if self._thermal_task is None:
-            self._thermal_task = asyncio.get_running_loop().create_task(self._thermal_loop())
+            # A fresh context: the loop must not carry the first request's id in its logs.
+            self._thermal_task = asyncio.get_running_loop().create_task(self._thermal_loop(), context=contextvars.Context())
 
     async def _thermal_loop(self) -> None:
         interval = min(self._profile.monitor.poll_interval_s, 1.0)
@@ -249,7 +252,7 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints, OpenAiIngress):
     # --------------------------------------------------------------- fallback
     def _watch_llm_health(self) -> None:
         if self._health_task is None:
-            self._health_task = asyncio.get_running_loop().create_task(self._llm_health_loop())
+            self._health_task = asyncio.get_running_loop().create_task(self._llm_health_loop(), context=contextvars.Context())
 
     async def _llm_health_loop(self) -> None:
         while True:
@@ -561,8 +564,13 @@ ENDPOINTS = {
 }
 
 
-def build_ingress_app(settings: Settings) -> FastAPI:
-    """The FastAPI app of the ingress: error envelope and middleware, no routes yet."""
+def build_ingress_app(settings: Settings, targets: frozenset[str] = frozenset()) -> FastAPI:
+    """The FastAPI app of the ingress: error envelope and middleware, no routes yet.
+
+    Args:
+        settings: Environment settings (keys, body limit).
+        targets: Model ids the request metrics may name as a target.
+    """
     app = FastAPI(
         title="local-llm-graph",
         description="Several local LLMs as one Ray Serve graph, OpenAI-compatible.",
@@ -573,9 +581,11 @@ def build_ingress_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_set)
     app.add_middleware(CatchAllMiddleware)
+    # Outermost: counts every answer, the catch-all's and the auth middleware's included.
+    app.add_middleware(RequestMetricsMiddleware, known_targets=set(targets))
     return app
 
 
-def make_ingress_class(settings: Settings) -> type:
+def make_ingress_class(settings: Settings, targets: frozenset[str] = frozenset()) -> type:
     """The ingress class bound to a FastAPI app carrying our middleware and errors."""
-    return make_fastapi_ingress(Ingress, endpoint_map=ENDPOINTS, app=build_ingress_app(settings))
+    return make_fastapi_ingress(Ingress, endpoint_map=ENDPOINTS, app=build_ingress_app(settings, targets))

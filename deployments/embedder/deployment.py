@@ -13,6 +13,7 @@ exceptions that cross a handle.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 from pathlib import Path
@@ -65,8 +66,11 @@ class Embedder:
         self._collections_spec = collections
         self._store = None
         self._snapshot_task: Optional[asyncio.Task] = None
+        self._size_gauges = None
         if collections is not None and collections.enabled and data_dir:
             self._store = self._open_store(collections, Path(data_dir))
+            for name in self._store.names():
+                self._record_size(self._store.get(name).stats())
 
     def _open_store(self, spec: CollectionsSpec, data_dir: Path):
         from deployments.embedder.collection import CollectionStore, StoreParams
@@ -88,14 +92,14 @@ class Embedder:
 
     # ------------------------------------------------------------ embeddings
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01)
-    async def _encode_batched(self, requests: list[list[str]]) -> list[np.ndarray]:
+    async def _encode_batched(self, requests: list[list[str]]) -> list[tuple[np.ndarray, int]]:
         # In a thread: torch releases the GIL, so the replica keeps answering meanwhile.
         return await asyncio.to_thread(encode_requests, self._encoder, requests)
 
     async def embed(self, texts: list[str]) -> dict[str, Any]:
         """Embed ``texts``; returns ``{"vectors": float32 array, "tokens": int}``."""
-        vectors = await self._encode_batched(list(texts))
-        return {"vectors": vectors, "tokens": self._encoder.count_tokens(texts)}
+        vectors, tokens = await self._encode_batched(list(texts))
+        return {"vectors": vectors, "tokens": tokens}
 
     async def check_health(self) -> None:
         """Serve health check: the encoder is in memory once constructed."""
@@ -104,7 +108,7 @@ class Embedder:
     # ----------------------------------------------------------- collections
     def _watch_snapshots(self) -> None:
         if self._snapshot_task is None and self._store is not None:
-            self._snapshot_task = asyncio.get_running_loop().create_task(self._snapshot_loop())
+            self._snapshot_task = asyncio.get_running_loop().create_task(self._snapshot_loop(), context=contextvars.Context())
 
     async def _snapshot_loop(self) -> None:
         """Pending writes reach a snapshot within ``snapshot_interval_s`` even when quiet."""
@@ -143,7 +147,7 @@ class Embedder:
         target = found["ok"]
         spans = [target.plan_chunks(doc["text"]) for doc in documents]
         passages = [doc["text"][start:end] for doc, doc_spans in zip(documents, spans) for start, end in doc_spans]
-        vectors = await self._encode_batched(passages)
+        vectors, tokens = await self._encode_batched(passages)
         per_doc, start = [], 0
         for doc_spans in spans:
             per_doc.append(vectors[start:start + len(doc_spans)])
@@ -151,8 +155,8 @@ class Embedder:
         result = await self._call(target.upsert, documents, spans, per_doc)
         if "error" in result:
             return result
-        return {"ok": {"collection": collection, "upserted": len(documents), "passages": len(passages),
-                       "tokens": self._encoder.count_tokens(passages)}}
+        self._record_size(target.stats())
+        return {"ok": {"collection": collection, "upserted": len(documents), "passages": len(passages), "tokens": tokens}}
 
     async def search(self, collection: str, query: str, k: int, filter: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         """The ``k`` best documents for ``query``, filtered by metadata."""
@@ -165,7 +169,7 @@ class Embedder:
         found = await self._collection(collection)
         if "error" in found:
             return found
-        vector = (await self._encode_batched([query]))[0]
+        vector = (await self._encode_batched([query]))[0][0]
         hits = await self._call(found["ok"].search, vector, k, predicate)
         if "error" in hits:
             return hits
@@ -190,6 +194,7 @@ class Embedder:
         deleted = await self._call(found["ok"].delete, doc_id)
         if deleted.get("ok") is False:
             return _error(404, f"document {doc_id!r} is not in collection {collection!r}", "document_not_found", "id")
+        self._record_size(found["ok"].stats())
         return deleted
 
     async def collection_stats(self, collection: Optional[str] = None) -> dict[str, Any]:
@@ -210,7 +215,21 @@ class Embedder:
         dropped = await self._call(self._store.drop, collection)
         if dropped.get("ok") is False:
             return _error(404, f"collection {collection!r} does not exist", "collection_not_found", "collection")
+        self._record_size({"name": collection, "documents": 0, "chunks": 0})
         return dropped
+
+    def _record_size(self, stats: dict[str, Any]) -> None:
+        """Collection sizes as gauges (the label is bounded by collections.max_collections)."""
+        if self._size_gauges is None:
+            from ray.serve.metrics import Gauge
+
+            self._size_gauges = (
+                Gauge("llmgraph_collection_documents", description="Documents in a collection.", tag_keys=("collection",)),
+                Gauge("llmgraph_collection_passages", description="Indexed passages in a collection.", tag_keys=("collection",)),
+            )
+        documents, passages = self._size_gauges
+        documents.set(stats["documents"], tags={"collection": stats["name"]})
+        passages.set(stats["chunks"], tags={"collection": stats["name"]})
 
     def __del__(self) -> None:
         store = getattr(self, "_store", None)

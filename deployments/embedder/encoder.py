@@ -58,6 +58,20 @@ class SentenceTransformerEncoder:
         )
         return np.asarray(vectors, dtype=np.float32)
 
+    def encode_counted(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
+        """Vectors and each text's token count from one tokenization (usage for free)."""
+        import torch
+
+        prepare = getattr(self._model, "preprocess", None) or self._model.tokenize  # renamed in sentence-transformers 5
+        features = prepare(list(texts))
+        counts = features["attention_mask"].sum(dim=1).tolist()
+        features = {name: value.to(self._model.device) if hasattr(value, "to") else value for name, value in features.items()}
+        with torch.inference_mode():
+            vectors = self._model.forward(features)["sentence_embedding"]
+            if self._normalize:
+                vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
+        return vectors.float().cpu().numpy(), [int(c) for c in counts]
+
     def count_tokens(self, texts: Sequence[str]) -> int:
         tokenizer = self._model.tokenizer
         limit = self._model.max_seq_length
@@ -65,18 +79,24 @@ class SentenceTransformerEncoder:
         return sum(len(ids) for ids in encoded["input_ids"])
 
 
-def encode_requests(encoder: Encoder, requests: Sequence[Sequence[str]]) -> list[np.ndarray]:
+def encode_requests(encoder: Encoder, requests: Sequence[Sequence[str]]) -> list[tuple[np.ndarray, int]]:
     """Encode the texts of several requests in one forward pass, then split them back.
 
     This is what makes request batching pay: concurrent callers share one model call.
+    Returns each request's vectors and its token count (for usage reporting).
     """
     flat = [text for texts in requests for text in texts]
-    if flat:
-        vectors = encoder.encode(flat)
+    if not flat:
+        vectors, counts = np.zeros((0, encoder.dimensions), np.float32), []
+    elif hasattr(encoder, "encode_counted"):
+        vectors, counts = encoder.encode_counted(flat)
     else:
-        vectors = np.zeros((0, encoder.dimensions), np.float32)
+        vectors = encoder.encode(flat)
+        counts = None
     out, start = [], 0
     for texts in requests:
-        out.append(vectors[start : start + len(texts)])
+        part = vectors[start : start + len(texts)]
+        tokens = sum(counts[start : start + len(texts)]) if counts is not None else encoder.count_tokens(texts) if texts else 0
+        out.append((part, tokens))
         start += len(texts)
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 from typing import Any, Optional
@@ -42,6 +43,7 @@ class Router:
         self._policy = policy
         self._ready = asyncio.Lock()
         self._warmup: Optional[asyncio.Task] = None
+        self._decisions = None
         if policy is None and spec.policy not in NEEDS_EXEMPLARS:
             self._policy = make_policy(spec.policy, spec)
 
@@ -69,18 +71,31 @@ class Router:
         if policy.needs_embedding and request.embedding is None:
             result = await self._embedder.embed.remote([text_to_embed(request)])
             request = dataclasses.replace(request, embedding=tuple(result["vectors"][0].tolist()))
-        return decide(
+        decision = decide(
             request,
             policy=policy,
             threshold=self._spec.threshold,
             targets=self._targets,
         ).to_dict()
+        self._count(decision)
+        return decision
+
+    def _count(self, decision: dict[str, Any]) -> None:
+        if self._decisions is None:
+            from ray.serve.metrics import Counter
+
+            self._decisions = Counter(
+                "llmgraph_router_decisions_total",
+                description="Routing decisions by policy and chosen role (before thermal/capacity overrides).",
+                tag_keys=("policy", "role"),
+            )
+        self._decisions.inc(tags={"policy": str(decision.get("policy")), "role": str(decision.get("role"))})
 
     async def check_health(self) -> None:
         """Serve health check; the first one also starts embedding the exemplars, so
         the first routed request does not pay for it."""
         if self._policy is None and self._warmup is None:
-            self._warmup = asyncio.get_running_loop().create_task(self._warm())
+            self._warmup = asyncio.get_running_loop().create_task(self._warm(), context=contextvars.Context())
 
     async def _warm(self) -> None:
         try:

@@ -15,7 +15,6 @@ for ``auto`` (which calls the LLM for the gaps) on the same documents, side by s
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -25,6 +24,7 @@ import yaml
 
 from deployments.extraction.pipeline import PipelineLimits, extract_job_posting
 from deployments.extraction.record import FIELDS
+from serve.bench.meta import write_result
 
 CORPUS_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "postings"
 RULES_FIELDS = ("salary_min", "salary_max", "salary_currency", "salary_period", "remote", "workplace_type", "employment_type")
@@ -232,7 +232,7 @@ def run(args) -> int:
         print(f"{name:>20}: {speed['docs_per_s']} documents/s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "extract.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    write_result(out / "extract.json", results)
     plot(results, out / "extract.png")
     print(f"wrote {out / 'extract.json'} and {out / 'extract.png'}")
     return 0

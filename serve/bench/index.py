@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import json
 import os
 import random
 import statistics
@@ -28,6 +27,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from serve.bench.meta import write_result
 from serve.bench.stats import percentile
 
 SUBJECTS = ["The team", "Our customer", "The new intern", "A nurse", "The pipeline", "The warehouse robot", "My neighbour",
@@ -229,7 +229,7 @@ def run(args) -> int:
                   f"(ingest {row['ingest_docs_per_s']} docs/s)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "index.json").write_text(json.dumps(results, indent=2))
+    write_result(out / "index.json", results)
     plot(results, out / "index.png")
     print(f"wrote {out / 'index.json'} and {out / 'index.png'}")
     return 0

@@ -13,7 +13,6 @@ memory of the graph's processes, reporting its growth.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from urllib.parse import urlparse
 
 import httpx
 
+from serve.bench.meta import write_result
 from serve.bench.stats import percentile
 from serve.exposure import is_loopback
 
@@ -214,7 +214,7 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = asdict(report)
-    (out / "load.json").write_text(json.dumps(data, indent=2))
+    write_result(out / "load.json", data)
     if report.results:
         plot(report, out / "load.png")
     if report.soak:

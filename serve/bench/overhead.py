@@ -32,6 +32,7 @@ from typing import Any, Iterator, Optional
 import httpx
 import yaml
 
+from serve.bench.meta import write_result
 from serve.bench.stats import percentile
 from serve.config import PROJECT_ROOT, load_profile
 
@@ -271,7 +272,7 @@ def run(args) -> int:
     print(f"graph start: cold {results['start']['cold_s']} s, warm {results['start']['warm_s']} s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "overhead.json").write_text(json.dumps(results, indent=2))
+    write_result(out / "overhead.json", results)
     plot(results, out / "overhead.png")
     print(f"wrote {out / 'overhead.json'} and {out / 'overhead.png'}")
     return 0

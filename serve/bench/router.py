@@ -23,6 +23,7 @@ from deployments.router.decision import RouteTargets, decide
 from deployments.router.exemplars import load_exemplars
 from deployments.router.features import RouteInput, text_to_embed
 from deployments.router.policies import ExemplarVectors, make_policy
+from serve.bench.meta import write_result
 from serve.bench.stats import percentile
 from serve.config import CONFIGS_DIR, load_profile
 
@@ -138,7 +139,7 @@ def run(args) -> int:
         print(f"{'':>11}confusion (rows = truth): extractor -> {c['extractor']}, reasoner -> {c['reasoner']}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "router.json").write_text(json.dumps(results, indent=2))
+    write_result(out / "router.json", results)
     plot(results, out / "router.png")
     print(f"wrote {out / 'router.json'} and {out / 'router.png'}")
     return 0

@@ -9,8 +9,11 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import time
+
 import httpx
 import pytest
+
+from tests.support.graph import metrics_text
 
 pytestmark = pytest.mark.integration
 
@@ -102,17 +105,12 @@ def test_soft_limit_degrades_hard_limit_sheds_and_cooling_recovers(http, simulat
     assert r.status_code == 200 and r.headers["x-route-target"] == REASONER
 
 
-def _metrics_text(graph) -> str:
-    ports = [p.read_text().strip() for p in graph.session_dir.glob("metrics_export_port_*")]
-    return "\n".join(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text for port in ports if port)
-
-
 def test_gpu_metrics_reach_the_ray_metrics_endpoint(http, simulated_gpu):
     set_gpu(simulated_gpu, 66)
     wait_for_level(http, "normal")
     deadline = time.monotonic() + 60  # Ray exports metrics every ~10 s
     while time.monotonic() < deadline:
-        text = _metrics_text(simulated_gpu)
+        text = metrics_text(simulated_gpu)
         lines = [l for l in text.splitlines() if l.startswith("ray_llmgraph_gpu_temperature_c{")]
         if any('gpu="0"' in l and l.rstrip().endswith(" 66.0") for l in lines):
             assert "ray_llmgraph_gpu_memory_used_bytes{" in text

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import re
 import signal
 import threading
 import time
@@ -13,21 +12,20 @@ from datetime import datetime
 import httpx
 import pytest
 
-from tests.support.graph import serve_details
+from tests.support.graph import replica_log_records, serve_details
 
 pytestmark = pytest.mark.integration
 
 EXTRACTOR = "qwen3-tiny-extractor"
-def _replica_log_line(graph, deployment: str, request_id: str, timeout_s: float = 10) -> str:
-    logs = graph.session_dir / "logs" / "serve"
+def _replica_call_record(graph, deployment: str, request_id: str, timeout_s: float = 10) -> dict:
+    """The access-log record (``CALL <method> <status>``) of one request in a replica."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for path in logs.glob(f"replica_llm-graph_{deployment}_*.log"):
-            for line in path.read_text(errors="replace").splitlines():
-                if request_id in line and " CALL " in line:
-                    return line
+        for record in replica_log_records(graph, deployment):
+            if record.get("request_id") == request_id and str(record.get("message", "")).startswith("CALL "):
+                return record
         time.sleep(0.2)
-    raise AssertionError(f"no {deployment} log line for request {request_id}")
+    raise AssertionError(f"no {deployment} log record for request {request_id}")
 
 
 def test_disconnected_stream_stops_generation(graph):
@@ -46,11 +44,10 @@ def test_disconnected_stream_stops_generation(graph):
                 if chunks >= 3:
                     break
         closed_at = datetime.now()
-    line = _replica_log_line(graph, "Extractor", request_id)
-    assert "CANCELLED" in line, line
-    stamp = re.search(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})", line).group(1)
-    cancelled_at = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f")
-    assert (cancelled_at - closed_at).total_seconds() <= 1.0, (closed_at, line)
+    record = _replica_call_record(graph, "Extractor", request_id)
+    assert "CANCELLED" in record["message"], record
+    cancelled_at = datetime.strptime(record["asctime"], "%Y-%m-%d %H:%M:%S,%f")
+    assert (cancelled_at - closed_at).total_seconds() <= 1.0, (closed_at, record)
 
 
 def test_backpressure_answers_429_with_retry_after(graph):

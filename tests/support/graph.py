@@ -7,6 +7,7 @@ over HTTP only, so sharing it costs no isolation that matters.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -139,6 +140,29 @@ def restart_graph(graph: RunningGraph) -> None:
     graph.process, graph.log_path, graph.ready_after_s = fresh.process, fresh.log_path, fresh.ready_after_s
     graph.session_dir = fresh.session_dir
     graph.restarts += 1
+
+
+def metrics_text(graph: RunningGraph) -> str:
+    """Everything Ray's metrics endpoints (one per node) export right now."""
+    ports = [p.read_text().strip() for p in graph.session_dir.glob("metrics_export_port_*")]
+    return "\n".join(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text for port in ports if port)
+
+
+def replica_log_records(graph: RunningGraph, deployment: str) -> list[dict]:
+    """The JSON records of a deployment's replica logs (serve_config sets JSON logs).
+
+    Each record has at least ``message``, ``request_id`` (inside a request) and
+    ``asctime``; lines that are not JSON (a library printing to the log) are skipped.
+    """
+    records = []
+    for path in (graph.session_dir / "logs" / "serve").glob(f"replica_llm-graph_{deployment}_*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    return records
 
 
 def serve_details(graph: RunningGraph) -> dict:

@@ -31,13 +31,14 @@ class FakeEncoder:
 def test_requests_share_one_forward_pass_and_split_back():
     encoder = FakeEncoder()
     results = encode_requests(encoder, [["a", "bb"], ["ccc"], [], ["dddd", "e", "ff"]])
-    assert [r[:, 0].tolist() for r in results] == [[1, 2], [3], [], [4, 1, 2]]
+    assert [r[:, 0].tolist() for r, _ in results] == [[1, 2], [3], [], [4, 1, 2]]
+    assert [tokens for _, tokens in results] == [2, 1, 0, 3]
     assert len(encoder.calls) == 1 and len(encoder.calls[0]) == 6
 
 
 def test_no_texts_no_model_call():
     encoder = FakeEncoder()
-    assert [r.shape for r in encode_requests(encoder, [[]])] == [(0, 4)]
+    assert [r.shape for r, _ in encode_requests(encoder, [[]])] == [(0, 4)]
     assert encoder.calls == []
 
 
@@ -57,3 +58,8 @@ def test_real_packaged_minilm_encodes_offline():
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
     assert encoder.count_tokens(["hello world"]) == 4  # [CLS] hello world [SEP]
+    # One tokenization for vectors and usage: same vectors, same counts as the two passes.
+    texts = ["hello world", "a much longer sentence about a job in Austin, Texas", "x"]
+    counted, counts = encoder.encode_counted(texts)
+    assert np.allclose(counted, encoder.encode(texts), atol=1e-5)
+    assert counts == [encoder.count_tokens([t]) for t in texts]

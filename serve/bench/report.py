@@ -1,0 +1,131 @@
+"""``python -m serve bench report``: the README's results tables, from the latest JSON.
+
+Every suite writes ``<suite>.json`` (with the machine, date and commit) and a PNG into
+one folder; this renders the figures that matter from whichever results are there into
+``REPORT.md`` in that folder and into README.md between the ``bench:begin`` /
+``bench:end`` markers, so the README never shows a number no result file backs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from serve.config import PROJECT_ROOT
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def _load(folder: Path, suite: str) -> Optional[dict[str, Any]]:
+    path = folder / f"{suite}.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    meta = data.get("meta") or {}
+    meta.setdefault("date", dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    data["meta"] = meta
+    return data
+
+
+def _machine(meta: dict[str, Any]) -> str:
+    if "cpu" not in meta:
+        return "machine not recorded"
+    gpus = ", ".join(meta.get("gpus") or []) or "no GPU"
+    return f"{meta['cpu']}, {meta['cores']} cores, {meta['memory_gib']} GiB, {gpus}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _overhead(data: dict[str, Any]) -> str:
+    names = {"a": "(a) graph, `auto`", "b": "(b) graph, model named", "c": "(c) Ray Serve LLM app", "d": "(d) `vllm serve` alone"}
+    rows = []
+    for key in ("d", "c", "b", "a"):
+        for r in data["targets"][key]["levels"]:
+            ratio = data.get("ratios_vs_d", {}).get(key, {}).get(str(r["concurrency"]))
+            rows.append([names[key], r["concurrency"], f"{r['ttft_p50_s'] * 1000:.0f} ms", f"{r['tpot_p50_ms']:.1f} ms",
+                         f"{r['e2e_p50_s']:.2f} / {r['e2e_p99_s']:.2f} s", f"{r['throughput_tok_s']:.1f}",
+                         f"×{ratio['e2e_p50']:.2f} / ×{ratio['throughput']:.2f}" if ratio else "—"])
+    start = data.get("start", {})
+    return (_table(["target", "concurrency", "TTFT p50", "TPOT p50", "e2e p50 / p99", "output tok/s", "vs (d): e2e p50 / throughput"], rows)
+            + f"\n\nGraph start to `/readyz` 200: cold {start.get('cold_s')} s, warm {start.get('warm_s')} s.")
+
+
+def _index(data: dict[str, Any]) -> str:
+    parts = []
+    emb = data.get("embeddings")
+    if emb:
+        parts.append(f"Embeddings: {emb['graph_texts_per_s']} texts/s through `/v1/embeddings` against {emb['direct_texts_per_s']} "
+                     f"in process on the same batches: **×{emb['ratio']:.2f}** (median of {emb.get('rounds', 1)} alternating rounds).")
+    rows = [[f"{r['vectors']:,}", f"{r['flat']['p50_ms']} / {r['flat']['p99_ms']} ms", f"{r['hnsw']['p50_ms']} / {r['hnsw']['p99_ms']} ms",
+             r["hnsw"]["recall_at_10"], f"{r['hnsw']['build_s']} s"] for r in data["search"]]
+    parts.append(_table(["vectors (384-d)", "exact p50 / p99", "HNSW p50 / p99", "HNSW recall@10", "HNSW build"], rows))
+    if data.get("http"):
+        rows = [[f"{r['documents']:,}", r["index"], f"{r['p50_ms']} / {r['p99_ms']} ms", f"{r['ingest_docs_per_s']} docs/s"] for r in data["http"]]
+        parts.append(_table(["documents", "index", "HTTP `/search` p50 / p99 (embedding the query included)", "ingest over HTTP"], rows))
+    return "\n\n".join(parts)
+
+
+def _extract(data: dict[str, Any]) -> str:
+    q = data["quality"]
+    rows = [[label, f"{q[key]['micro']['precision']:.3f}", f"{q[key]['micro']['recall']:.3f}", f"**{q[key]['micro']['f1']:.3f}**"]
+            for key, label in (("structured_data", "fields in structured data"), ("rules_on_text", "rules on html/text postings"), ("all_fields", "all fields, all documents"))]
+    speed = ", ".join(f"{name}: {s['docs_per_s']} docs/s" for name, s in data["throughput"].items())
+    worst = min(q["rules_on_text"]["fields"].items(), key=lambda kv: kv[1]["f1"])
+    return (_table(["fast mode, " + f"{q['documents']} postings", "precision", "recall", "F1"], rows)
+            + f"\n\nLowest rules field: {worst[0]} F1 {worst[1]['f1']:.3f}. Salaries invented: {len(q['invented_salary'])}. Throughput — {speed}.")
+
+
+def _router(data: dict[str, Any]) -> str:
+    rows = [[name, r["accuracy"], r["reasoner_share"], f"{r['latency_ms_p50']} / {r['latency_ms_p99']} ms"] for name, r in data["policies"].items()]
+    return _table(["policy", "accuracy", f"sent to reasoner (true {data['reasoner_share_true']})", "decision p50 / p99"], rows)
+
+
+def _load_suite(data: dict[str, Any]) -> str:
+    rows = [[r["model"], r["nominal_rps"], r["offered_rps"], r["goodput_rps"], f"{r['latency_p50_s']} / {r['latency_p99_s']} s",
+             ", ".join(f"{k}×{v}" for k, v in sorted(r["statuses"].items()))] for r in data["results"]]
+    return _table(["model", "nominal rps", "offered", "goodput", "p50 / p99", "statuses"], rows)
+
+
+SUITES: dict[str, tuple[str, str, Callable[[dict[str, Any]], str]]] = {
+    "overhead": ("Overhead against the engine alone", "python -m serve bench overhead", _overhead),
+    "index": ("Embeddings and vector search", "python -m serve bench index --url http://127.0.0.1:8000", _index),
+    "extract": ("Extraction", "python -m serve bench extract --url http://127.0.0.1:8000", _extract),
+    "router": ("Routing", "python -m serve bench router", _router),
+    "load": ("Load", "python -m serve bench load", _load_suite),
+}
+
+
+def render(folder: Path) -> str:
+    """The markdown block for every suite with a result in ``folder``."""
+    blocks = []
+    for suite, (title, command, fmt) in SUITES.items():
+        data = _load(folder, suite)
+        if data is None:
+            continue
+        meta = data["meta"]
+        blocks.append(f"#### {title}\n\n`{command}` — {meta['date']}, {_machine(meta)}, commit {meta.get('commit', '?')}; "
+                      f"plot: `{folder.name}/{suite}.png`\n\n{fmt(data)}")
+    return "\n\n".join(blocks) if blocks else "_No results yet: run the benchmarks._"
+
+
+def run(args) -> int:
+    """Entry point for ``python -m serve bench report``."""
+    folder = Path(args.results)
+    block = render(folder)
+    (folder / "REPORT.md").write_text(f"# Benchmark results\n\n{block}\n")
+    readme = PROJECT_ROOT / "README.md"
+    text = readme.read_text()
+    if BEGIN in text and END in text and not args.no_readme:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        readme.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
+        print(f"updated {readme} and {folder / 'REPORT.md'}")
+    else:
+        print(f"wrote {folder / 'REPORT.md'}")
+    return 0
