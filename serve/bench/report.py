@@ -52,8 +52,10 @@ def _overhead(data: dict[str, Any]) -> str:
                          f"{r['e2e_p50_s']:.2f} / {r['e2e_p99_s']:.2f} s", f"{r['throughput_tok_s']:.1f}",
                          f"×{ratio['e2e_p50']:.2f} / ×{ratio['throughput']:.2f}" if ratio else "—"])
     start = data.get("start", {})
+    route = data["targets"]["a"].get("route")
+    routed = f" `auto` sent the workload to {route['target']} ({route['reason']})." if route else ""
     return (_table(["target", "concurrency", "TTFT p50", "TPOT p50", "e2e p50 / p99", "output tok/s", "vs (d): e2e p50 / throughput"], rows)
-            + f"\n\nGraph start to `/readyz` 200: cold {start.get('cold_s')} s, warm {start.get('warm_s')} s.")
+            + f"\n\nGraph start to `/readyz` 200: cold {start.get('cold_s')} s, warm {start.get('warm_s')} s.{routed}")
 
 
 def _index(data: dict[str, Any]) -> str:

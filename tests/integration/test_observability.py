@@ -68,8 +68,11 @@ def test_one_request_id_is_in_the_logs_of_every_deployment_it_reached(graph, htt
 
     found = _wait_for(seen, timeout_s=20, interval_s=0.5)
     assert found, "the request id is missing from some deployment's log"
-    for deployment, records in found.items():
-        assert any(str(r.get("message", "")).startswith("CALL ") for r in records), deployment
+    # Serve's access log: "POST /v1/chat/completions 200 …" at the HTTP ingress,
+    # "CALL <method> OK …" for every handle call behind it.
+    assert any("/v1/chat/completions" in str(r.get("message", "")) for r in found["Ingress"]), found["Ingress"]
+    for deployment in ("Router", "Extractor"):
+        assert any(str(r.get("message", "")).startswith("CALL ") for r in found[deployment]), found[deployment]
     # Nothing else (the health probes started during this request, say) carries it.
     reasoner = [r for r in replica_log_records(graph, "Reasoner") if r.get("request_id") == request_id]
     assert reasoner == []
