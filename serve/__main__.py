@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=3, help="alternating direct/graph embedding rounds")
+    p.add_argument("--rounds", type=int, default=5, help="alternating direct/graph embedding rounds")
     p.add_argument("--out", default="bench-results")
     p.set_defaults(func=lambda a: __import__("serve.bench.index", fromlist=["run"]).run(a))
 
