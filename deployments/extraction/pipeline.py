@@ -194,6 +194,14 @@ def _parse(reply: LlmReply) -> tuple[Optional[dict[str, Any]], Optional[str]]:
     return value, None
 
 
+def _judge(reply: LlmReply, check: Callable[[dict[str, Any]], Optional[str]]) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """The reply's JSON object and ``None``, or ``None`` and what is wrong with it."""
+    value, error = _parse(reply)
+    if value is not None:
+        error = check(value)
+    return value, error
+
+
 class _Llm:
     """Stage 4 for one document: call, check, and repair once."""
 
@@ -226,11 +234,9 @@ class _Llm:
         schema, scale = schemas.fit_to_budget(build, self._budget())
         messages = _messages(text, schema, self._limits, known)
         reply = await self._call(messages, schema)
-        value, error = _parse(reply)
-        if value is not None:
-            error = check(value)
-            if error is None:
-                return value, None
+        value, error = _judge(reply, check)
+        if error is None:
+            return value, None
         # One repair: tighter bounds after truncation, the error spelled out otherwise.
         self._result.warnings.append(f"llm output rejected ({error}); retried once")
         if reply.finish_reason == "length":
@@ -240,12 +246,8 @@ class _Llm:
             {"role": "user", "content": f"That answer was rejected: {error}. Reply again with JSON that matches the schema."},
         ]
         reply = await self._call(repair, schema)
-        value, error = _parse(reply)
-        if value is not None:
-            error = check(value)
-            if error is None:
-                return value, None
-        return None, error
+        value, error = _judge(reply, check)
+        return (value, None) if error is None else (None, error)
 
 
 def _check_job_posting(value: dict[str, Any]) -> Optional[str]:
