@@ -24,7 +24,7 @@ import yaml
 
 from deployments.extraction.pipeline import PipelineLimits, extract_job_posting
 from deployments.extraction.record import FIELDS
-from serve.bench.meta import write_result
+from serve.bench.meta import save_results
 
 CORPUS_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "postings"
 RULES_FIELDS = ("salary_min", "salary_max", "salary_currency", "salary_period", "remote", "workplace_type", "employment_type")
@@ -230,9 +230,5 @@ def run(args) -> int:
     print(f"invented salaries: {quality['invented_salary'] or 'none'}; failed: {quality['failed'] or 'none'}")
     for name, speed in throughput.items():
         print(f"{name:>20}: {speed['docs_per_s']} documents/s")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_result(out / "extract.json", results)
-    plot(results, out / "extract.png")
-    print(f"wrote {out / 'extract.json'} and {out / 'extract.png'}")
+    save_results(args.out, "extract", results, plot)
     return 0

@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from serve.bench.meta import write_result
+from serve.bench.meta import save_results
 from serve.bench.stats import percentile
 
 SUBJECTS = ["The team", "Our customer", "The new intern", "A nurse", "The pipeline", "The warehouse robot", "My neighbour",
@@ -227,9 +227,5 @@ def run(args) -> int:
             results["http"].append(row)
             print(f"HTTP /search over {size} documents ({row['index']}): p50 {row['p50_ms']} ms p99 {row['p99_ms']} ms "
                   f"(ingest {row['ingest_docs_per_s']} docs/s)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_result(out / "index.json", results)
-    plot(results, out / "index.png")
-    print(f"wrote {out / 'index.json'} and {out / 'index.png'}")
+    save_results(args.out, "index", results, plot)
     return 0

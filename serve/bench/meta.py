@@ -8,7 +8,7 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from serve.config import PROJECT_ROOT
 
@@ -64,3 +64,11 @@ def write_result(path: Path, results: dict[str, Any]) -> None:
     """Write one suite's JSON with its ``meta`` block."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**results, "meta": machine_meta()}, indent=2, ensure_ascii=False))
+
+
+def save_results(out_dir: str | Path, suite: str, results: dict[str, Any], plot: Callable[[dict[str, Any], Path], None]) -> None:
+    """Write ``<suite>.json`` (with ``meta``) and ``<suite>.png`` into ``out_dir``."""
+    out = Path(out_dir)
+    write_result(out / f"{suite}.json", results)
+    plot(results, out / f"{suite}.png")
+    print(f"wrote {out / (suite + '.json')} and {out / (suite + '.png')}")

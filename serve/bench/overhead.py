@@ -32,7 +32,7 @@ from typing import Any, Iterator, Optional
 import httpx
 import yaml
 
-from serve.bench.meta import write_result
+from serve.bench.meta import save_results
 from serve.bench.stats import percentile
 from serve.config import PROJECT_ROOT, load_profile
 
@@ -292,9 +292,5 @@ def run(args) -> int:
             print(f"({key}) {TARGETS[key]:<20} c={r['concurrency']:<3} ttft {r['ttft_p50_s'] * 1000:7.1f} ms  tpot {r['tpot_p50_ms']:6.1f} ms  "
                   f"e2e p50 {r['e2e_p50_s']:.2f} s p99 {r['e2e_p99_s']:.2f} s  {r['throughput_tok_s']:7.1f} tok/s{tail}")
     print(f"graph start: cold {results['start']['cold_s']} s, warm {results['start']['warm_s']} s")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_result(out / "overhead.json", results)
-    plot(results, out / "overhead.png")
-    print(f"wrote {out / 'overhead.json'} and {out / 'overhead.png'}")
+    save_results(args.out, "overhead", results, plot)
     return 0

@@ -23,7 +23,7 @@ from deployments.router.decision import RouteTargets, decide
 from deployments.router.exemplars import load_exemplars
 from deployments.router.features import RouteInput, text_to_embed
 from deployments.router.policies import ExemplarVectors, make_policy
-from serve.bench.meta import write_result
+from serve.bench.meta import save_results
 from serve.bench.stats import percentile
 from serve.config import CONFIGS_DIR, load_profile
 
@@ -137,9 +137,5 @@ def run(args) -> int:
         print(f"{name:>9}: accuracy {result['accuracy']:.3f}  reasoner share {result['reasoner_share']:.3f} "
               f"(true {results['reasoner_share_true']:.3f})  latency p50 {result['latency_ms_p50']:.2f} ms p99 {result['latency_ms_p99']:.2f} ms")
         print(f"{'':>11}confusion (rows = truth): extractor -> {c['extractor']}, reasoner -> {c['reasoner']}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_result(out / "router.json", results)
-    plot(results, out / "router.png")
-    print(f"wrote {out / 'router.json'} and {out / 'router.png'}")
+    save_results(args.out, "router", results, plot)
     return 0
