@@ -35,13 +35,10 @@ class CollectionEndpoints:
     """Mixed into the Ingress; relies on its ``_profile``, ``_embedder`` and admission."""
 
     def _check_collection_name(self, collection: str) -> None:
-        from deployments.embedder.collection import NAME_PATTERN
+        from deployments.embedder.collection import NAME_PATTERN, NAME_RULE
 
         if not NAME_PATTERN.match(collection):
-            raise BadRequest(
-                "collection names are 1-64 characters: lowercase letters, digits, '_' and '-', "
-                "starting with a letter or digit", param="collection", code="invalid_collection_name",
-            )
+            raise BadRequest(NAME_RULE, param="collection", code="invalid_collection_name")
 
     def _check_documents(self, body: UpsertRequest) -> None:
         spec = self._profile.collections

@@ -38,6 +38,8 @@ from deployments.embedder.index import IndexParams, VectorIndex
 logger = logging.getLogger("ray.serve")
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+NAME_RULE = ("collection names are 1-64 characters: lowercase letters, digits, '_' and '-', "
+             "starting with a letter or digit")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
@@ -413,10 +415,7 @@ class CollectionStore:
     @staticmethod
     def check_name(name: str) -> None:
         if not NAME_PATTERN.match(name or ""):
-            raise StoreError(
-                "collection names are 1-64 characters: lowercase letters, digits, '_' and '-', starting with a letter or digit",
-                param="collection", code="invalid_collection_name",
-            )
+            raise StoreError(NAME_RULE, param="collection", code="invalid_collection_name")
 
     def get(self, name: str, *, create: bool = False) -> Collection:
         self.check_name(name)

@@ -109,6 +109,7 @@ class _Money:
     start: int
     end: int
     value: float
+    written: float  # the number as written, before k / lakh / crore
     currency: Optional[str]
     multiplied: bool
     implies_year: bool
@@ -142,7 +143,7 @@ def _money_tokens(line: str) -> list[_Money]:
             continue  # three capitals that are not a currency ("CEO 5")
         if mult in ("l", "lpa", "lakh", "lakhs", "lac", "lacs", "crore", "crores", "cr"):
             currency = currency or "INR"
-        tokens.append(_Money(match.start(), match.end(), value * _MULTIPLIERS.get(mult, 1), currency,
+        tokens.append(_Money(match.start(), match.end(), value * _MULTIPLIERS.get(mult, 1), value, currency,
                              bool(mult), mult == "lpa"))
     return tokens
 
@@ -156,7 +157,7 @@ def _ranges(line: str, tokens: list[_Money]) -> list[tuple[_Money, _Money]]:
             second = tokens[i + 1]
             # "$120–150k", "₹12-18 LPA": the unit written once applies to both ends.
             if second.multiplied and not first.multiplied and first.value < 1000:
-                first.value *= second.value / _unmultiplied(line, second)
+                first.value *= second.value / second.written
             first.currency = first.currency or second.currency
             second.currency = second.currency or first.currency
             first.implies_year = second.implies_year = first.implies_year or second.implies_year
@@ -166,11 +167,6 @@ def _ranges(line: str, tokens: list[_Money]) -> list[tuple[_Money, _Money]]:
             pairs.append((first, first))
             i += 1
     return pairs
-
-
-def _unmultiplied(line: str, token: _Money) -> float:
-    match = _MONEY.match(line, token.start)
-    return _amount(match["num"]) or 1.0
 
 
 def _period_of(line: str, start: int, end: int, implies_year: bool, high: float) -> Optional[str]:
