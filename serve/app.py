@@ -61,6 +61,7 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
         resolve_source(profile.embedder.source, cache_dir=settings.cache_dir),
         profile.collections,
         str(settings.data_dir),
+        cache_dir=str(settings.cache_dir),
     )
     router = serve.deployment(
         Router, name="Router", **_options(profile.router.resources, profile.router.scaling)

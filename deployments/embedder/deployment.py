@@ -40,19 +40,19 @@ class Embedder:
         model_path: Resolved model location.
         collections: The profile's collections block (None: no collections).
         data_dir: Where collections live on disk.
-        encoder: Injectable encoder (tests); a SentenceTransformerEncoder by default.
+        cache_dir: Where derived model files (the ONNX export) are cached.
+        encoder: Injectable encoder (tests); by default the profile's backend.
     """
 
     def __init__(
         self, spec: EmbedderSpec, model_path: str, collections: Optional[CollectionsSpec] = None,
-        data_dir: Optional[str] = None, *, encoder: Optional[Encoder] = None,
+        data_dir: Optional[str] = None, *, cache_dir: Optional[str] = None, encoder: Optional[Encoder] = None,
     ) -> None:
         if encoder is None:
-            from deployments.embedder.encoder import SentenceTransformerEncoder
+            from deployments.embedder.encoder import make_encoder
+            from serve.settings import load_settings
 
-            encoder = SentenceTransformerEncoder(
-                model_path, normalize=spec.normalize, device=spec.device, cpu_threads=spec.cpu_threads
-            )
+            encoder = make_encoder(spec, model_path, cache_dir=Path(cache_dir) if cache_dir else load_settings().cache_dir)
         if encoder.dimensions != spec.dimensions:
             raise ValueError(
                 f"embedder {spec.model_id}: model produces {encoder.dimensions}-d "

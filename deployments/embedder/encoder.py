@@ -1,15 +1,20 @@
-"""Text encoders: the interface the Embedder deployment needs, and the real one.
+"""Text encoders: the interface the Embedder deployment needs, and the real ones.
 
 The deployment depends on :class:`Encoder` only, so unit tests inject a small fake and
-the real :class:`SentenceTransformerEncoder` (which imports torch) loads only inside the
+the real encoders (PyTorch's :class:`SentenceTransformerEncoder`, or ONNX Runtime's in
+``onnx_encoder.py``; :func:`make_encoder` picks by the profile) load only inside the
 replica.
 """
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Optional, Protocol, Sequence
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 
 class Encoder(Protocol):
@@ -77,6 +82,23 @@ class SentenceTransformerEncoder:
         limit = self._model.max_seq_length
         encoded = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=limit)
         return sum(len(ids) for ids in encoded["input_ids"])
+
+
+def make_encoder(spec, model_path: str, *, cache_dir: Path) -> Encoder:
+    """The encoder a profile's ``embedder:`` block asks for.
+
+    ``backend: onnx`` runs the model in ONNX Runtime (CPU); if it cannot be exported or
+    does not match PyTorch, the embedder logs why and serves with PyTorch instead, so a
+    model the exporter cannot handle still works.
+    """
+    if spec.backend == "onnx":
+        from deployments.embedder.onnx_encoder import OnnxEncoder, OnnxUnavailable
+
+        try:
+            return OnnxEncoder(model_path, cache_dir=cache_dir, normalize=spec.normalize, cpu_threads=spec.cpu_threads)
+        except OnnxUnavailable as exc:
+            logger.warning("embedder %s: ONNX backend unavailable, using PyTorch: %s", spec.model_id, exc)
+    return SentenceTransformerEncoder(model_path, normalize=spec.normalize, device=spec.device, cpu_threads=spec.cpu_threads)
 
 
 def encode_requests(encoder: Encoder, requests: Sequence[Sequence[str]]) -> list[tuple[np.ndarray, int]]:

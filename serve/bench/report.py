@@ -85,7 +85,13 @@ def _extract(data: dict[str, Any]) -> str:
 
 def _router(data: dict[str, Any]) -> str:
     rows = [[name, r["accuracy"], r["reasoner_share"], f"{r['latency_ms_p50']} / {r['latency_ms_p99']} ms"] for name, r in data["policies"].items()]
-    return _table(["policy", "accuracy", f"sent to reasoner (true {data['reasoner_share_true']})", "decision p50 / p99"], rows)
+    text = _table(["policy", "accuracy", f"sent to reasoner (true {data['reasoner_share_true']})", "decision p50 / p99"], rows)
+    emb = data.get("embedding")
+    if emb:
+        text += (f"\n\nEmbedding one prompt (part of the semantic and hybrid decisions), same prompts in the same run: "
+                 f"ONNX Runtime p50 {emb['onnx']['p50_ms']} / p99 {emb['onnx']['p99_ms']} ms against PyTorch "
+                 f"p50 {emb['torch']['p50_ms']} / p99 {emb['torch']['p99_ms']} ms.")
+    return text
 
 
 def _load_suite(data: dict[str, Any]) -> str:

@@ -5,7 +5,8 @@ an exemplar) every policy scores every prompt. Reported per policy: accuracy at 
 profile's threshold, the confusion matrix, the share sent to the reasoner, and decision
 latency p50/p99 — for ``semantic`` and ``hybrid`` that includes embedding the prompt
 with the same model the embedder deployment serves (in process, so the figure is the
-policy's own cost; the deployment adds one local Ray call). A threshold sweep gives the
+policy's own cost, with the profile's embedder backend; the deployment adds one local
+Ray call). A threshold sweep gives the
 PNG: accuracy against the share of traffic sent to the (expensive) reasoner.
 """
 
@@ -28,6 +29,12 @@ from serve.bench.stats import percentile
 from serve.config import CONFIGS_DIR, load_profile
 
 POLICIES = ("heuristic", "semantic", "hybrid")
+
+
+def encoder_backend(encoder) -> str:
+    from deployments.embedder.onnx_encoder import OnnxEncoder
+
+    return "onnx" if isinstance(encoder, OnnxEncoder) else "torch"
 
 
 def load_eval(path: Path) -> list[dict]:
@@ -57,6 +64,19 @@ def evaluate(policy, rows: list[dict], encoder, threshold: float, targets: Route
         "latency_ms_p99": round(percentile(latencies, 0.99), 3),
         "scores": scores,
     }
+
+
+def embedding_latency(encoders: dict, texts: list[str], rounds: int = 3) -> dict:
+    """Per-prompt embedding latency of each backend, interleaved round by round so
+    machine noise hits both alike (the baseline for the ONNX backend is PyTorch)."""
+    samples: dict[str, list[float]] = {name: [] for name in encoders}
+    for _ in range(rounds):
+        for name, encoder in encoders.items():
+            for text in texts:
+                started = time.perf_counter()
+                encoder.encode([text])
+                samples[name].append((time.perf_counter() - started) * 1000)
+    return {name: {"p50_ms": round(statistics.median(v), 3), "p99_ms": round(percentile(v, 0.99), 3)} for name, v in samples.items()}
 
 
 def sweep(scores: list[float], labels: list[str]) -> list[dict]:
@@ -97,7 +117,7 @@ def plot(results: dict, path: Path) -> None:
 
 def run(args) -> int:
     """Entry point for ``python -m serve bench router``."""
-    from deployments.embedder.encoder import SentenceTransformerEncoder
+    from deployments.embedder.encoder import make_encoder
     from deployments.llm.sources import resolve_source
     from serve.settings import load_settings
 
@@ -109,10 +129,9 @@ def run(args) -> int:
     if overlap:
         raise SystemExit(f"{len(overlap)} evaluation prompts are also exemplars; the figures would be inflated")
 
-    encoder = SentenceTransformerEncoder(
-        resolve_source(profile.embedder.source, cache_dir=load_settings().cache_dir),
-        normalize=True, device=profile.embedder.device or "cpu",
-    )
+    cache_dir = load_settings().cache_dir
+    # The encoder the Embedder deployment builds from this profile (backend included).
+    encoder = make_encoder(profile.embedder, resolve_source(profile.embedder.source, cache_dir=cache_dir), cache_dir=cache_dir)
     vectors = ExemplarVectors(
         vectors=encoder.encode([e.prompt for e in exemplars]),
         labels=tuple(int(e.label == "reasoner") for e in exemplars),
@@ -122,10 +141,23 @@ def run(args) -> int:
     encoder.encode(["warm-up"])  # first call pays one-off allocation costs
     results = {
         "data": str(args.data), "prompts": len(rows), "exemplars": len(exemplars),
-        "threshold": spec.threshold,
+        "threshold": spec.threshold, "encoder_backend": encoder_backend(encoder),
         "reasoner_share_true": round(sum(r["label"] == "reasoner" for r in rows) / len(rows), 4),
         "policies": {},
     }
+    if encoder_backend(encoder) == "onnx":
+        from deployments.embedder.encoder import SentenceTransformerEncoder
+
+        baseline = SentenceTransformerEncoder(
+            resolve_source(profile.embedder.source, cache_dir=cache_dir), normalize=profile.embedder.normalize,
+            device="cpu", cpu_threads=profile.embedder.cpu_threads,
+        )
+        baseline.encode(["warm-up"])
+        texts = [text_to_embed(RouteInput(text=r["prompt"], last_user_text=r["prompt"])) for r in rows]
+        results["embedding"] = embedding_latency({"onnx": encoder, "torch": baseline}, texts)
+        e = results["embedding"]
+        print(f"embedding one prompt: onnx p50 {e['onnx']['p50_ms']} ms p99 {e['onnx']['p99_ms']} ms; "
+              f"torch p50 {e['torch']['p50_ms']} ms p99 {e['torch']['p99_ms']} ms")
     labels = [r["label"] for r in rows]
     for name in args.policies:
         policy = make_policy(name, spec, vectors)

