@@ -43,10 +43,11 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _overhead(data: dict[str, Any]) -> str:
-    names = {"a": "(a) graph, `auto`", "b": "(b) graph, model named", "c": "(c) Ray Serve LLM app", "d": "(d) `vllm serve` alone"}
+    names = {"a": "(a) graph, `auto`", "b": "(b) graph, model named", "c": "(c) Ray Serve LLM app", "d": "(d) `vllm serve` alone",
+             "d_again": "(d) again, at the end"}
     rows = []
-    for key in ("d", "c", "b", "a"):
-        for r in data["targets"][key]["levels"]:
+    for key in ("d", "d_again", "c", "b", "a"):
+        for r in data["targets"].get(key, {}).get("levels", []):
             ratio = data.get("ratios_vs_d", {}).get(key, {}).get(str(r["concurrency"]))
             rows.append([names[key], r["concurrency"], f"{r['ttft_p50_s'] * 1000:.0f} ms", f"{r['tpot_p50_ms']:.1f} ms",
                          f"{r['e2e_p50_s']:.2f} / {r['e2e_p99_s']:.2f} s", f"{r['throughput_tok_s']:.1f}",
@@ -54,8 +55,12 @@ def _overhead(data: dict[str, Any]) -> str:
     start = data.get("start", {})
     route = data["targets"]["a"].get("route")
     routed = f" `auto` sent the workload to {route['target']} ({route['reason']})." if route else ""
+    drift = data.get("d_drift")
+    drift_text = (" (d)'s second run against its first, per concurrency (e2e p50 / throughput): "
+                  + ", ".join(f"c={c} ×{v['e2e_p50']:.2f} / ×{v['throughput']:.2f}" for c, v in drift.items())
+                  + "; ratios are against the better (d) run.") if drift else ""
     return (_table(["target", "concurrency", "TTFT p50", "TPOT p50", "e2e p50 / p99", "output tok/s", "vs (d): e2e p50 / throughput"], rows)
-            + f"\n\nGraph start to `/readyz` 200: cold {start.get('cold_s')} s, warm {start.get('warm_s')} s.{routed}")
+            + f"\n\nGraph start to `/readyz` 200: cold {start.get('cold_s')} s, warm {start.get('warm_s')} s.{routed}{drift_text}")
 
 
 def _index(data: dict[str, Any]) -> str:

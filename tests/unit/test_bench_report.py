@@ -25,3 +25,30 @@ def test_report_renders_the_suites_present(tmp_path):
 
 def test_no_results_says_so(tmp_path):
     assert "No results yet" in render(tmp_path)
+
+
+def _level(c, e2e, thr):
+    return {"concurrency": c, "ttft_p50_s": 0.05, "tpot_p50_ms": 4.0, "e2e_p50_s": e2e, "e2e_p99_s": e2e * 1.2, "throughput_tok_s": thr}
+
+
+def test_overhead_ratios_take_the_better_vllm_run_so_drift_cannot_flatter_the_graph(tmp_path):
+    from serve.bench.overhead import ratios_vs_best_d
+
+    targets = {
+        "d": {"levels": [_level(1, 0.60, 200.0), _level(16, 1.6, 900.0)]},
+        "d_again": {"levels": [_level(1, 0.50, 250.0), _level(16, 2.0, 1000.0)]},  # faster at c=1, higher throughput at 16
+        "c": {"levels": [_level(1, 0.55, 230.0), _level(16, 2.0, 800.0)]},
+        "b": {"levels": [_level(1, 0.55, 230.0), _level(16, 2.0, 800.0)]},
+        "a": {"levels": [_level(1, 0.66, 190.0), _level(16, 2.4, 700.0)]},
+    }
+    ratios = ratios_vs_best_d(targets)
+    assert ratios["a"]["1"] == {"e2e_p50": 1.32, "throughput": 0.76}  # vs 0.50 s and 250 tok/s
+    assert ratios["b"]["16"] == {"e2e_p50": 1.25, "throughput": 0.8}  # vs 1.6 s and 1000 tok/s
+
+    data = {"targets": {**targets, "a": {**targets["a"], "route": {"target": "qwen3-tiny-extractor", "reason": "r"}}},
+            "ratios_vs_d": ratios, "d_drift": {"1": {"e2e_p50": 0.833, "throughput": 1.25}}, "start": {"cold_s": 90.0, "warm_s": 80.0},
+            "meta": {"date": "2026-11-23", "cpu": "Test CPU", "cores": 2, "memory_gib": 24.0, "gpus": []}}
+    (tmp_path / "overhead.json").write_text(json.dumps(data))
+    text = render(tmp_path)
+    assert "| (d) again, at the end | 1 |" in text and "×1.32 / ×0.76" in text
+    assert "c=1 ×0.83 / ×1.25" in text and "better (d) run" in text
