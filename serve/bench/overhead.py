@@ -40,6 +40,8 @@ from serve.config import PROJECT_ROOT, load_profile
 
 PROMPT_TOKENS = 256
 OUTPUT_TOKENS = 128
+#: Requests measured at each concurrency, at least: a p50 of 4 samples is mostly noise.
+MIN_REQUESTS_PER_LEVEL = 16
 TARGETS = {
     "a": "graph, model=auto",
     "b": "graph, model named",
@@ -197,7 +199,7 @@ def run_level(url: str, model: str, prompt: str, concurrency: int, requests: int
 
 
 def _levels(url: str, model: str, prompt: str, levels: list[int], per_client: int) -> list[dict[str, Any]]:
-    return [run_level(url, model, prompt, c, max(c * per_client, 4)) for c in levels]
+    return [run_level(url, model, prompt, c, max(c * per_client, MIN_REQUESTS_PER_LEVEL)) for c in levels]
 
 
 def ratios_vs_best_d(targets: dict[str, Any]) -> dict[str, Any]:
