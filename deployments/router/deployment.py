@@ -55,7 +55,7 @@ class Router:
         async with self._ready:
             if self._policy is None:
                 exemplars = load_exemplars(CONFIGS_DIR / self._spec.exemplars)
-                result = await self._embedder.embed.remote([e.prompt for e in exemplars])
+                result = await self._embedder.embed.remote([e.prompt[: self._spec.embed_chars] for e in exemplars])
                 vectors = ExemplarVectors(
                     vectors=np.asarray(result["vectors"], dtype=np.float32),
                     labels=tuple(int(e.label == "reasoner") for e in exemplars),
@@ -69,7 +69,7 @@ class Router:
         """The routing decision for one request, as a dict."""
         policy = await self._ensure_policy()
         if policy.needs_embedding and request.embedding is None:
-            result = await self._embedder.embed.remote([text_to_embed(request)])
+            result = await self._embedder.embed.remote([text_to_embed(request, self._spec.embed_chars)])
             request = dataclasses.replace(request, embedding=tuple(result["vectors"][0].tolist()))
         decision = decide(
             request,

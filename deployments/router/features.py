@@ -26,14 +26,10 @@ class RouteInput:
     """The text's embedding, filled in by the router for policies that need one."""
 
 
-#: Embedding a 100-page prompt to route it would cost more than routing saves; the start
-#: of a request carries its intent.
-EMBED_CHARS = 2000
-
-
-def text_to_embed(request: RouteInput) -> str:
-    """The text the semantic policy embeds for ``request``."""
-    return (request.last_user_text or request.text)[:EMBED_CHARS]
+def text_to_embed(request: RouteInput, max_chars: int) -> str:
+    """The text the semantic policy embeds for ``request``: the start of the last user
+    message, where a request states its intent (``router.embed_chars`` long)."""
+    return (request.last_user_text or request.text)[:max_chars]
 
 
 def _content_text(content: Any) -> str:

@@ -41,7 +41,7 @@ def load_eval(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def evaluate(policy, rows: list[dict], encoder, threshold: float, targets: RouteTargets) -> dict:
+def evaluate(policy, rows: list[dict], encoder, threshold: float, targets: RouteTargets, embed_chars: int) -> dict:
     """Score every row; returns accuracy, confusion, reasoner share, latency, and scores."""
     scores, latencies = [], []
     confusion = {"extractor": {"extractor": 0, "reasoner": 0}, "reasoner": {"extractor": 0, "reasoner": 0}}
@@ -49,7 +49,7 @@ def evaluate(policy, rows: list[dict], encoder, threshold: float, targets: Route
         request = RouteInput(text=row["prompt"], last_user_text=row["prompt"])
         started = time.perf_counter()
         if policy.needs_embedding:
-            vector = encoder.encode([text_to_embed(request)])[0]
+            vector = encoder.encode([text_to_embed(request, embed_chars)])[0]
             request = replace(request, embedding=tuple(vector.tolist()))
         decision = decide(request, policy=policy, threshold=threshold, targets=targets)
         latencies.append((time.perf_counter() - started) * 1000)
@@ -133,7 +133,7 @@ def run(args) -> int:
     # The encoder the Embedder deployment builds from this profile (backend included).
     encoder = make_encoder(profile.embedder, resolve_source(profile.embedder.source, cache_dir=cache_dir), cache_dir=cache_dir)
     vectors = ExemplarVectors(
-        vectors=encoder.encode([e.prompt for e in exemplars]),
+        vectors=encoder.encode([e.prompt[: spec.embed_chars] for e in exemplars]),
         labels=tuple(int(e.label == "reasoner") for e in exemplars),
         categories=tuple(e.category for e in exemplars),
     )
@@ -141,7 +141,7 @@ def run(args) -> int:
     encoder.encode(["warm-up"])  # first call pays one-off allocation costs
     results = {
         "data": str(args.data), "prompts": len(rows), "exemplars": len(exemplars),
-        "threshold": spec.threshold, "encoder_backend": encoder_backend(encoder),
+        "threshold": spec.threshold, "encoder_backend": encoder_backend(encoder), "embed_chars": spec.embed_chars,
         "reasoner_share_true": round(sum(r["label"] == "reasoner" for r in rows) / len(rows), 4),
         "policies": {},
     }
@@ -153,7 +153,7 @@ def run(args) -> int:
             device="cpu", cpu_threads=profile.embedder.cpu_threads,
         )
         baseline.encode(["warm-up"])
-        texts = [text_to_embed(RouteInput(text=r["prompt"], last_user_text=r["prompt"])) for r in rows]
+        texts = [text_to_embed(RouteInput(text=r["prompt"], last_user_text=r["prompt"]), spec.embed_chars) for r in rows]
         results["embedding"] = embedding_latency({"onnx": encoder, "torch": baseline}, texts)
         e = results["embedding"]
         print(f"embedding one prompt: onnx p50 {e['onnx']['p50_ms']} ms p99 {e['onnx']['p99_ms']} ms; "
@@ -161,7 +161,7 @@ def run(args) -> int:
     labels = [r["label"] for r in rows]
     for name in args.policies:
         policy = make_policy(name, spec, vectors)
-        result = evaluate(policy, rows, encoder, spec.threshold, targets)
+        result = evaluate(policy, rows, encoder, spec.threshold, targets, spec.embed_chars)
         result["sweep"] = sweep(result.pop("scores"), labels)
         result["best_threshold"] = max(result["sweep"], key=lambda p: p["accuracy"])
         results["policies"][name] = result
