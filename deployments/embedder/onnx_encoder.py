@@ -45,7 +45,7 @@ _PROBES = (
     "hi",
 )
 #: ONNX Runtime's transformer optimizer knows these architectures' fusion patterns.
-_OPTIMIZABLE = {"bert": "bert", "mpnet": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert": "bert"}
+_OPTIMIZABLE = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert": "bert"}
 
 
 class OnnxUnavailable(RuntimeError):

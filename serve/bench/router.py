@@ -3,11 +3,12 @@
 On the labeled evaluation set (``tests/data/router_eval.jsonl``; none of its prompts is
 an exemplar) every policy scores every prompt. Reported per policy: accuracy at the
 profile's threshold, the confusion matrix, the share sent to the reasoner, and decision
-latency p50/p99 — for ``semantic`` and ``hybrid`` that includes embedding the prompt
-with the same model the embedder deployment serves (in process, so the figure is the
-policy's own cost, with the profile's embedder backend; the deployment adds one local
-Ray call). A threshold sweep gives the
-PNG: accuracy against the share of traffic sent to the (expensive) reasoner.
+latency p50/p99 — for ``semantic`` and ``hybrid`` that includes embedding the prompt's
+first ``router.embed_chars`` characters with the encoder the Embedder deployment builds
+(in process, so the figure is the policy's own cost; the deployment adds one local Ray
+call). With the ONNX backend, PyTorch embeds the same prompts in the same run as the
+baseline. A threshold sweep gives the PNG: accuracy against the share of traffic sent
+to the (expensive) reasoner.
 """
 
 from __future__ import annotations
