@@ -3,7 +3,7 @@
 Why: on a CPU, a one-sentence query through PyTorch's eager mode spends most of its
 time dispatching a few hundred small ops, not computing. ONNX Runtime runs the same
 graph with fused attention, layer-norm and GELU kernels and little per-op cost: on the
-2-core reference machine a routing prompt embeds in about 6 ms instead of 14 ms, and
+2-core test machine a routing prompt embeds in 5-8 ms instead of 14-24 ms, and
 batches of long chunks are no slower. That is what lets the semantic router decide
 inside its latency budget.
 
