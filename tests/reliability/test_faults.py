@@ -52,9 +52,11 @@ def test_disconnected_stream_stops_generation(graph):
 
 def test_backpressure_answers_429_with_retry_after(graph):
     """A burst beyond max_ongoing + max_queued gets 429s; admitted requests succeed."""
+    # Long answers, so no admitted request finishes (and frees a slot) while the burst is
+    # still arriving through a busy ingress: otherwise the queue never fills.
     body = {
         "model": EXTRACTOR, "messages": [{"role": "user", "content": "burst"}],
-        "max_tokens": 128, "ignore_eos": True,
+        "max_tokens": 512, "ignore_eos": True,
     }
     # 64 at once against 16 running + 16 queued: margin for a slow, shared machine.
     with httpx.Client(base_url=graph.base_url, timeout=180, limits=httpx.Limits(max_connections=80)) as client:
@@ -68,7 +70,7 @@ def test_backpressure_answers_429_with_retry_after(graph):
             assert int(r.headers["retry-after"]) >= 1
             assert r.json()["error"]["code"] == "overloaded"
         else:
-            assert r.json()["usage"]["completion_tokens"] == 128
+            assert r.json()["usage"]["completion_tokens"] == 512
 
 
 def _call_with_retries(client: httpx.Client, attempts: int = 3) -> tuple[bool, list[int]]:
