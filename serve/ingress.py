@@ -40,7 +40,7 @@ from serve.collections_api import CollectionEndpoints
 from serve.extract_api import ExtractionEndpoints
 from serve.limits import apply_generation_limits
 from serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware
-from serve.observability import RequestMetricsMiddleware
+from serve.observability import RequestMetricsMiddleware, replica_metric
 from serve import rag
 from serve.protocol import (
     EmbeddingItem,
@@ -170,7 +170,6 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints, OpenAiIngress):
         # deployment that is down (a Serve handle would queue until it comes back).
         self._llm_healthy: dict[str, bool] = {model_id: True for model_id in self._llm_specs}
         self._health_task: Optional[asyncio.Task] = None
-        self._hop_counter = None
         self._health_targets = {
             "extractor": extractor,
             "reasoner": reasoner,
@@ -268,15 +267,9 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints, OpenAiIngress):
             await asyncio.sleep(HEALTH_PROBE_INTERVAL_S)
 
     def _record_hop(self, target: str, outcome: str) -> None:
-        if self._hop_counter is None:
-            from ray.serve.metrics import Counter
-
-            self._hop_counter = Counter(
-                "llmgraph_route_hops_total",
-                description="LLM hops tried per request, by target and outcome.",
-                tag_keys=("target", "outcome"),
-            )
-        self._hop_counter.inc(tags={"target": target, "outcome": outcome})
+        replica_metric(
+            "Counter", "llmgraph_route_hops_total", "LLM hops tried per request, by target and outcome.", ("target", "outcome"),
+        ).inc(tags={"target": target, "outcome": outcome})
 
     def _prepare(self, original: Any, target: str) -> Any:
         """A copy of the request for ``target``, with that model's limits and defaults."""

@@ -12,28 +12,38 @@ queue, KV cache) come from Ray Serve LLM.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Optional
 
-LATENCY_BOUNDARIES_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 120_000]
+LATENCY_BOUNDARIES_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 120_000)
+
+
+@functools.cache
+def replica_metric(kind: str, name: str, description: str, tag_keys: tuple[str, ...], boundaries: Optional[tuple[float, ...]] = None):
+    """The ``ray.serve.metrics`` ``kind`` (Counter, Gauge, Histogram) called ``name``.
+
+    Created on first use, inside the replica that records it (metric objects do not
+    travel with a deployment's constructor arguments), and then shared by every caller
+    in that process, so each deployment names its metric in one line.
+    """
+    from ray.serve import metrics
+
+    extra = {"boundaries": list(boundaries)} if boundaries else {}
+    return getattr(metrics, kind)(name, description=description, tag_keys=tag_keys, **extra)
 
 
 class _Metrics:
-    """Created on first use, inside the replica (metric objects do not travel)."""
+    """The ingress's request metrics (a seam the unit tests replace)."""
 
     def __init__(self) -> None:
-        from ray.serve.metrics import Counter, Histogram
-
-        self.requests = Counter(
-            "llmgraph_requests_total",
-            description="HTTP requests by endpoint, target model and status code.",
-            tag_keys=("route", "target", "status"),
+        self.requests = replica_metric(
+            "Counter", "llmgraph_requests_total", "HTTP requests by endpoint, target model and status code.",
+            ("route", "target", "status"),
         )
-        self.latency = Histogram(
-            "llmgraph_request_latency_ms",
-            description="HTTP request latency to the last byte, by endpoint.",
-            boundaries=LATENCY_BOUNDARIES_MS,
-            tag_keys=("route",),
+        self.latency = replica_metric(
+            "Histogram", "llmgraph_request_latency_ms", "HTTP request latency to the last byte, by endpoint.",
+            ("route",), LATENCY_BOUNDARIES_MS,
         )
 
 

@@ -24,6 +24,7 @@ from ray import serve
 
 from deployments.embedder.encoder import Encoder, encode_requests
 from serve.config import CollectionsSpec, EmbedderSpec
+from serve.observability import replica_metric
 
 logger = logging.getLogger("ray.serve")
 
@@ -66,7 +67,6 @@ class Embedder:
         self._collections_spec = collections
         self._store = None
         self._snapshot_task: Optional[asyncio.Task] = None
-        self._size_gauges = None
         if collections is not None and collections.enabled and data_dir:
             self._store = self._open_store(collections, Path(data_dir))
             for name in self._store.names():
@@ -218,18 +218,12 @@ class Embedder:
         self._record_size({"name": collection, "documents": 0, "chunks": 0})
         return dropped
 
-    def _record_size(self, stats: dict[str, Any]) -> None:
+    @staticmethod
+    def _record_size(stats: dict[str, Any]) -> None:
         """Collection sizes as gauges (the label is bounded by collections.max_collections)."""
-        if self._size_gauges is None:
-            from ray.serve.metrics import Gauge
-
-            self._size_gauges = (
-                Gauge("llmgraph_collection_documents", description="Documents in a collection.", tag_keys=("collection",)),
-                Gauge("llmgraph_collection_passages", description="Indexed passages in a collection.", tag_keys=("collection",)),
-            )
-        documents, passages = self._size_gauges
-        documents.set(stats["documents"], tags={"collection": stats["name"]})
-        passages.set(stats["chunks"], tags={"collection": stats["name"]})
+        tags = {"collection": stats["name"]}
+        replica_metric("Gauge", "llmgraph_collection_documents", "Documents in a collection.", ("collection",)).set(stats["documents"], tags=tags)
+        replica_metric("Gauge", "llmgraph_collection_passages", "Indexed passages in a collection.", ("collection",)).set(stats["chunks"], tags=tags)
 
     def __del__(self) -> None:
         store = getattr(self, "_store", None)

@@ -31,6 +31,12 @@ class Encoder(Protocol):
         ...
 
 
+def model_features(model, texts: Sequence[str]):
+    """A SentenceTransformer's own tokenization of ``texts`` (padded, truncated tensors)."""
+    prepare = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 5
+    return prepare(list(texts))
+
+
 class SentenceTransformerEncoder:
     """A sentence-transformers model loaded from a local path or hub id.
 
@@ -67,8 +73,7 @@ class SentenceTransformerEncoder:
         """Vectors and each text's token count from one tokenization (usage for free)."""
         import torch
 
-        prepare = getattr(self._model, "preprocess", None) or self._model.tokenize  # renamed in sentence-transformers 5
-        features = prepare(list(texts))
+        features = model_features(self._model, texts)
         counts = features["attention_mask"].sum(dim=1).tolist()
         features = {name: value.to(self._model.device) if hasattr(value, "to") else value for name, value in features.items()}
         with torch.inference_mode():

@@ -91,8 +91,9 @@ class OnnxEncoder:
 
     # ------------------------------------------------------------------ export
     def _prepare(self, texts: Sequence[str]):
-        prepare = getattr(self._model, "preprocess", None) or self._model.tokenize  # renamed in sentence-transformers 5
-        return prepare(list(texts))
+        from deployments.embedder.encoder import model_features
+
+        return model_features(self._model, texts)
 
     def _cache_key(self, model_path: str) -> str:
         import onnxruntime

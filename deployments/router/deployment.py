@@ -15,6 +15,7 @@ from deployments.router.exemplars import load_exemplars
 from deployments.router.features import RouteInput, text_to_embed
 from deployments.router.policies import NEEDS_EXEMPLARS, ExemplarVectors, RoutingPolicy, make_policy
 from serve.config import CONFIGS_DIR, RouterSpec
+from serve.observability import replica_metric
 
 logger = logging.getLogger("ray.serve")
 
@@ -43,7 +44,6 @@ class Router:
         self._policy = policy
         self._ready = asyncio.Lock()
         self._warmup: Optional[asyncio.Task] = None
-        self._decisions = None
         if policy is None and spec.policy not in NEEDS_EXEMPLARS:
             self._policy = make_policy(spec.policy, spec)
 
@@ -81,15 +81,10 @@ class Router:
         return decision
 
     def _count(self, decision: dict[str, Any]) -> None:
-        if self._decisions is None:
-            from ray.serve.metrics import Counter
-
-            self._decisions = Counter(
-                "llmgraph_router_decisions_total",
-                description="Routing decisions by policy and chosen role (before thermal/capacity overrides).",
-                tag_keys=("policy", "role"),
-            )
-        self._decisions.inc(tags={"policy": str(decision.get("policy")), "role": str(decision.get("role"))})
+        replica_metric(
+            "Counter", "llmgraph_router_decisions_total",
+            "Routing decisions by policy and chosen role (before thermal/capacity overrides).", ("policy", "role"),
+        ).inc(tags={"policy": str(decision.get("policy")), "role": str(decision.get("role"))})
 
     async def check_health(self) -> None:
         """Serve health check; the first one also starts embedding the exemplars, so
