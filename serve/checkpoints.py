@@ -47,7 +47,7 @@ _CHAT_TEMPLATE = r"""
 {{- '\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n' }}
 {%- elif messages[0].role == 'system' %}
 {{- '<|im_start|>system\n' + messages[0].content + '<|im_end|>\n' }}
-{%- endif %}
+{%- endif %}DEFAULT_SYSTEM_BLOCK
 {%- for message in messages %}
 {%- if message.content is string %}{%- set content = message.content %}
 {%- elif message.content %}{%- set content = message.content | map(attribute='text') | join('') %}
@@ -97,10 +97,25 @@ TINY_SPECS: dict[str, TinySpec] = {
 _CORPUS_FILE = Path(__file__).resolve().parent.parent / "configs" / "tiny_corpus.txt"
 
 
-def chat_template(thinking: bool) -> str:
-    """The chat template for a tiny checkpoint, with or without an implicit <think>."""
+def chat_template(thinking: bool, default_system: str | None = None) -> str:
+    """A ChatML template that renders tools in Hermes/Qwen style.
+
+    Args:
+        thinking: open ``<think>`` after the assistant header, as Qwen3-4B-Thinking-2507's
+            template does.
+        default_system: a system prompt used when the conversation has none and no tools
+            (SmolLM2 was tuned with one; without it, it answers worse).
+    """
     prefix = "'<think>\\n'" if thinking else "''"
-    return _CHAT_TEMPLATE.replace("GENERATION_PREFIX", prefix).strip() + "\n"
+    block = ""
+    if default_system:
+        block = (
+            "\n{%- if not tools and messages[0].role != 'system' %}\n"
+            "{{- '<|im_start|>system\\n' + " + json.dumps(default_system) + " + '<|im_end|>\\n' }}\n"
+            "{%- endif %}"
+        )
+    template = _CHAT_TEMPLATE.replace("GENERATION_PREFIX", prefix).replace("DEFAULT_SYSTEM_BLOCK", block)
+    return template.strip() + "\n"
 
 
 def spec_fingerprint(spec: TinySpec) -> str:

