@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_checkpoints)
 
     p = sub.add_parser("validate", help="validate a profile and print its resources")
-    p.add_argument("profile", help="profile name (cpu-tiny) or path to a YAML file")
+    p.add_argument("profile", help="profile name (cpu) or path to a YAML file")
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("plan", help="print a GPU profile's memory plan")
@@ -130,14 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=lambda a: __import__("serve.bench.load", fromlist=["run"]).run(a))
 
     p = bench_sub.add_parser("router", help="routing quality and decision latency per policy")
-    p.add_argument("--profile", default="cpu-tiny", help="profile whose router settings are used")
+    p.add_argument("--profile", default="cpu", help="profile whose router settings are used")
     p.add_argument("--data", default=str(Path(__file__).resolve().parent.parent / "tests" / "data" / "router_eval.jsonl"))
     p.add_argument("--policies", type=lambda s: s.split(","), default=["heuristic", "semantic", "hybrid"])
     p.add_argument("--out", default="bench-results")
     p.set_defaults(func=lambda a: __import__("serve.bench.router", fromlist=["run"]).run(a))
 
     p = bench_sub.add_parser("extract", help="extraction quality (F1 per field) and documents/s")
-    p.add_argument("--profile", default="cpu-tiny", help="profile whose extraction limits are used")
+    p.add_argument("--profile", default="cpu", help="profile whose extraction limits are used")
     p.add_argument("--data", default=str(Path(__file__).resolve().parent.parent / "tests" / "data" / "postings"))
     p.add_argument("--seconds", type=float, default=10.0, help="duration of the in-process fast run")
     p.add_argument("--url", default=None, help="a running graph (loopback) to measure /v1/extract/batch too")
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
     p = bench_sub.add_parser("index", help="embeddings/s vs in-process, search p50/p99, HNSW recall@10")
-    p.add_argument("--profile", default="cpu-tiny", help="profile whose embedder and index settings are used")
+    p.add_argument("--profile", default="cpu", help="profile whose embedder and index settings are used")
     p.add_argument("--url", default=None, help="a running graph (loopback): embeddings and HTTP /search too")
     p.add_argument("--api-key", default=None)
     p.add_argument("--sizes", type=ints, default=[10_000, 100_000], help="index sizes (vectors)")
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=lambda a: __import__("serve.bench.index", fromlist=["run"]).run(a))
 
     p = bench_sub.add_parser("overhead", help="graph vs Ray Serve LLM app vs vllm serve alone, same model and load")
-    p.add_argument("--profile", default="cpu-tiny")
+    p.add_argument("--profile", default="cpu")
     p.add_argument("--levels", type=ints, default=[1, 4, 16], help="concurrency levels")
     p.add_argument("--per-client", type=int, default=3, help="requests per client at each level")
     p.add_argument("--out", default="bench-results")

@@ -23,7 +23,7 @@ class AppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     profile: str = Field(
-        "cpu-tiny", description="Profile name in configs/ or a path to a profile YAML."
+        "cpu", description="Profile name in configs/ or a path to a profile YAML."
     )
 
 

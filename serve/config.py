@@ -363,7 +363,7 @@ class ClusterSpec(_Strict):
 class Profile(_Strict):
     """A whole deployment profile (one YAML file in configs/)."""
 
-    name: str = Field(description="Profile name, e.g. cpu-tiny.")
+    name: str = Field(description="Profile name, e.g. cpu.")
     description: str = Field("", description="What the profile is for.")
     device: Literal["cpu", "gpu"] = Field(description="Where the LLM engines run.")
     gpu_memory_gib: Optional[float] = Field(

@@ -31,6 +31,7 @@ _TYPE_BY_STATUS = {
     413: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
+    502: "server_error",
     503: "service_unavailable_error",
 }
 _CODE_BY_STATUS = {
@@ -43,6 +44,7 @@ _CODE_BY_STATUS = {
     413: "request_too_large",
     422: "unprocessable_entity",
     429: "rate_limited",
+    502: "model_output_invalid",
     503: "service_unavailable",
 }
 # Longest client-error message we pass through from an engine.
@@ -95,6 +97,14 @@ class RateLimited(GraphError):
 
 class Unavailable(GraphError):
     status_code = 503
+
+
+class BadModelOutput(GraphError):
+    """The model's output is not the structure the request forced (a JSON schema, a
+    named tool call). The message is ours and names no internals, so clients see it."""
+
+    status_code = 502
+    public_message = True
 
 
 @contextlib.contextmanager
@@ -155,7 +165,10 @@ def _request_id(request: Request) -> str:
 def error_response(request: Request, status: int, message: str, *, param=None, code=None, headers=None, exc=None) -> JSONResponse:
     """Build the envelope response, log it, and scrub 5xx text."""
     request_id = _request_id(request)
-    if status >= 500:
+    if status >= 500 and getattr(exc, "public_message", False):
+        logger.error("request %s %s failed with %s: %s", request_id, request.url.path, status, message)
+        message = f"{message} (request id {request_id})"
+    elif status >= 500:
         logger.error(
             "request %s %s failed with %s: %s",
             request_id, request.url.path, status, message, exc_info=exc,
@@ -217,9 +230,19 @@ def install_error_handlers(app: FastAPI) -> None:
     from ray.exceptions import RayActorError
 
     try:
-        from vllm.exceptions import VLLMClientError
+        from vllm.exceptions import GenerationError, VLLMClientError
     except ImportError:  # pragma: no cover - vllm is part of both install profiles
-        VLLMClientError = None
+        GenerationError = VLLMClientError = None
+
+    if GenerationError is not None:
+
+        @app.exception_handler(GenerationError)
+        async def _generation_failed(request: Request, exc: Exception):
+            # The engine ended the generation itself (e.g. its grammar could not continue
+            # a forced structure): the model's output failed, not the server.
+            failure = BadModelOutput("the engine stopped the generation: the model's output could not continue "
+                                     "the structure the request forces; retry, or relax the schema or max_tokens")
+            return error_response(request, failure.status_code, failure.message, code=failure.code, exc=failure)
 
     if VLLMClientError is not None:
 

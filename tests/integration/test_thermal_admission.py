@@ -14,12 +14,11 @@ import httpx
 import pytest
 
 from tests.support.graph import metrics_text
+from tests.support.models import EXTRACTOR, REASONER
 
 pytestmark = pytest.mark.integration
 
 HARD_PROMPT = "Prove step by step, by induction, that 1 + 3 + ... + (2n - 1) = n^2."
-EXTRACTOR = "qwen3-tiny-extractor"
-REASONER = "qwen3-tiny-reasoner"
 
 
 def set_gpu(graph, temperature_c: float) -> None:

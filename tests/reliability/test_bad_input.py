@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.models import EMBEDDER, EXTRACTOR
+
 pytestmark = pytest.mark.integration
 
 CHAT = "/v1/chat/completions"
 COMP = "/v1/completions"
 EMB = "/v1/embeddings"
 U = [{"role": "user", "content": "hi"}]
-EXTRACTOR = "qwen3-tiny-extractor"
-EMBEDDER = "all-minilm-l6-v2"
 JSON = {"content-type": "application/json"}
 TOOL = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
 

@@ -12,11 +12,10 @@ import httpx
 import pytest
 
 from tests.support.graph import serve_details
+from tests.support.models import EXTRACTOR, REASONER
 
 pytestmark = pytest.mark.integration
 
-REASONER = "qwen3-tiny-reasoner"
-EXTRACTOR = "qwen3-tiny-extractor"
 HARD = "Prove by induction, step by step, that 3^n > n^2 for n > 2."
 
 

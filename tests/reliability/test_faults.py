@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from tests.support.graph import replica_log_records, serve_details
+from tests.support.models import EXTRACTOR
 
 pytestmark = pytest.mark.integration
 
-EXTRACTOR = "qwen3-tiny-extractor"
 def _replica_call_record(graph, deployment: str, request_id: str, timeout_s: float = 10) -> dict:
     """The access-log record (``CALL <method> <status>``) of one request in a replica."""
     deadline = time.monotonic() + timeout_s

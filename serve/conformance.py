@@ -1,0 +1,134 @@
+"""OpenAI conformance that clients rely on, checked on every non-streaming chat reply.
+
+Clients such as ``openai``'s ``chat.completions.parse()`` and ``instructor`` trust two
+promises that an engine can break with a small or random-weight model, or when thinking
+eats the token budget:
+
+- a ``json_schema`` / ``json_object`` reply is JSON from its first character, and its
+  strings carry no raw control characters (``json.loads`` and pydantic refuse them);
+- a named ``tool_choice`` (or ``required``) yields tool calls whose arguments parse as a
+  JSON object, never plain content.
+
+:func:`check_chat_reply` repairs what can be repaired without changing meaning (raw
+control characters are re-escaped) and turns the rest into a clear error: 422 when the
+request's own ``max_tokens`` cut the structure short, 502 when the model produced
+something else. A reply truncated by ``max_tokens`` in JSON mode keeps OpenAI's own
+behaviour (a JSON prefix with ``finish_reason: "length"``, which clients report).
+
+:func:`structured_thinking_budget` keeps a reasoning model's thinking from using the whole
+budget of a structured request, so the structure has room to be written.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+from serve.errors import BadModelOutput, Unprocessable
+
+
+def forced_tool(body: dict[str, Any]) -> Optional[str]:
+    """The tool a request forces: its name, ``"required"`` for any, or None."""
+    choice = body.get("tool_choice")
+    if choice == "required":
+        return "required"
+    if isinstance(choice, dict):
+        return str((choice.get("function") or {}).get("name") or "required")
+    return None
+
+
+def wants_json(body: dict[str, Any]) -> bool:
+    """Whether the request asks for a JSON reply (``json_schema`` or ``json_object``)."""
+    response_format = body.get("response_format") or {}
+    return isinstance(response_format, dict) and response_format.get("type") in ("json_schema", "json_object")
+
+
+def structured_thinking_budget(budget: Optional[int], max_tokens: Optional[int]) -> Optional[int]:
+    """At most half of ``max_tokens`` for thinking when the reply must be a structure."""
+    if budget is None or not max_tokens:
+        return budget
+    return max(1, min(budget, max_tokens // 2))
+
+
+def _strict_json(text: str) -> Any:
+    return json.loads(text)  # strict=True: raw control characters in strings are refused
+
+
+def _repaired_json(text: str) -> Optional[str]:
+    """``text`` re-serialized when it is JSON apart from raw control characters."""
+    try:
+        value = json.loads(text, strict=False)
+    except ValueError:
+        return None
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _check_json_content(choice: dict[str, Any]) -> None:
+    message = choice.get("message") or {}
+    content = message.get("content")
+    if choice.get("finish_reason") == "length" and (not content or content.lstrip()[:1] in ("{", "[")):
+        return  # OpenAI's behaviour: a JSON prefix, and the client is told it was cut short
+    if not isinstance(content, str) or not content:
+        raise BadModelOutput("the model returned no JSON content for a JSON response_format")
+    try:
+        _strict_json(content)
+        return
+    except ValueError:
+        pass
+    repaired = _repaired_json(content)
+    if repaired is None:
+        raise BadModelOutput("the model's reply is not the JSON the response_format asks for")
+    message["content"] = repaired
+
+
+def _check_tool_calls(choice: dict[str, Any], forced: str, max_tokens: Optional[int]) -> None:
+    message = choice.get("message") or {}
+    calls = message.get("tool_calls") or []
+    complete = bool(calls)
+    for call in calls:
+        function = call.get("function") or {}
+        if forced != "required" and function.get("name") != forced:
+            complete = False
+            continue
+        try:
+            arguments = _strict_json(function.get("arguments") or "")
+        except ValueError:
+            repaired = _repaired_json(function.get("arguments") or "")
+            arguments = json.loads(repaired) if repaired is not None else None
+            if repaired is not None:
+                function["arguments"] = repaired
+        if not isinstance(arguments, dict):
+            complete = False
+    if complete:
+        return
+    what = "a call to any tool" if forced == "required" else f"the forced call to {forced!r}"
+    if choice.get("finish_reason") == "length":
+        raise Unprocessable(
+            f"the model reached max_tokens={max_tokens} before it completed {what}; raise max_tokens",
+            param="max_tokens", code="output_truncated",
+        )
+    raise BadModelOutput(f"the model did not produce {what} with JSON-object arguments")
+
+
+def check_chat_reply(request: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
+    """Check (and repair in place) a chat completion against what ``request`` forced.
+
+    Args:
+        request: The chat request as sent to the engine (a dict).
+        reply: The engine's chat completion (a dict); changed in place when repaired.
+
+    Raises:
+        Unprocessable: a forced tool call was cut short by ``max_tokens``.
+        BadModelOutput: the model's output is not the structure the request forced.
+    """
+    forced = forced_tool(request)
+    json_reply = wants_json(request)
+    if not forced and not json_reply:
+        return reply
+    max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
+    for choice in reply.get("choices") or []:
+        if forced:
+            _check_tool_calls(choice, forced, max_tokens)
+        elif json_reply:
+            _check_json_content(choice)
+    return reply
