@@ -7,7 +7,8 @@ eats the token budget:
 - a ``json_schema`` / ``json_object`` reply is JSON from its first character, and its
   strings carry no raw control characters (``json.loads`` and pydantic refuse them);
 - a named ``tool_choice`` (or ``required``) yields tool calls whose arguments parse as a
-  JSON object, never plain content.
+  JSON object, never plain content;
+- ``logprobs.content`` describes the message's content tokens (no end-of-turn token).
 
 :func:`check_chat_reply` repairs what can be repaired without changing meaning (raw
 control characters are re-escaped) and turns the rest into a clear error: 422 when the
@@ -110,6 +111,26 @@ def _check_tool_calls(choice: dict[str, Any], forced: str, max_tokens: Optional[
     raise BadModelOutput(f"the model did not produce {what} with JSON-object arguments")
 
 
+def needs_check(request: dict[str, Any]) -> bool:
+    """Whether :func:`check_chat_reply` has anything to check for ``request``."""
+    return bool(forced_tool(request) or wants_json(request) or request.get("logprobs"))
+
+
+def _drop_end_token_logprob(choice: dict[str, Any]) -> None:
+    """OpenAI's ``logprobs.content`` lists the message's content tokens; vLLM adds the
+    end-of-turn token that stopped generation. Drop that entry when it is the only
+    difference between the tokens and the content."""
+    message = choice.get("message") or {}
+    entries = (choice.get("logprobs") or {}).get("content") or []
+    content = message.get("content")
+    if choice.get("finish_reason") != "stop" or not entries or not isinstance(content, str):
+        return
+    joined = "".join(str(entry.get("token", "")) for entry in entries)
+    last = str(entries[-1].get("token", ""))
+    if joined != content and last and joined[: len(joined) - len(last)] == content:
+        entries.pop()
+
+
 def check_chat_reply(request: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
     """Check (and repair in place) a chat completion against what ``request`` forced.
 
@@ -123,10 +144,12 @@ def check_chat_reply(request: dict[str, Any], reply: dict[str, Any]) -> dict[str
     """
     forced = forced_tool(request)
     json_reply = wants_json(request)
-    if not forced and not json_reply:
+    if not needs_check(request):
         return reply
     max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
     for choice in reply.get("choices") or []:
+        if request.get("logprobs"):
+            _drop_end_token_logprob(choice)
         if forced:
             _check_tool_calls(choice, forced, max_tokens)
         elif json_reply:

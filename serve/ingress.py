@@ -39,7 +39,7 @@ from serve.errors import (
     serve_errors_as_http,
 )
 from serve.collections_api import CollectionEndpoints
-from serve.conformance import check_chat_reply, forced_tool, structured_thinking_budget, wants_json
+from serve.conformance import check_chat_reply, forced_tool, needs_check, structured_thinking_budget, wants_json
 from serve.extract_api import ExtractionEndpoints
 from serve.limits import apply_generation_limits
 from serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware
@@ -97,8 +97,8 @@ def _llm_metadata(spec: LLMSpec, role: str) -> dict[str, Any]:
 
 
 def _structured_fields(body: Any) -> dict[str, Any]:
-    """The fields of a chat request that force a reply's structure, as plain data."""
-    return body.model_dump(include={"tool_choice", "response_format", "max_tokens", "max_completion_tokens"})
+    """The fields of a chat request that shape its reply, as plain data."""
+    return body.model_dump(include={"tool_choice", "response_format", "max_tokens", "max_completion_tokens", "logprobs"})
 
 
 def _is_structured(body: Any) -> bool:
@@ -107,11 +107,11 @@ def _is_structured(body: Any) -> bool:
 
 
 def _conforming(response: Response, body: ChatCompletionRequest) -> Response:
-    """A non-streaming chat reply checked (and repaired) against the structure it must have.
+    """A non-streaming chat reply checked (and repaired) against what its request asked for.
 
     Streams pass untouched: their bytes are already on the way to the client.
     """
-    if getattr(response, "body_iterator", None) is not None or not _is_structured(body):
+    if getattr(response, "body_iterator", None) is not None or not needs_check(_structured_fields(body)):
         return response
     try:
         reply = json.loads(response.body)

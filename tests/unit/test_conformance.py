@@ -93,3 +93,17 @@ def test_thinking_leaves_half_the_budget_to_the_structure():
     assert structured_thinking_budget(16, 100) == 16
     assert structured_thinking_budget(256, 1) == 1
     assert structured_thinking_budget(None, 100) is None
+
+
+def test_logprobs_lose_the_end_of_turn_token_only():
+    def with_logprobs(tokens, content, finish_reason="stop"):
+        reply = _reply(content=content, finish_reason=finish_reason)
+        reply["choices"][0]["logprobs"] = {"content": [{"token": t, "logprob": -0.1} for t in tokens]}
+        return reply
+
+    fixed = check_chat_reply({"logprobs": True}, with_logprobs(["Par", "is", "<|im_end|>"], "Paris"))
+    assert [e["token"] for e in fixed["choices"][0]["logprobs"]["content"]] == ["Par", "is"]
+    kept = check_chat_reply({"logprobs": True}, with_logprobs(["Par", "is"], "Paris"))
+    assert len(kept["choices"][0]["logprobs"]["content"]) == 2
+    cut = check_chat_reply({"logprobs": True}, with_logprobs(["Par", "is"], "Par", finish_reason="length"))
+    assert len(cut["choices"][0]["logprobs"]["content"]) == 2
