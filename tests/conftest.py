@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import httpx
-from pathlib import Path
 import pytest
 
 from tests.support.graph import RunningGraph, start_graph, stop_graph
@@ -17,12 +16,6 @@ def graph(tmp_path_factory) -> RunningGraph:
     file is absent, so the graph sees no GPU until a test writes simulated samples.
     Collections live in the session's temporary directory.
     """
-    import os
-    if os.environ.get("DEV_GRAPH_URL"):
-        from tests.support.graph import RunningGraph as RG
-        g = RG(process=None, base_url=os.environ["DEV_GRAPH_URL"], log_path=Path("/tmp/g/serve.log"), ready_after_s=0)
-        yield g
-        return
     workdir = tmp_path_factory.mktemp("graph")
     gpu_file = workdir / "gpu-telemetry.json"
     env = {"LLMGRAPH_GPU_TELEMETRY_FILE": str(gpu_file), "LLMGRAPH_DATA_DIR": str(workdir / "data")}
