@@ -101,9 +101,8 @@ class _Fast:
 def _normalize(fields: dict[str, Any], sources: dict[str, Source], warnings: list[str]) -> dict[str, Any]:
     """Validate a partial record; drop (and report) what does not validate."""
     values = dict(fields)
-    for key in ("salary_min", "salary_max", "experience_years"):
-        if isinstance(values.get(key), float):
-            values[key] = round(values[key])
+    if isinstance(values.get("experience_years"), float):
+        values["experience_years"] = round(values["experience_years"])
     if values.get("salary_min") is not None and values.get("salary_max") is not None and values["salary_min"] > values["salary_max"]:
         warnings.append("salary range had min > max; dropped")
         for key in ("salary_min", "salary_max"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import pycountry
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -68,8 +68,12 @@ class JobPostingDraft(BaseModel):
     )
     remote: Optional[bool] = Field(None, description="True only when the job is fully remote.")
     workplace_type: Optional[WorkplaceType] = None
-    salary_min: Optional[int] = Field(None, ge=0, le=MAX_SALARY, description="Whole currency units per period.")
-    salary_max: Optional[int] = Field(None, ge=0, le=MAX_SALARY, description="Whole currency units per period.")
+    salary_min: Optional[Union[int, float]] = Field(
+        None, ge=0, le=MAX_SALARY, description='Currency units per period, decimals kept ("$18.50/hr" is 18.5).'
+    )
+    salary_max: Optional[Union[int, float]] = Field(
+        None, ge=0, le=MAX_SALARY, description='Currency units per period, decimals kept ("$18.50/hr" is 18.5).'
+    )
     salary_currency: Optional[str] = Field(None, description="ISO 4217 code.")
     salary_period: Optional[Period] = None
     employment_type: Optional[EmploymentType] = None
@@ -104,6 +108,14 @@ class JobPostingDraft(BaseModel):
             return dt.date.fromisoformat(value).isoformat()
         except ValueError:
             raise ValueError(f"{value!r} is not an ISO date (YYYY-MM-DD)") from None
+
+    @field_validator("salary_min", "salary_max")
+    @classmethod
+    def _amount(cls, value: Optional[float]) -> Optional[float]:
+        """Whole amounts stay integers in JSON (120000, not 120000.0); cents are kept."""
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
 
     @field_validator("apply_url")
     @classmethod

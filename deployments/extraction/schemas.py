@@ -86,14 +86,15 @@ def job_posting_gap_schema(fields: list[str], *, scale: float = 1.0) -> dict[str
         return bounded_string(1, max(4, int(TEXT_LIMITS[name] * scale)))
 
     integer = lambda high: {"type": "integer", "minimum": 0, "maximum": high}  # noqa: E731
+    number = lambda high: {"type": "number", "minimum": 0, "maximum": high}  # noqa: E731
     by_field: dict[str, dict[str, Any]] = {
         "title": text("title"),
         "company": _nullable(text("company")),
         "location": _nullable(text("location")),
         "remote": _nullable({"type": "boolean"}),
         "workplace_type": _nullable({"type": "string", "enum": list(WORKPLACE_TYPES)}),
-        "salary_min": _nullable(integer(MAX_SALARY)),
-        "salary_max": _nullable(integer(MAX_SALARY)),
+        "salary_min": _nullable(number(MAX_SALARY)),
+        "salary_max": _nullable(number(MAX_SALARY)),
         "salary_currency": _nullable({"type": "string", "enum": list(CURRENCY_CODES)}),
         "salary_period": _nullable({"type": "string", "enum": list(PERIODS)}),
         "employment_type": _nullable({"type": "string", "enum": list(EMPLOYMENT_TYPES)}),

@@ -189,3 +189,21 @@ def test_decoding_schema_only_tightens():
     assert a.match("a b") and not a.match(" ab") and not a.match('a"b') and not a.match("a\nb")
     assert b.match("") and b.match("abcd") and not b.match("abcde")
     assert schema["properties"]["a"]["maxLength"] == 500  # the caller's copy is untouched
+
+
+def test_salary_decimals_are_kept_in_every_stage():
+    """"$18.50/hr" is 18.5 whether structured data, the rules or the LLM read it."""
+    hourly_jsonld = JSONLD_PAGE.replace('"minValue":50000,"maxValue":60000,"unitText":"YEAR"', '"minValue":18.5,"maxValue":21.75,"unitText":"HOUR"')
+    structured = run(extract_job_posting(hourly_jsonld, mode="fast", limits=LIMITS)).data
+    assert (structured["salary_min"], structured["salary_max"], structured["salary_period"]) == (18.5, 21.75, "hour")
+    rules = run(extract_job_posting("Barista\nPay: $18.50/hr, part-time", mode="fast", limits=LIMITS)).data
+    assert (rules["salary_min"], rules["salary_max"], rules["salary_period"]) == (18.5, 18.5, "hour")
+    fake = FakeLlm(({"title": "Barista", "company": None, "location": None, "remote": None, "workplace_type": None,
+                     "salary_min": 18.5, "salary_max": 22.25, "salary_currency": "USD", "salary_period": "hour",
+                     "employment_type": None, "experience_years": None, "skills": None, "date_posted": None,
+                     "apply_url": None}, "stop"))
+    llm = run(extract_job_posting("Barista wanted at our café.", mode="llm", limits=LIMITS, complete=fake))
+    assert (llm.data["salary_min"], llm.data["salary_max"]) == (18.5, 22.25) and llm.sources["salary_min"] == "llm"
+    assert fake.calls[0].json_schema["properties"]["salary_min"]["anyOf"][0]["type"] == "number"
+    whole = JobPosting(title="x", salary_min=120000.0, salary_max=150000)
+    assert json.loads(whole.model_dump_json())["salary_min"] == 120000 and isinstance(whole.salary_min, int)
