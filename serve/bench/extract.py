@@ -7,6 +7,13 @@ no structured data (``html`` and ``text``), and everything. A predicted value co
 only when it equals the gold value; a value where the gold is null is a false positive
 (an invented salary is counted separately too).
 
+The LLM stage, when a graph is running at ``--url``: on the postings with no structured
+data (``html`` and ``text``), per-field P/R/F1 of ``mode: llm`` (the extractor asked for
+every field) scored twice — the record users get (rules fill what the LLM left null) and
+the LLM stage alone (only the fields whose source is ``llm``) — and of ``mode: auto``
+(the LLM fills what the rules left empty), next to ``fast`` on the same postings: the
+baseline a bigger model must beat.
+
 Speed: documents/s for ``fast`` in-process (the pipeline's own cost), and, when a graph
 is running at ``--url``, documents/s through ``POST /v1/extract/batch`` for ``fast`` and
 for ``auto`` (which calls the LLM for the gaps) on the same documents, side by side.
@@ -149,19 +156,74 @@ def fast_throughput(corpus: list[dict[str, Any]], limits: PipelineLimits, *, sec
     return {"documents": done, "seconds": round(elapsed, 3), "docs_per_s": round(done / elapsed, 1)}
 
 
-def http_throughput(url: str, corpus: list[dict[str, Any]], mode: str, *, api_key: Optional[str], rounds: int, batch_size: int, timeout_s: float) -> dict[str, Any]:
-    """Documents/s through ``POST /v1/extract/batch`` on a running graph."""
+def _loopback_client(url: str, api_key: Optional[str], timeout_s: float):
     import httpx
 
-    from serve.exposure import is_loopback
     from urllib.parse import urlparse
+
+    from serve.exposure import is_loopback
 
     if not is_loopback(urlparse(url).hostname or ""):
         raise SystemExit("bench extract only calls a graph on loopback")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return httpx.Client(base_url=url, headers=headers, timeout=timeout_s)
+
+
+def http_predictions(url: str, corpus: list[dict[str, Any]], mode: str, *, api_key: Optional[str], batch_size: int,
+                     timeout_s: float) -> tuple[dict[str, Optional[dict[str, Any]]], dict[str, Optional[dict[str, Any]]], dict[str, Any]]:
+    """Records from ``/v1/extract/batch`` in ``mode``: whole, and the LLM's fields alone.
+
+    Returns:
+        (records, llm_fields, meta): by document id (``None`` where the item failed), and
+        the models that answered with the item statuses.
+    """
+    records: dict[str, Optional[dict[str, Any]]] = {}
+    llm_fields: dict[str, Optional[dict[str, Any]]] = {}
+    statuses: dict[str, int] = defaultdict(int)
+    targets: dict[str, int] = defaultdict(int)
+    started = time.perf_counter()
+    with _loopback_client(url, api_key, timeout_s) as client:
+        for i in range(0, len(corpus), batch_size):
+            chunk = corpus[i:i + batch_size]
+            response = client.post("/v1/extract/batch", json={"documents": [{"document": d["document"]} for d in chunk], "mode": mode})
+            response.raise_for_status()
+            for doc, item in zip(chunk, sorted(response.json()["results"], key=lambda r: r["index"])):
+                statuses[str(item["status"])] += 1
+                result = item.get("result") if item["status"] == 200 else None
+                records[doc["id"]] = result["data"] if result else None
+                llm_fields[doc["id"]] = {k: v for k, v in result["data"].items() if result["sources"].get(k) == "llm"} if result else None
+                if result and (result.get("route") or {}).get("target"):
+                    targets[result["route"]["target"]] += 1
+    meta = {"mode": mode, "statuses": dict(statuses), "answered_by": dict(targets), "seconds": round(time.perf_counter() - started, 1)}
+    return records, llm_fields, meta
+
+
+def llm_stage_quality(url: str, corpus: list[dict[str, Any]], fast: dict[str, Optional[dict[str, Any]]], *,
+                      api_key: Optional[str], batch_size: int, timeout_s: float) -> dict[str, Any]:
+    """Per-field P/R/F1 of the LLM stage on the postings with no structured data."""
+    text_only = [d for d in corpus if d["kind"] not in STRUCTURED_KINDS]
+    llm_records, llm_alone, llm_meta = http_predictions(url, text_only, "llm", api_key=api_key, batch_size=batch_size, timeout_s=timeout_s)
+    auto_records, _, auto_meta = http_predictions(url, text_only, "auto", api_key=api_key, batch_size=batch_size, timeout_s=timeout_s)
+    scored = {
+        "fast": score(text_only, {d["id"]: fast.get(d["id"]) for d in text_only}),
+        "llm stage alone": score(text_only, llm_alone),
+        "llm (record)": score(text_only, llm_records),
+        "auto (record)": score(text_only, auto_records),
+    }
+    return {
+        "documents": len(text_only),
+        "kinds": sorted({d["kind"] for d in text_only}),
+        "runs": {"llm": llm_meta, "auto": auto_meta},
+        "variants": {name: {"fields": r["all_fields"]["fields"], "micro": r["all_fields"]["micro"],
+                            "invented_salary": r["invented_salary"], "failed": r["failed"]} for name, r in scored.items()},
+    }
+
+
+def http_throughput(url: str, corpus: list[dict[str, Any]], mode: str, *, api_key: Optional[str], rounds: int, batch_size: int, timeout_s: float) -> dict[str, Any]:
+    """Documents/s through ``POST /v1/extract/batch`` on a running graph."""
     documents = [{"document": d["document"]} for d in corpus]
     statuses: dict[str, int] = defaultdict(int)
-    with httpx.Client(base_url=url, headers=headers, timeout=timeout_s) as client:
+    with _loopback_client(url, api_key, timeout_s) as client:
         client.post("/v1/extract/batch", json={"documents": documents[:2], "mode": mode})  # warm-up
         done, started = 0, time.perf_counter()
         for _ in range(rounds):
@@ -176,6 +238,18 @@ def http_throughput(url: str, corpus: list[dict[str, Any]], mode: str, *, api_ke
     return {"mode": mode, "documents": done, "seconds": round(elapsed, 3), "docs_per_s": round(done / elapsed, 2), "statuses": dict(statuses)}
 
 
+def _plot_llm_stage(axis, llm_stage: dict[str, Any], extractor: str) -> None:
+    variants = llm_stage["variants"]
+    fields = list(FIELDS)
+    width = 0.8 / len(variants)
+    for i, (name, variant) in enumerate(variants.items()):
+        xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(fields))]
+        axis.bar(xs, [variant["fields"].get(f, {}).get("f1", 0) for f in fields], width, label=f"{name}: micro F1 {variant['micro']['f1']:.3f}")
+    axis.set_xticks(range(len(fields)), fields, rotation=45, ha="right")
+    axis.set(ylim=(0, 1.05), ylabel="F1", title=f"LLM stage ({extractor}), {llm_stage['documents']} postings without structured data")
+    axis.legend(fontsize=8, loc="lower left")
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -183,7 +257,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     quality = results["quality"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 1]})
+    llm_stage = results.get("llm_stage")
+    if llm_stage:
+        fig, (left, middle, right) = plt.subplots(1, 3, figsize=(19, 5), gridspec_kw={"width_ratios": [3, 3, 1]})
+        _plot_llm_stage(middle, llm_stage, results.get("models", {}).get("extractor", "extractor"))
+    else:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 1]})
     buckets = [("structured_data", "structured data (jsonld, microdata)"), ("rules_on_text", "rules (html, text)")]
     fields = list(FIELDS)
     width = 0.4
@@ -216,12 +295,18 @@ def run(args) -> int:
     profile = load_profile(args.profile)
     limits = profile.extraction.pipeline_limits(profile.extractor, profile.reasoner)
     corpus = load_corpus(Path(args.data))
-    quality = score(corpus, predict_fast(corpus, limits))
+    fast = predict_fast(corpus, limits)
+    quality = score(corpus, fast)
     throughput = {"fast (in-process)": fast_throughput(corpus, limits, seconds=args.seconds)}
+    llm_stage = None
     if args.url:
+        llm_stage = llm_stage_quality(args.url, corpus, fast, api_key=args.api_key, batch_size=args.batch_size, timeout_s=args.timeout)
         throughput["fast (HTTP batch)"] = http_throughput(args.url, corpus, "fast", api_key=args.api_key, rounds=args.rounds, batch_size=args.batch_size, timeout_s=args.timeout)
         throughput["auto (HTTP batch)"] = http_throughput(args.url, corpus, "auto", api_key=args.api_key, rounds=1, batch_size=args.batch_size, timeout_s=args.timeout)
-    results = {"profile": profile.name, "data": str(args.data), "quality": quality, "throughput": throughput}
+    results = {"profile": profile.name, "models": {"extractor": profile.extractor.model_id, "reasoner": profile.reasoner.model_id},
+               "data": str(args.data), "quality": quality, "throughput": throughput}
+    if llm_stage:
+        results["llm_stage"] = llm_stage
     for key in ("structured_data", "rules_on_text", "all_fields"):
         micro = quality[key]["micro"]
         print(f"{key:>16}: P {micro['precision']:.3f} R {micro['recall']:.3f} F1 {micro['f1']:.3f}")
@@ -230,5 +315,11 @@ def run(args) -> int:
     print(f"invented salaries: {quality['invented_salary'] or 'none'}; failed: {quality['failed'] or 'none'}")
     for name, speed in throughput.items():
         print(f"{name:>20}: {speed['docs_per_s']} documents/s")
+    if llm_stage:
+        print(f"LLM stage on {llm_stage['documents']} postings without structured data (F1 per field):")
+        print(f"{'':>18}{'field':<16}" + "".join(f"{name:>17}" for name in llm_stage["variants"]))
+        for field in FIELDS:
+            cells = [llm_stage["variants"][name]["fields"].get(field, {}).get("f1") for name in llm_stage["variants"]]
+            print(f"{'':>18}{field:<16}" + "".join(f"{'-' if c is None else format(c, '.3f'):>17}" for c in cells))
     save_results(args.out, "extract", results, plot)
     return 0

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from deployments.extraction.record import FIELDS
 from serve.config import PROJECT_ROOT
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -84,8 +85,23 @@ def _extract(data: dict[str, Any]) -> str:
             for key, label in (("structured_data", "fields in structured data"), ("rules_on_text", "rules on html/text postings"), ("all_fields", "all fields, all documents"))]
     speed = ", ".join(f"{name}: {s['docs_per_s']} docs/s" for name, s in data["throughput"].items())
     worst = min(q["rules_on_text"]["fields"].items(), key=lambda kv: kv[1]["f1"])
-    return (_table(["fast mode, " + f"{q['documents']} postings", "precision", "recall", "F1"], rows)
+    text = (_table(["fast mode, " + f"{q['documents']} postings", "precision", "recall", "F1"], rows)
             + f"\n\nLowest rules field: {worst[0]} F1 {worst[1]['f1']:.3f}. Salaries invented: {len(q['invented_salary'])}. Throughput — {speed}.")
+    llm = data.get("llm_stage")
+    if llm:
+        names = list(llm["variants"])
+        fields = sorted({f for v in llm["variants"].values() for f in v["fields"]}, key=lambda f: list(FIELDS).index(f))
+        rows = [[f, *(_f1(llm["variants"][n]["fields"].get(f)) for n in names)] for f in fields]
+        rows.append(["**micro**", *(f"**{llm['variants'][n]['micro']['f1']:.3f}**" for n in names)])
+        extractor = data.get("models", {}).get("extractor", "the extractor")
+        text += (f"\n\nLLM stage with `{extractor}` on the {llm['documents']} postings without structured data, F1 per field "
+                 f"(\"llm stage alone\" scores only the fields the LLM filled; \"(record)\" what the API returns):\n\n"
+                 + _table(["field", *names], rows))
+    return text
+
+
+def _f1(metrics: Optional[dict[str, Any]]) -> str:
+    return "-" if metrics is None else f"{metrics['f1']:.3f}"
 
 
 def _router(data: dict[str, Any]) -> str:

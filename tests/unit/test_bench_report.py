@@ -52,3 +52,25 @@ def test_overhead_ratios_take_the_better_vllm_run_so_drift_cannot_flatter_the_gr
     text = render(tmp_path)
     assert "| (d) again, at the end | 1 |" in text and "×1.32 / ×0.76" in text
     assert "c=1 ×0.83 / ×1.25" in text and "better (d) run" in text
+
+
+def test_extract_report_shows_the_llm_stage_per_field_next_to_fast(tmp_path):
+    from serve.bench.extract import score
+
+    corpus = [
+        {"id": "a", "kind": "text", "gold": {"title": "Barista", "salary_min": 18.5, "salary_max": 18.5}},
+        {"id": "b", "kind": "text", "gold": {"title": "Nurse", "salary_min": None, "salary_max": None}},
+    ]
+    fast = score(corpus, {"a": {"title": "Barista", "salary_min": 18.5, "salary_max": 18.5}, "b": {"title": "Nurse"}})
+    llm = score(corpus, {"a": {"title": "Barista", "salary_min": 18}, "b": {"salary_min": 50000}})
+    assert llm["invented_salary"] == ["b"]
+    variants = {name: {"fields": r["all_fields"]["fields"], "micro": r["all_fields"]["micro"]} for name, r in
+                (("fast", fast), ("llm stage alone", llm))}
+    data = {"quality": fast, "throughput": {"fast (in-process)": {"docs_per_s": 100.0}},
+            "models": {"extractor": "smollm2-135m-instruct"},
+            "llm_stage": {"documents": 2, "variants": variants}, "meta": {"date": "d", "cpu": "c", "cores": 2, "memory_gib": 24.0, "gpus": []}}
+    (tmp_path / "extract.json").write_text(json.dumps(data))
+    text = render(tmp_path)
+    assert "LLM stage with `smollm2-135m-instruct` on the 2 postings" in text
+    assert "| title | 1.000 | 0.667 |" in text  # the LLM found one of two titles
+    assert "| salary_min | 1.000 | 0.000 |" in text  # 18 is not 18.5, and 50000 was invented
