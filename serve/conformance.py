@@ -44,6 +44,11 @@ def wants_json(body: dict[str, Any]) -> bool:
     return isinstance(response_format, dict) and response_format.get("type") in ("json_schema", "json_object")
 
 
+def forces_structure(body: dict[str, Any]) -> bool:
+    """Whether the request forces a tool call or a JSON reply."""
+    return bool(forced_tool(body) or wants_json(body))
+
+
 def structured_thinking_budget(budget: Optional[int], max_tokens: Optional[int]) -> Optional[int]:
     """At most half of ``max_tokens`` for thinking when the reply must be a structure."""
     if budget is None or not max_tokens:
@@ -113,7 +118,7 @@ def _check_tool_calls(choice: dict[str, Any], forced: str, max_tokens: Optional[
 
 def needs_check(request: dict[str, Any]) -> bool:
     """Whether :func:`check_chat_reply` has anything to check for ``request``."""
-    return bool(forced_tool(request) or wants_json(request) or request.get("logprobs"))
+    return forces_structure(request) or bool(request.get("logprobs"))
 
 
 def _drop_end_token_logprob(choice: dict[str, Any]) -> None:

@@ -39,7 +39,7 @@ from serve.errors import (
     serve_errors_as_http,
 )
 from serve.collections_api import CollectionEndpoints
-from serve.conformance import check_chat_reply, forced_tool, needs_check, structured_thinking_budget, wants_json
+from serve.conformance import check_chat_reply, forces_structure, needs_check, structured_thinking_budget
 from serve.extract_api import ExtractionEndpoints
 from serve.limits import apply_generation_limits
 from serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware
@@ -99,11 +99,6 @@ def _llm_metadata(spec: LLMSpec, role: str) -> dict[str, Any]:
 def _structured_fields(body: Any) -> dict[str, Any]:
     """The fields of a chat request that shape its reply, as plain data."""
     return body.model_dump(include={"tool_choice", "response_format", "max_tokens", "max_completion_tokens", "logprobs"})
-
-
-def _is_structured(body: Any) -> bool:
-    fields = _structured_fields(body)
-    return bool(forced_tool(fields) or wants_json(fields))
 
 
 def _conforming(response: Response, body: ChatCompletionRequest) -> Response:
@@ -312,7 +307,7 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints, OpenAiIngress):
                 body.chat_template_kwargs = dict(spec.default_chat_template_kwargs)
             if spec.thinking_budget_tokens and body.thinking_token_budget is None:
                 body.thinking_token_budget = spec.thinking_budget_tokens
-                if _is_structured(body):
+                if forces_structure(_structured_fields(body)):
                     # Thinking must leave the forced JSON or tool call room to be written.
                     body.thinking_token_budget = structured_thinking_budget(
                         spec.thinking_budget_tokens, body.max_completion_tokens or body.max_tokens
