@@ -10,7 +10,7 @@ from tests.support.graph import RunningGraph, start_graph, stop_graph
 
 @pytest.fixture(scope="session")
 def graph(tmp_path_factory) -> RunningGraph:
-    """The whole cpu-tiny graph under ``serve run``; fails the suite if it has 5xx'd.
+    """The whole ``cpu`` graph under ``serve run``; fails the suite if it has 5xx'd.
 
     The GPU monitor reads a telemetry file instead of NVML (there is no GPU here); the
     file is absent, so the graph sees no GPU until a test writes simulated samples.

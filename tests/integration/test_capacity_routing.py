@@ -16,7 +16,7 @@ HARD = {"model": "auto", "messages": [{"role": "user", "content": "Prove by indu
 
 
 def test_saturated_reasoner_sends_auto_traffic_to_the_extractor_and_back(graph, http):
-    limit = 6  # cpu-tiny router.reasoner_max_in_flight
+    limit = 6  # the cpu profile's router.reasoner_max_in_flight
     long_body = {
         "model": REASONER, "messages": [{"role": "user", "content": "think for a long time"}],
         "max_tokens": 512, "ignore_eos": True,

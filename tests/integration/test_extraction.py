@@ -1,4 +1,4 @@
-"""``/v1/extract`` on the real cpu-tiny graph: every mode, custom schemas, batches.
+"""``/v1/extract`` on the real cpu graph: every mode, custom schemas, batches.
 
 The LLMs have random weights, so LLM-filled values are meaningless; what is checked is
 the contract: each answer validates against the requested schema (or is a 4xx naming

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.support.graph import serve_details
+from tests.support.models import PROFILE
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +23,7 @@ def test_healthz_and_readyz(http):
     ready = http.get("/readyz")
     assert ready.status_code == 200
     body = ready.json()
-    assert body["status"] == "ready" and body["profile"] == "cpu-tiny"
+    assert body["status"] == "ready" and body["profile"] == PROFILE
     assert set(body["deployments"].values()) == {"ok"}
     # No GPU here (and no simulated samples yet): nothing to watch, admission is normal.
     assert body["gpu"]["gpus"] == []

@@ -21,6 +21,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from tests.support.models import PROFILE
+
 ROOT = Path(__file__).resolve().parents[2]
 _DASHBOARD_RE = re.compile(r"View the dashboard at \S*?(http://127\.0\.0\.1:\d+)")
 
@@ -43,7 +45,7 @@ class RunningGraph:
     gpu_file: Path | None = None
     session_dir: Path | None = None
     workdir: Path | None = None
-    profile: str = "cpu-tiny"
+    profile: str = PROFILE
     env: dict = field(default_factory=dict)
     restarts: int = 0
 
@@ -71,7 +73,7 @@ class RunningGraph:
             self.server_errors.append(f"{response.request.method} {response.request.url} -> {response.status_code}")
 
 
-def start_graph(workdir: Path, *, profile: str = "cpu-tiny", timeout_s: float = 420, env: dict | None = None,
+def start_graph(workdir: Path, *, profile: str = PROFILE, timeout_s: float = 420, env: dict | None = None,
                 port: int | None = None) -> RunningGraph:
     """Run ``serve run`` on a copy of serve_config.yaml that listens on a free port."""
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
