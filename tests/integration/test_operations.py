@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.support.graph import serve_details
-from tests.support.models import PROFILE
+from tests.support.models import EXTRACTOR, PROFILE
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ def test_route_dry_run_explains_the_decision(http):
 def test_x_route_header_pins_the_target(http):
     body = {"model": "auto", "messages": [{"role": "user", "content": "Prove that sqrt(2) is irrational, step by step."}], "max_tokens": 4}
     r = http.post("/v1/chat/completions", json=body, headers={"x-route": "extractor"})
-    assert r.status_code == 200 and r.headers["x-route-target"] == "qwen3-tiny-extractor"
+    assert r.status_code == 200 and r.headers["x-route-target"] == EXTRACTOR
     assert r.headers["x-route-reason"] == "pinned: x-route header"
     bad = http.post("/v1/chat/completions", json=body, headers={"x-route": "gpt-9"})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "x-route"
