@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable, Literal, Optional
 from pydantic import ValidationError
 
 from deployments.extraction import rules, schemas, structured, text as text_stage
-from deployments.extraction.record import FIELDS, JobPosting, JobPostingDraft, error_fields
+from deployments.extraction.record import DERIVED_FROM, FIELDS, JobPosting, JobPostingDraft, error_fields
 
 Mode = Literal["auto", "fast", "llm", "deep"]
 Source = Literal["structured_data", "rules", "llm"]
@@ -292,7 +292,8 @@ async def extract_job_posting(
                 sources = dict(result.sources)
                 sources.update({k: "llm" for k in from_llm if mode != "auto" or k not in data})
                 data = _normalize(merged, sources, result.warnings)
-                result.sources = {k: sources[k] for k in data}
+                # A field the record derives (remote from workplace_type) has its origin's source.
+                result.sources = {k: sources.get(k) or sources[DERIVED_FROM[k]] for k in data}
     else:
         result.route = {"target": None, "reason": "fast mode: no LLM"}
     try:

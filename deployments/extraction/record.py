@@ -45,6 +45,10 @@ FIELDS: tuple[str, ...] = (
     "salary_max", "salary_currency", "salary_period", "employment_type",
     "experience_years", "skills", "date_posted", "apply_url",
 )
+#: Fields the record fills from another when a stage left them empty: the derived value
+#: shares its origin's source.
+DERIVED_FROM = {"remote": "workplace_type"}
+
 _URL = re.compile(r"^https?://\S+$")
 
 

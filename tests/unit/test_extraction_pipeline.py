@@ -207,3 +207,14 @@ def test_salary_decimals_are_kept_in_every_stage():
     assert fake.calls[0].json_schema["properties"]["salary_min"]["anyOf"][0]["type"] == "number"
     whole = JobPosting(title="x", salary_min=120000.0, salary_max=150000)
     assert json.loads(whole.model_dump_json())["salary_min"] == 120000 and isinstance(whole.salary_min, int)
+
+
+def test_a_field_the_record_derives_takes_its_origins_source():
+    """The LLM set workplace_type and left remote null: the record derives remote (a
+    real SmolLM2 reply that once made a batch item fail with a 500)."""
+    fake = FakeLlm(({"title": "Library Assistant", "company": None, "location": None, "remote": None,
+                     "workplace_type": "remote", "salary_min": None, "salary_max": None, "salary_currency": None,
+                     "salary_period": None, "employment_type": "part_time", "experience_years": None, "skills": None,
+                     "date_posted": None, "apply_url": None}, "stop"))
+    result = run(extract_job_posting("Library Assistant\nPart-time, 20 hours per week.", mode="llm", limits=LIMITS, complete=fake))
+    assert result.data["remote"] is True and result.sources["remote"] == result.sources["workplace_type"] == "llm"
