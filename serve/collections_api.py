@@ -35,9 +35,9 @@ class CollectionEndpoints:
     """Mixed into the Ingress; relies on its ``_profile``, ``_embedder`` and admission."""
 
     def _check_collection_name(self, collection: str) -> None:
-        from deployments.embedder.collection import NAME_PATTERN, NAME_RULE
+        from deployments.embedder.collection import NAME_RULE, valid_collection_name
 
-        if not NAME_PATTERN.match(collection):
+        if not valid_collection_name(collection):
             raise BadRequest(NAME_RULE, param="collection", code="invalid_collection_name")
 
     def _check_documents(self, body: UpsertRequest) -> None:

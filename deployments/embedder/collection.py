@@ -37,7 +37,7 @@ from deployments.embedder.index import IndexParams, VectorIndex
 
 logger = logging.getLogger("ray.serve")
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 NAME_RULE = ("collection names are 1-64 characters: lowercase letters, digits, '_' and '-', "
              "starting with a letter or digit")
 _SCHEMA = """
@@ -51,6 +51,12 @@ CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id);
 CREATE TABLE IF NOT EXISTS ops (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, added TEXT NOT NULL, removed TEXT NOT NULL);
 """
+
+
+def valid_collection_name(name: object) -> bool:
+    """Whether ``name`` is a collection name as a whole: ``fullmatch``, because ``$``
+    also matches before a trailing newline, which would become part of a directory name."""
+    return isinstance(name, str) and NAME_PATTERN.fullmatch(name) is not None
 
 
 class StoreError(Exception):
@@ -390,7 +396,7 @@ class CollectionStore:
         self.quarantined: list[dict[str, Any]] = []
         (root / "collections").mkdir(parents=True, exist_ok=True)
         for directory in sorted((root / "collections").iterdir()):
-            if directory.is_dir() and NAME_PATTERN.match(directory.name):
+            if directory.is_dir() and valid_collection_name(directory.name):
                 self._try_open(directory.name)
 
     def _quarantine(self, path: Path, reason: str) -> None:
@@ -414,7 +420,7 @@ class CollectionStore:
 
     @staticmethod
     def check_name(name: str) -> None:
-        if not NAME_PATTERN.match(name or ""):
+        if not valid_collection_name(name):
             raise StoreError(NAME_RULE, param="collection", code="invalid_collection_name")
 
     def get(self, name: str, *, create: bool = False) -> Collection:

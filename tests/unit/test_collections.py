@@ -157,9 +157,10 @@ def test_a_corrupt_database_is_quarantined_not_half_loaded(tmp_path):
 
 def test_names_limits_and_embedder_mismatch(tmp_path):
     store = CollectionStore(tmp_path, params(), max_collections=1)
-    for bad in ("", "../etc", "Docs", "a/b", "x" * 65, ".hidden"):
+    for bad in ("", "../etc", "Docs", "a/b", "x" * 65, ".hidden", "docs\n", "docs\n\n", None):
         with pytest.raises(StoreError):
             store.get(bad, create=True)
+    assert not any(p.name.startswith("docs") for p in tmp_path.iterdir()), "a trailing newline never becomes a directory"
     store.get("one", create=True)
     with pytest.raises(StoreError) as info:
         store.get("two", create=True)
