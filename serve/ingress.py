@@ -404,8 +404,7 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints, OpenAiIngress):
             return self._pinned(pin, "x-route header")
         if requested in (None, "", AUTO_MODEL_ID):
             self._watch_thermal()
-            with serve_errors_as_http():
-                decision = RouteResponse(**await self._router.decide.remote(route_input))
+            decision = await self._ask_router(route_input)
             level = self._thermal["level"]
             busy = self._in_flight_by_target.get(self._profile.reasoner.model_id, 0)
             limit = self._profile.router.reasoner_max_in_flight
@@ -431,6 +430,25 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints, OpenAiIngress):
             f"model {requested!r} does not exist; GET /v1/models lists the models",
             param="model", code="model_not_found",
         )
+
+    async def _ask_router(self, route_input: RouteInput) -> RouteResponse:
+        """The router's decision, or the extractor when the router does not answer in time.
+
+        A stalled router must never stall every ``auto`` request: the safe default is the
+        cheaper model, and the reason says why.
+        """
+        timeout_s = self._settings.router_timeout_s
+        try:
+            with serve_errors_as_http():
+                return RouteResponse(**await asyncio.wait_for(self._router.decide.remote(route_input), timeout_s))
+        except asyncio.TimeoutError:
+            logger.warning("router did not answer within %.1f s; routing to the extractor", timeout_s)
+            return RouteResponse(
+                target=self._profile.extractor.model_id, role="extractor",
+                reason=f"router timeout: no decision within {timeout_s:g} s; the extractor by default",
+                policy=self._profile.router.policy, score=0.0, threshold=self._profile.router.threshold,
+                features={"router": "timeout"},
+            )
 
     @staticmethod
     def _with_route_headers(response: Response, decision: RouteResponse) -> Response:

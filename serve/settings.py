@@ -67,6 +67,11 @@ class Settings(BaseSettings):
             "demos and tests of the thermal admission without a hot GPU."
         ),
     )
+    router_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How long an `auto` request waits for the router; then it goes to the extractor.",
+    )
     readiness_timeout_s: float = Field(
         default=5.0,
         gt=0,

@@ -120,6 +120,22 @@ def test_unknown_model_through_openai_client_raises_not_found(openai_client):
         openai_client.chat.completions.create(model="gpt-9", messages=U)
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["\n" * 20_000 + "Prove it.", "1" * 100_000, ("| --- |" + " " * 200) * 400],
+    ids=["20k-newlines", "digit-run", "table-spaces"],
+)
+def test_hostile_text_is_routed_by_the_router_itself(http, text):
+    """Each used to stall the router's regexes for seconds to minutes; now the router
+    answers before the ingress's timeout would rescue the request."""
+    body = {"model": "auto", "messages": [{"role": "user", "content": text}]}
+    route = http.post("/v1/route", json=body)
+    assert route.status_code == 200, route.text
+    assert route.json()["features"].get("router") != "timeout"
+    normal = http.post("/v1/route", json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+    assert normal.status_code == 200 and normal.json()["target"] == EXTRACTOR
+
+
 def test_service_is_healthy_after_bad_input(http):
     r = http.post(CHAT, json={"model": "auto", "messages": [{"role": "user", "content": "still there?"}], "max_tokens": 3})
     assert r.status_code == 200

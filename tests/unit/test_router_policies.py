@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 
 import numpy as np
@@ -85,3 +86,32 @@ def test_evaluation_set_is_large_varied_and_disjoint_from_exemplars():
     exemplars = {e.prompt for e in load_exemplars(CONFIGS_DIR / "router" / "exemplars.txt")}
     assert not exemplars & {r["prompt"] for r in rows}
     assert len({r["prompt"] for r in rows}) == len(rows)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\n" * 20_000,  # the old table regex: 22.8 s at 2,000 newlines, cubic
+        " \n" * 50_000,
+        "1" * 100_000,  # the old range regex: quadratic on digit runs
+        ("1" * 30 + "-") * 5_000,
+        "$1,000 " * 20_000,
+        "| --- |" + " " * 100_000,
+        "x" * 2_000_000,  # a body at the size limit: only SCAN_CHARS are scanned
+    ],
+    ids=["newlines", "blank-lines", "digits", "digit-dashes", "money", "table-spaces", "2-MiB"],
+)
+def test_heuristic_features_are_linear_on_hostile_text(text):
+    started = time.perf_counter()
+    HeuristicPolicy().score(RouteInput(text=text, last_user_text=text))
+    assert time.perf_counter() - started < 1.0, "every scan over request text is linear or capped"
+
+
+def test_markdown_table_rules_are_still_recognised():
+    from deployments.router.policies import markdown_table_rules
+
+    table = "| a | b |\n|---|:---:|\n| 1 | 2 |\n\nname | pay\n--- | ---\nx | y\n"
+    assert markdown_table_rules(table) == 2
+    assert markdown_table_rules("---\n\n----\n| - | - |\n") == 0  # rules and short dashes are not tables
+    features = HeuristicPolicy().score(RouteInput(text=table)).features
+    assert features["tables"] == 2
