@@ -7,7 +7,7 @@ request/response shapes are defined here, as are the graph's own endpoints.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -94,7 +94,9 @@ class ExtractBatchRequest(BaseModel):
     mode: ExtractMode = "auto"
 
 
-MetadataValue = Union[str, int, float, bool, None]
+#: NaN and Infinity are refused: JSON cannot carry them, so a stored one would make every
+#: later answer holding that document fail.
+MetadataValue = Union[str, int, Annotated[float, Field(allow_inf_nan=False)], bool, None]
 
 
 class CollectionDocument(BaseModel):

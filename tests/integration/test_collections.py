@@ -100,6 +100,8 @@ def test_collections_are_listed_and_dropped(http, collection):
         ("post", "/v1/collections/Bad Name/documents", {"documents": [{"id": "a", "text": "t"}]}, 400, "collection"),
         ("post", "/v1/collections/..%2Fetc/documents", {"documents": [{"id": "a", "text": "t"}]}, 404, None),
         ("post", "/v1/collections/kb%0A/documents", {"documents": [{"id": "a", "text": "t"}]}, 400, "collection"),
+        ("post", "/v1/collections/kb/documents", {"documents": [{"id": "a", "text": "t", "metadata": {"n": float("nan")}}]}, 400, None),
+        ("post", "/v1/collections/kb/documents", {"documents": [{"id": "a", "text": "t", "metadata": {"n": float("inf")}}]}, 400, None),
         ("post", "/v1/collections/kb/documents", {"documents": []}, 400, "documents"),
         ("post", "/v1/collections/kb/documents", {"documents": [{"id": "a", "text": ""}]}, 400, "documents.0.text"),
         ("post", "/v1/collections/kb/documents", {"documents": [{"id": "a", "text": "t"}] * 2}, 400, "documents[1].id"),

@@ -181,3 +181,15 @@ def test_drop_removes_the_collection(tmp_path):
     assert store.drop("docs") is True and store.drop("docs") is False
     assert store.names() == [] and not (tmp_path / "collections" / "docs").exists()
     assert json.loads(json.dumps(store.quarantined)) == []
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_metadata_json_cannot_carry_is_refused_at_the_door(value):
+    """A stored NaN made every later search, GET or RAG answer holding it fail with a 500."""
+    from pydantic import ValidationError
+
+    from serve.protocol import CollectionDocument
+
+    with pytest.raises(ValidationError):
+        CollectionDocument(id="a", text="t", metadata={"n": value})
+    assert CollectionDocument(id="a", text="t", metadata={"n": 1.5, "b": True, "s": "x"}).metadata["b"] is True
