@@ -54,6 +54,7 @@ from serve.protocol import (
     RouteResponse,
 )
 from serve.remote import REMOTE_HOP, forward_remote
+from serve.router_client import decide_in_time
 from serve.settings import Settings
 
 logger = logging.getLogger("ray.serve")
@@ -106,7 +107,10 @@ def _conforming(response: Response, body: ChatCompletionRequest) -> Response:
 
     Streams pass untouched: their bytes are already on the way to the client.
     """
-    if getattr(response, "body_iterator", None) is not None or not needs_check(_structured_fields(body)):
+    if getattr(response, "body_iterator", None) is not None:
+        return response
+    fields = _structured_fields(body)
+    if not needs_check(fields):
         return response
     try:
         reply = json.loads(response.body)
@@ -114,7 +118,7 @@ def _conforming(response: Response, body: ChatCompletionRequest) -> Response:
         return response
     if "choices" not in reply:
         return response  # an error envelope
-    checked = check_chat_reply(_structured_fields(body), reply)
+    checked = check_chat_reply(fields, reply)
     headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
     return JSONResponse(content=checked, status_code=response.status_code, headers=headers)
 
@@ -404,7 +408,9 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints, OpenAiIngress):
             return self._pinned(pin, "x-route header")
         if requested in (None, "", AUTO_MODEL_ID):
             self._watch_thermal()
-            decision = await self._ask_router(route_input)
+            decision = await decide_in_time(
+                self._router, route_input, profile=self._profile, timeout_s=self._settings.router_timeout_s
+            )
             level = self._thermal["level"]
             busy = self._in_flight_by_target.get(self._profile.reasoner.model_id, 0)
             limit = self._profile.router.reasoner_max_in_flight
@@ -430,25 +436,6 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints, OpenAiIngress):
             f"model {requested!r} does not exist; GET /v1/models lists the models",
             param="model", code="model_not_found",
         )
-
-    async def _ask_router(self, route_input: RouteInput) -> RouteResponse:
-        """The router's decision, or the extractor when the router does not answer in time.
-
-        A stalled router must never stall every ``auto`` request: the safe default is the
-        cheaper model, and the reason says why.
-        """
-        timeout_s = self._settings.router_timeout_s
-        try:
-            with serve_errors_as_http():
-                return RouteResponse(**await asyncio.wait_for(self._router.decide.remote(route_input), timeout_s))
-        except asyncio.TimeoutError:
-            logger.warning("router did not answer within %.1f s; routing to the extractor", timeout_s)
-            return RouteResponse(
-                target=self._profile.extractor.model_id, role="extractor",
-                reason=f"router timeout: no decision within {timeout_s:g} s; the extractor by default",
-                policy=self._profile.router.policy, score=0.0, threshold=self._profile.router.threshold,
-                features={"router": "timeout"},
-            )
 
     @staticmethod
     def _with_route_headers(response: Response, decision: RouteResponse) -> Response:
