@@ -56,17 +56,22 @@ def structured_thinking_budget(budget: Optional[int], max_tokens: Optional[int])
     return max(1, min(budget, max_tokens // 2))
 
 
-def _strict_json(text: str) -> Any:
-    return json.loads(text)  # strict=True: raw control characters in strings are refused
+_NOT_JSON = object()
 
 
-def _repaired_json(text: str) -> Optional[str]:
-    """``text`` re-serialized when it is JSON apart from raw control characters."""
+def _parse_json(text: str) -> tuple[Any, Optional[str]]:
+    """``(value, repaired_text)`` for ``text``; ``repaired_text`` is None when ``text`` is
+    strict JSON, else ``text`` re-serialized with its raw control characters escaped.
+    ``value`` is ``_NOT_JSON`` when ``text`` is not JSON at all."""
+    try:
+        return json.loads(text), None  # strict: raw control characters in strings are refused
+    except ValueError:
+        pass
     try:
         value = json.loads(text, strict=False)
     except ValueError:
-        return None
-    return json.dumps(value, ensure_ascii=False)
+        return _NOT_JSON, None
+    return value, json.dumps(value, ensure_ascii=False)
 
 
 def _check_json_content(choice: dict[str, Any]) -> None:
@@ -76,15 +81,11 @@ def _check_json_content(choice: dict[str, Any]) -> None:
         return  # OpenAI's behaviour: a JSON prefix, and the client is told it was cut short
     if not isinstance(content, str) or not content:
         raise BadModelOutput("the model returned no JSON content for a JSON response_format")
-    try:
-        _strict_json(content)
-        return
-    except ValueError:
-        pass
-    repaired = _repaired_json(content)
-    if repaired is None:
+    value, repaired = _parse_json(content)
+    if value is _NOT_JSON:
         raise BadModelOutput("the model's reply is not the JSON the response_format asks for")
-    message["content"] = repaired
+    if repaired is not None:
+        message["content"] = repaired
 
 
 def _check_tool_calls(choice: dict[str, Any], forced: str, max_tokens: Optional[int]) -> None:
@@ -96,13 +97,9 @@ def _check_tool_calls(choice: dict[str, Any], forced: str, max_tokens: Optional[
         if forced != "required" and function.get("name") != forced:
             complete = False
             continue
-        try:
-            arguments = _strict_json(function.get("arguments") or "")
-        except ValueError:
-            repaired = _repaired_json(function.get("arguments") or "")
-            arguments = json.loads(repaired) if repaired is not None else None
-            if repaired is not None:
-                function["arguments"] = repaired
+        arguments, repaired = _parse_json(function.get("arguments") or "")
+        if repaired is not None:
+            function["arguments"] = repaired
         if not isinstance(arguments, dict):
             complete = False
     if complete:
