@@ -13,7 +13,7 @@ import math
 import jsonschema
 import pytest
 
-from tests.support.models import EMBEDDER, EXTRACTOR, REASONER
+from tests.support.models import EMBEDDER, EXTRACTOR, REASONER, WEATHER_TOOL
 
 pytestmark = pytest.mark.integration
 
@@ -107,22 +107,10 @@ def test_json_schema_response_validates(openai_client):
 
 
 def test_named_tool_choice_returns_parseable_arguments(openai_client):
-    tools = [{
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Current weather for a city.",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string", "pattern": "^[A-Za-z][A-Za-z ]{0,29}$"}},
-                "required": ["city"],
-            },
-        },
-    }]
     completion = openai_client.chat.completions.create(
         model=EXTRACTOR,
         messages=[{"role": "user", "content": "What's the weather in Paris?"}],
-        tools=tools,
+        tools=[WEATHER_TOOL],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
         max_tokens=80,
     )

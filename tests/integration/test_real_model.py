@@ -16,7 +16,7 @@ import instructor
 import pytest
 from pydantic import BaseModel
 
-from tests.support.models import EXTRACTOR
+from tests.support.models import EXTRACTOR, WEATHER_TOOL
 
 pytestmark = pytest.mark.integration
 
@@ -37,18 +37,6 @@ class Posting(BaseModel):
 
 PERSON_TEXT = "John Smith is 31 years old."
 POSTING_TEXT = "Extract the job: Backend Engineer in Austin. Pay: $120,000 to $150,000 a year."
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
-            "required": ["city"],
-        },
-    },
-}
 
 
 @pytest.mark.parametrize(
