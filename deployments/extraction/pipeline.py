@@ -145,7 +145,8 @@ def run_fast(document: str, *, content_type: Optional[str], base_url: str, limit
                 found.update(stated)
                 sources.update({name: "structured_data" for name in stated})
                 if description:
-                    extra_text = text_stage.fragment_text(description)
+                    # Capped like the page text: the rules scan it, and it can be 400 KB.
+                    extra_text = text_stage.fragment_text(description[:limits.max_text_chars])[:limits.max_text_chars]
             page = text_stage.page_text(tree, max_chars=limits.max_text_chars, base_url=base_url)
         else:
             page = text_stage.plain_text("", max_chars=limits.max_text_chars)
@@ -319,15 +320,13 @@ async def extract_custom(
         ExtractionFailed: the schema cannot be honoured, or the output still does not
             validate after one repair (the message names the failing path and keyword).
     """
-    from jsonschema import Draft202012Validator
-
     if mode == "fast":
         raise ExtractionFailed("mode 'fast' fills the job_posting schema only; use auto, llm or deep", param="mode", code="invalid_mode")
     try:
         schemas.check_caller_schema(schema)
     except schemas.SchemaRefused as exc:
         raise ExtractionFailed(str(exc), param=f"schema{exc.path[1:]}" if exc.path != "#" else "schema", code="unsupported_schema") from None
-    validator = Draft202012Validator(schema)
+    validator = schemas.caller_validator(schema)
 
     def check(value: dict[str, Any]) -> Optional[str]:
         error = next(iter(sorted(validator.iter_errors(value), key=lambda e: list(e.path))), None)

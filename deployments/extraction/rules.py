@@ -10,6 +10,7 @@ dates with ``dateparser``.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -71,7 +72,9 @@ _UP_TO = re.compile(r"(?:up to|maximum of|max\.?|bis zu|jusqu'à|jusqu’à|hast
 _FROM = re.compile(r"(?:from|starting (?:at|from)|at least|minimum of|min\.?|\bab|à partir de|desde|a partir de)\s*$", _I)
 
 _CURRENCY_TOKEN = r"US\$|CA\$|CAD\$|C\$|AU\$|A\$|NZ\$|S\$|HK\$|R\$|\$|€|£|₹|¥|円|Rs\.?|zł|Fr\.|[A-Z]{3}"
-_NUMBER = r"\d{1,3}(?:[.,'’\u00a0\u202f ]\d{3})+(?:[.,]\d{1,2})?|\d+(?:[.,]\d{1,2})?"
+# Bounded digit runs, whole or not at all: a run of 20,000 digits is not an amount, and
+# an unbounded ``\d+`` handed it to the amount parser whole.
+_NUMBER = r"(?<!\d)(?:\d{1,3}(?:[.,'’\u00a0\u202f ]\d{3}){1,4}(?:[.,]\d{1,2})?|\d{1,12}(?:[.,]\d{1,2})?)(?!\d)"
 _MULTIPLIER = r"k|K|Tsd\.?|thousand|mil|lakhs?|lacs?|LPA|L|crores?|Cr"
 _MONEY = re.compile(
     rf"(?P<pre>{_CURRENCY_TOKEN})?\s?(?P<num>{_NUMBER})(?:\s?(?P<mult>{_MULTIPLIER})\b)?"
@@ -116,6 +119,8 @@ class _Money:
 
 
 def _amount(number: str) -> Optional[float]:
+    if number.isdigit():
+        return float(number)  # the common case, without the parser's cost
     from price_parser import Price
 
     price = Price.fromstring(number.replace("’", "'"))
@@ -183,17 +188,43 @@ def _period_of(line: str, start: int, end: int, implies_year: bool, high: float)
     return None
 
 
-def _is_salary(line: str, start: int, end: int) -> bool:
-    before, after = line[:start], line[end:end + 40]
-    if re.match(r"^\s*(?:[\w-]+\s){0,2}?(?:" + _NOT_SALARY.pattern + ")", after, _I):
-        return False
-    context = _SALARY_CONTEXT.search(before) or _SALARY_CONTEXT.search(after)
-    if context is None:
-        return bool(any(p.match(after) for p in _PERIOD_AFTER.values())) and not _NOT_SALARY.search(line)
-    if context.start() < len(before):
-        between = before[context.end():]
-        return not _NOT_SALARY.search(between)
-    return True
+_NOT_SALARY_AFTER = re.compile(r"^\s*(?:[\w-]+\s){0,2}?(?:" + _NOT_SALARY.pattern + ")", _I)
+#: Characters before an amount read for its pay context. A window, not the whole line:
+#: searching the line up to every amount made a line of amounts quadratic.
+_CONTEXT_CHARS = 160
+
+
+class _LineCues:
+    """Where pay words and not-pay words stand in one line, each found in one pass.
+
+    Every amount on the line then asks about its own neighbourhood with a binary
+    search, so a line of thousands of amounts costs one scan, not one per amount.
+    """
+
+    def __init__(self, line: str) -> None:
+        self.line = line
+        self._pay = [(m.start(), m.end()) for m in _SALARY_CONTEXT.finditer(line)]
+        self._pay_starts = [start for start, _ in self._pay]
+        self._not_pay = [m.start() for m in _NOT_SALARY.finditer(line)]
+
+    def _not_pay_in(self, low: int, high: int) -> bool:
+        i = bisect.bisect_left(self._not_pay, low)
+        return i < len(self._not_pay) and self._not_pay[i] < high
+
+    def is_salary(self, start: int, end: int) -> bool:
+        """Whether the amount at ``line[start:end]`` stands in a pay context."""
+        after = self.line[end:end + 40]
+        if _NOT_SALARY_AFTER.match(after):
+            return False
+        # The first pay word in the window before the amount, else one just after it.
+        i = bisect.bisect_left(self._pay_starts, max(0, start - _CONTEXT_CHARS))
+        if i < len(self._pay) and self._pay[i][1] <= start:
+            return not self._not_pay_in(self._pay[i][1], start)
+        j = bisect.bisect_left(self._pay_starts, end)
+        if j < len(self._pay) and self._pay[j][1] <= end + 40:
+            return True
+        return any(p.match(after) for p in _PERIOD_AFTER.values()) and not self._not_pay_in(
+            max(0, start - _CONTEXT_CHARS), end + _CONTEXT_CHARS)
 
 
 def salary_from_text(text: str) -> dict[str, Any]:
@@ -209,9 +240,10 @@ def salary_from_text(text: str) -> dict[str, Any]:
         if not tokens:
             continue
         line_code = next((c for c in re.findall(r"\b[A-Z]{3}\b", line) if c in _ISO), None)
+        cues = _LineCues(line)
         for low, high in _ranges(line, tokens):
             currency = low.currency or high.currency or line_code
-            if currency is None or not _is_salary(line, low.start, high.end):
+            if currency is None or not cues.is_salary(low.start, high.end):
                 continue
             if currency == "USD" and line_code and line_code != "USD" and line[low.start] == "$":
                 currency = line_code  # "$95,000 CAD"
@@ -232,7 +264,9 @@ def salary_from_text(text: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- workplace type
-_LABEL = r"^\s*(?:[-*•]\s*)?(?:{labels})\s*[:：]\s*(?P<value>.+)$"
+# Horizontal space only: ``\s`` would also match newlines, and ``^\s*`` tried at every
+# one of 20,000 blank lines backtracked across all the others (cubic, minutes).
+_LABEL = r"^[ \t]*(?:[-*•][ \t]*)?(?:{labels})[ \t]*[:：][ \t]*(?P<value>.+)$"
 _WORKPLACE_LABEL = re.compile(
     _LABEL.format(labels=r"workplace(?: type)?|work (?:model|arrangement|mode|setup)|location type|remote|"
                   r"arbeitsmodell|arbeitsweise|modalidad|modalité|mode de travail|télétravail|type de poste"),
@@ -356,12 +390,22 @@ def location_value(value: str) -> Optional[str]:
     return f"{city}, {region}" if region else city
 
 
+#: Characters of a "Posted:" value handed to dateparser, whose cost grows with its input
+#: (a 20 KB value took seconds); a written date is far shorter.
+_DATE_CHARS = 40
+#: The languages the rules read; guessing among all of dateparser's 200 cost a second
+#: on a 40-character value.
+_DATE_LANGUAGES = ("en", "de", "fr", "es", "pt")
+
+
 def _date_value(value: str) -> Optional[str]:
     import dateparser
 
+    value = value[:_DATE_CHARS]
+
     if re.search(r"\bago\b|\bvor\b|\bil y a\b|\bhace\b|today|yesterday|heute|gestern", value, _I):
         return None  # relative dates depend on when the page was read
-    parsed = dateparser.parse(value.strip(), settings={"PREFER_DAY_OF_MONTH": "first", "REQUIRE_PARTS": ["day", "month", "year"]})
+    parsed = dateparser.parse(value.strip(), languages=list(_DATE_LANGUAGES), settings={"PREFER_DAY_OF_MONTH": "first", "REQUIRE_PARTS": ["day", "month", "year"]})
     return parsed.date().isoformat() if parsed else None
 
 

@@ -32,6 +32,10 @@ DEFAULT_MAX_ITEMS = 8
 DEFAULT_MAX_STRING = 80
 #: Nesting depth accepted in a caller's schema.
 MAX_SCHEMA_DEPTH = 8
+#: Largest caller schema (serialized JSON), the same bound as chat's response_format.
+MAX_SCHEMA_CHARS = 64 * 1024
+#: Longest ``pattern`` accepted in a caller's schema (chat's regex bound).
+MAX_PATTERN_CHARS = 2000
 #: Keywords the decoder cannot enforce; a schema using one is refused with a 422.
 UNSUPPORTED_KEYWORDS = frozenset({
     "not", "if", "then", "else", "dependentRequired", "dependentSchemas", "dependencies",
@@ -133,6 +137,61 @@ def _walk(schema: Any, path: str = "#", depth: int = 0) -> Iterator[tuple[dict[s
         yield from _walk(sub, sub_path, depth + 1)
 
 
+def _every_object(schema: Any) -> Iterator[tuple[dict[str, Any], str]]:
+    """Every JSON object anywhere in ``schema``, under any keyword, known or not.
+
+    ``_walk`` follows the keywords that hold sub-schemas; a ``$ref`` can point anywhere
+    in the document (``#/x-anything/0``), so references are checked on every object.
+    Iterative: the caller's nesting cannot exhaust the stack.
+    """
+    stack: list[tuple[Any, str]] = [(schema, "#")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            yield node, path
+            stack.extend((v, f"{path}/{k}") for k, v in node.items() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}/{i}") for i, v in enumerate(node) if isinstance(v, (dict, list)))
+
+
+def caller_validator(schema: dict[str, Any]) -> Any:
+    """A validator for a caller's schema that can never fetch anything.
+
+    jsonschema's default registry retrieves unknown URIs (any scheme, ``file://``
+    included, without a timeout); an empty ``referencing.Registry`` resolves only
+    what the schema itself holds and raises ``Unresolvable`` for anything else.
+    """
+    from jsonschema import Draft202012Validator
+    from referencing import Registry
+
+    return Draft202012Validator(schema, registry=Registry())
+
+
+def _check_references(schema: dict[str, Any]) -> None:
+    """Every ``$ref`` is local and resolves inside the schema; no nested ``$id``."""
+    from referencing import Registry
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012
+
+    resolver = None
+    for node, path in _every_object(schema):
+        if path != "#" and isinstance(node.get("$id"), str):
+            raise SchemaRefused(f"$id at {path} is not supported (embedded schema resources)", keyword="$id", path=path)
+        ref = node.get("$ref")
+        if ref is None:
+            continue
+        if not isinstance(ref, str) or not ref.startswith("#"):
+            raise SchemaRefused(f"$ref {ref!r} at {path} is not local; remote schemas are never fetched",
+                                keyword="$ref", path=path)
+        if resolver is None:
+            root = {k: v for k, v in schema.items() if k != "$id"}
+            resolver = Registry().with_resource("urn:caller", DRAFT202012.create_resource(root)).resolver("urn:caller")
+        try:
+            resolver.lookup(ref)
+        except (Unresolvable, LookupError, ValueError, TypeError):
+            raise SchemaRefused(f"$ref {ref!r} at {path} does not resolve inside the schema", keyword="$ref", path=path) from None
+
+
 def check_caller_schema(schema: Any) -> None:
     """Refuse a schema that is invalid or that the decoder cannot enforce.
 
@@ -144,6 +203,8 @@ def check_caller_schema(schema: Any) -> None:
 
     if not isinstance(schema, dict):
         raise SchemaRefused("schema must be a JSON object (a JSON schema)", keyword="type", path="#")
+    if len(json.dumps(schema, default=str)) > MAX_SCHEMA_CHARS:
+        raise SchemaRefused(f"schema is larger than {MAX_SCHEMA_CHARS} characters", keyword="size", path="#")
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
@@ -152,16 +213,17 @@ def check_caller_schema(schema: Any) -> None:
                             keyword=str(exc.validator), path=where) from None
     if schema.get("type") != "object":
         raise SchemaRefused('the schema\'s root must be {"type": "object", ...}', keyword="type", path="#")
+    _check_references(schema)
     for node, path, depth in _walk(schema):
         if depth > MAX_SCHEMA_DEPTH:
             raise SchemaRefused(f"schema nests deeper than {MAX_SCHEMA_DEPTH} levels at {path}", keyword="depth", path=path)
         for keyword in sorted(UNSUPPORTED_KEYWORDS & set(node)):
             raise SchemaRefused(f"schema keyword {keyword!r} at {path} cannot be enforced by the decoder",
                                 keyword=keyword, path=path)
-        ref = node.get("$ref")
-        if isinstance(ref, str) and not ref.startswith("#"):
-            raise SchemaRefused(f"$ref {ref!r} at {path} is not local; remote schemas are never fetched",
-                                keyword="$ref", path=path)
+        pattern = node.get("pattern")
+        if isinstance(pattern, str) and len(pattern) > MAX_PATTERN_CHARS:
+            raise SchemaRefused(f"pattern at {path} is longer than {MAX_PATTERN_CHARS} characters",
+                                keyword="pattern", path=path)
         fmt = node.get("format")
         if fmt is not None and fmt not in SUPPORTED_FORMATS:
             raise SchemaRefused(f"string format {fmt!r} at {path} cannot be enforced by the decoder",
@@ -231,10 +293,13 @@ def token_budget(schema: dict[str, Any]) -> Optional[int]:
             pattern = node.get("pattern")
             if pattern is None:
                 return 40 if "format" in node else None
+            if not isinstance(pattern, str) or len(pattern) > MAX_PATTERN_CHARS:
+                return None
+            # Each scan stops at the next opening bracket, so it is linear in the pattern.
             if re.search(r"(?<!\\)[*+]|\{\d+,\}", pattern):
                 return None  # an unbounded repetition
             bounds = re.findall(r"\{(?:\d+,)?(\d+)\}", pattern)
-            literals = len(re.sub(r"\\.|\[[^\]]*\]|\{[^}]*\}|[\^$()?|]", "", pattern))
+            literals = len(re.sub(r"\\.|\[[^\][]*\]|\{[^{}]*\}|[\^$()?|]", "", pattern))
             return sum(int(high) for high in bounds) + literals + 4
         if "integer" in types:
             return 12

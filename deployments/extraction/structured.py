@@ -44,14 +44,36 @@ def _from_microdata(item: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def _walk(value: Any) -> Iterable[dict[str, Any]]:
+#: Levels of JSON-LD / microdata nesting read; deeper values are dropped. Real postings
+#: nest four or five levels; a page nesting a thousand made the walk (and every ``str()``
+#: of a value) raise RecursionError.
+MAX_NESTING = 32
+
+
+def _pruned(value: Any, depth: int = 0) -> Any:
+    """A copy of ``value`` with everything below :data:`MAX_NESTING` levels dropped.
+
+    Recursive, but never deeper than :data:`MAX_NESTING` frames.
+    """
+    if depth >= MAX_NESTING:
+        return None
     if isinstance(value, dict):
-        yield value
-        for child in value.values():
-            yield from _walk(child)
-    elif isinstance(value, list):
-        for child in value:
-            yield from _walk(child)
+        return {k: _pruned(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_pruned(v, depth + 1) for v in value]
+    return value
+
+
+def _walk(value: Any) -> Iterable[dict[str, Any]]:
+    """Every object in ``value``, depth first (iterative)."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            yield node
+            stack.extend(reversed(list(node.values())))
+        elif isinstance(node, list):
+            stack.extend(reversed(node))
 
 
 def find_job_postings(tree: Any, base_url: str = "") -> list[dict[str, Any]]:
@@ -68,11 +90,17 @@ def find_job_postings(tree: Any, base_url: str = "") -> list[dict[str, Any]]:
         blocks = list(JsonLdExtractor().extract_items(tree))
     except Exception:  # noqa: BLE001 - a broken block must not hide the microdata
         blocks = []
-    nodes = [n for n in _walk(blocks)]
     try:
-        nodes += [_from_microdata(item) for item in MicrodataExtractor().extract_items(tree, base_url)]
+        items = list(MicrodataExtractor().extract_items(tree, base_url))
     except Exception:  # noqa: BLE001
-        pass
+        items = []
+    return postings_in(blocks, items)
+
+
+def postings_in(blocks: list[Any], microdata: list[Any]) -> list[dict[str, Any]]:
+    """The JobPosting nodes in parsed JSON-LD blocks and microdata items."""
+    nodes = list(_walk(_pruned(blocks)))
+    nodes += [_from_microdata(item) for item in _pruned(microdata) if isinstance(item, dict)]
     by_id = {n["@id"]: n for n in nodes if isinstance(n.get("@id"), str) and len(n) > 1}
 
     def resolve(value: Any) -> Any:
@@ -97,8 +125,8 @@ def _text(value: Any) -> Optional[str]:
     value = _first(value)
     if isinstance(value, dict):
         value = value.get("name") or value.get("@value")
-    if value is None:
-        return None
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        return None  # a list or object where text belongs is not text
     text = " ".join(str(value).split())
     return text or None
 
@@ -203,7 +231,7 @@ def fields_from_posting(node: dict[str, Any]) -> tuple[dict[str, Any], Optional[
     later stages can fill them.
     """
     fields: dict[str, Any] = {
-        "title": _text(node.get("title") or node.get("name")),
+        "title": _text(node.get("title")) or _text(node.get("name")),
         "company": _text(node.get("hiringOrganization")),
         "location": _location(node),
         "employment_type": _employment(node.get("employmentType")),
