@@ -162,24 +162,30 @@ def _request_id(request: Request) -> str:
     return request.headers.get("x-request-id", "-")
 
 
+def public_error(status: int, message: str, *, code: Optional[str], exc: Any, request_id: str, where: str) -> tuple[str, Optional[str]]:
+    """Log an error and return the message and code a client may see of it.
+
+    The one place 5xx text is scrubbed, for whole requests and for batch items alike:
+    internal text (a provider's error, an exception's repr) goes to the log only.
+
+    Args:
+        where: What failed, for the log (a path, or a path and a batch index).
+    """
+    if status >= 500 and getattr(exc, "public_message", False):
+        logger.error("request %s %s failed with %s: %s", request_id, where, status, message)
+        return f"{message} (request id {request_id})", code
+    if status >= 500:
+        logger.error("request %s %s failed with %s: %s", request_id, where, status, message, exc_info=exc)
+        if status == 503:
+            return f"The service is temporarily unavailable (request id {request_id}); retry later.", code
+        return f"The server could not complete the request (request id {request_id}).", "internal_error"
+    logger.warning("request %s %s -> %s: %s", request_id, where, status, message)
+    return message, code
+
+
 def error_response(request: Request, status: int, message: str, *, param=None, code=None, headers=None, exc=None) -> JSONResponse:
     """Build the envelope response, log it, and scrub 5xx text."""
-    request_id = _request_id(request)
-    if status >= 500 and getattr(exc, "public_message", False):
-        logger.error("request %s %s failed with %s: %s", request_id, request.url.path, status, message)
-        message = f"{message} (request id {request_id})"
-    elif status >= 500:
-        logger.error(
-            "request %s %s failed with %s: %s",
-            request_id, request.url.path, status, message, exc_info=exc,
-        )
-        if status == 503:
-            message = f"The service is temporarily unavailable (request id {request_id}); retry later."
-        else:
-            message = f"The server could not complete the request (request id {request_id})."
-            code = "internal_error"
-    else:
-        logger.warning("request %s %s -> %s: %s", request_id, request.url.path, status, message)
+    message, code = public_error(status, message, code=code, exc=exc, request_id=_request_id(request), where=request.url.path)
     return JSONResponse(
         status_code=status,
         content=error_body(status, message, param=param, code=code),

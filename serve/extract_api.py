@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from typing import Any, Optional
 
 from fastapi import Request
@@ -26,23 +25,24 @@ from deployments.extraction.pipeline import (
 )
 from deployments.router.features import route_input_from_chat
 from serve.config import AUTO_MODEL_ID
-from serve.errors import BadRequest, GraphError, PayloadTooLarge, Unprocessable, client_message, error_body
+from serve.errors import BadRequest, GraphError, PayloadTooLarge, Unprocessable, client_message, error_body, public_error
 from serve.protocol import ExtractBatchRequest, ExtractRequest
 
-logger = logging.getLogger("ray.serve")
 
 
-def _failure(exc: BaseException) -> tuple[int, dict[str, Any]]:
-    """A batch item's error: its status and envelope (5xx text scrubbed, as for requests)."""
+def _failure(exc: BaseException, request_id: str, index: int) -> tuple[int, dict[str, Any]]:
+    """A batch item's error: its status and envelope, 5xx text scrubbed as for requests."""
     from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPException
 
+    where = f"/v1/extract/batch documents[{index}]"
     if isinstance(exc, GraphError):
-        return exc.status_code, error_body(exc.status_code, exc.message, param=exc.param, code=exc.code)
-    if isinstance(exc, OpenAIHTTPException) and 400 <= int(exc.status_code) < 500:
-        status = int(exc.status_code)
-        return status, error_body(status, client_message(exc.message))
-    logger.error("extraction of a batch document failed: %r", exc)
-    return 500, error_body(500, "The server could not extract this document.", code="internal_error")
+        status, message, param, code = exc.status_code, exc.message, exc.param, exc.code
+    elif isinstance(exc, OpenAIHTTPException) and 400 <= int(exc.status_code) < 500:
+        status, message, param, code = int(exc.status_code), client_message(exc.message), None, None
+    else:
+        status, message, param, code = 500, repr(exc), None, None
+    message, code = public_error(status, message, code=code, exc=exc, request_id=request_id, where=where)
+    return status, error_body(status, message, param=param, code=code)
 
 
 class ExtractionEndpoints:
@@ -151,7 +151,7 @@ class ExtractionEndpoints:
                 async with gate:
                     return {"index": index, "status": 200, "result": await self._extract_one(item, request)}
             except Exception as exc:  # noqa: BLE001 - one document's failure is its own result
-                status, envelope = _failure(exc)
+                status, envelope = _failure(exc, request.headers.get("x-request-id", "-"), index)
                 return {"index": index, "status": status, **envelope}
 
         results = await asyncio.gather(*(one(i, raw) for i, raw in enumerate(body.documents)))

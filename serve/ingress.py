@@ -53,7 +53,7 @@ from serve.protocol import (
     RetrievalOptions,
     RouteResponse,
 )
-from serve.remote import REMOTE_HOP, forward_remote
+from serve.remote import REMOTE_HOP, forward_remote, remote_payload
 from serve.router_client import decide_in_time
 from serve.settings import Settings
 
@@ -341,7 +341,7 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints, OpenAiIngress):
             if target == REMOTE_HOP:
                 try:
                     response = await forward_remote(
-                        original.model_dump(exclude_unset=True), call_method,
+                        remote_payload(original, self._llm_specs[decision.target][1]), call_method,
                         url=self._settings.fallback_url, api_key=self._settings.fallback_api_key,
                         model=self._settings.fallback_model, timeout_s=self._settings.fallback_timeout_s,
                     )

@@ -13,9 +13,24 @@ import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
+from serve.config import LLMSpec
 from serve.errors import Unavailable
+from serve.limits import apply_generation_limits
 
 REMOTE_HOP = "remote"
+
+
+def remote_payload(original: Any, spec: LLMSpec) -> dict[str, Any]:
+    """The body sent to the provider: the client's request under the routed model's limits.
+
+    The provider bills by the token and is not bound by our engines' limits, so the
+    request it gets carries the same ``max_tokens`` (defaulted when the client set none),
+    ``n`` and logprob bounds the local model would have applied. Engine-only fields
+    (chat template arguments, thinking budgets) are not added: a provider may refuse them.
+    """
+    body = original.model_copy(deep=True)
+    apply_generation_limits(body, spec)
+    return body.model_dump(exclude_unset=True)
 
 
 async def forward_remote(
@@ -46,8 +61,14 @@ async def forward_remote(
             await response.aclose()
             await client.aclose()
 
-        return StreamingResponse(response.aiter_raw(), media_type="text/event-stream", background=BackgroundTask(close))
-    data = response.json()
-    await response.aclose()
-    await client.aclose()
+        # Decoded bytes: the provider may gzip its stream, and the client gets no
+        # Content-Encoding header from us.
+        return StreamingResponse(response.aiter_bytes(), media_type="text/event-stream", background=BackgroundTask(close))
+    try:
+        data = response.json()
+    except ValueError:
+        raise Unavailable("remote provider answered a body that is not JSON", code="service_unavailable") from None
+    finally:
+        await response.aclose()
+        await client.aclose()
     return JSONResponse(data)

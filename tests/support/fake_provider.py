@@ -6,11 +6,13 @@ remembers what it was sent.
 
 from __future__ import annotations
 
+import gzip
+import json
 import threading
 import time
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 
 from tests.support.graph import free_port
 
@@ -29,6 +31,13 @@ class FakeProvider:
         async def chat(request: Request):
             body = await request.json()
             self.requests.append({"body": body, "authorization": request.headers.get("authorization")})
+            if body.get("stream"):
+                # Gzipped, as providers behind a compressing proxy send their streams.
+                chunk = {"id": "remote-1", "object": "chat.completion.chunk", "model": body.get("model"),
+                         "choices": [{"index": 0, "delta": {"content": ANSWER}, "finish_reason": "stop"}]}
+                events = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+                return Response(gzip.compress(events), media_type="text/event-stream",
+                                headers={"content-encoding": "gzip"})
             return {
                 "id": "remote-1", "object": "chat.completion", "created": int(time.time()),
                 "model": body.get("model"),

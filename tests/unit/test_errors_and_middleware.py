@@ -147,3 +147,18 @@ def test_serve_handle_errors_become_typed_errors():
     with pytest.raises(Unavailable):
         with serve_errors_as_http():
             raise DeploymentUnavailableError("Router")
+
+
+def test_batch_items_are_scrubbed_like_whole_requests():
+    """A batch item that failed with provider text (a 503 from the remote hop, a crash)
+    carries the same generic message as a whole request would, never the internal text."""
+    from serve.extract_api import _failure
+
+    provider_text = "remote provider unreachable: ConnectError('10.0.0.7:443 secret-token')"
+    status, body = _failure(Unavailable(provider_text, code="service_unavailable"), "req-1", 3)
+    assert status == 503 and "secret" not in str(body) and "10.0.0.7" not in str(body)
+    assert "req-1" in body["error"]["message"]
+    status, body = _failure(RuntimeError("/home/user/.cache/model: permission denied"), "req-2", 0)
+    assert status == 500 and body["error"]["code"] == "internal_error" and "/home" not in str(body)
+    status, body = _failure(BadRequest("documents[0].mode: bad", param="documents[0].mode"), "req-3", 0)
+    assert status == 400 and body["error"]["message"] == "documents[0].mode: bad"

@@ -36,3 +36,34 @@ def test_unreachable_or_failing_provider_is_unavailable(provider):
         asyncio.run(forward_remote({"model": "auto"}, "chat", url=closed, api_key="", model="", timeout_s=5))
     with pytest.raises(Unavailable, match="answered 404"):
         asyncio.run(forward_remote({"model": "auto"}, "completions", url=provider.url, api_key="", model="", timeout_s=5))
+
+
+def test_the_provider_gets_the_routed_models_generation_limits():
+    """A request without max_tokens must not reach a paid provider unbounded."""
+    from ray.serve.llm.openai_api_models import ChatCompletionRequest
+
+    from serve.config import load_profile
+    from serve.errors import BadRequest
+    from serve.remote import remote_payload
+    from tests.support.models import PROFILE
+
+    spec = load_profile(PROFILE).extractor
+    original = ChatCompletionRequest(model="auto", messages=[{"role": "user", "content": "hi"}])
+    payload = remote_payload(original, spec)
+    assert payload["max_tokens"] == spec.max_tokens_limit
+    assert payload["messages"] == [{"role": "user", "content": "hi"}]
+    assert "chat_template_kwargs" not in payload and "thinking_token_budget" not in payload
+    assert original.max_tokens is None  # the client's request itself is left as it was
+    with pytest.raises(BadRequest):
+        remote_payload(ChatCompletionRequest(model="auto", messages=[{"role": "user", "content": "hi"}], n=99), spec)
+
+
+def test_a_gzipped_provider_stream_reaches_the_client_decoded(provider):
+    payload = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+    async def collect() -> bytes:
+        response = await forward_remote(payload, "chat", url=provider.url, api_key="", model="m", timeout_s=10)
+        return b"".join([chunk async for chunk in response.body_iterator])
+
+    body = asyncio.run(collect())
+    assert body.startswith(b"data: ") and ANSWER.encode() in body and b"[DONE]" in body
