@@ -31,6 +31,7 @@ _TYPE_BY_STATUS = {
     413: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
+    431: "invalid_request_error",
     502: "server_error",
     503: "service_unavailable_error",
 }
@@ -44,6 +45,7 @@ _CODE_BY_STATUS = {
     413: "request_too_large",
     422: "unprocessable_entity",
     429: "rate_limited",
+    431: "request_headers_too_large",
     502: "model_output_invalid",
     503: "service_unavailable",
 }

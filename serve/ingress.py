@@ -42,16 +42,18 @@ from serve.collections_api import CollectionEndpoints
 from serve.conformance import check_chat_reply, forces_structure, needs_check, structured_thinking_budget
 from serve.extract_api import ExtractionEndpoints
 from serve.limits import apply_generation_limits
-from serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware
+from serve.middleware import MAX_HEADER_BYTES, ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware, HeaderLimitMiddleware
 from serve.observability import RequestMetricsMiddleware, replica_metric
 from serve import rag
 from serve.protocol import (
+    CHAT_ROLES,
     EmbeddingItem,
     EmbeddingsRequest,
     EmbeddingsResponse,
     EmbeddingsUsage,
     RetrievalOptions,
     RouteResponse,
+    unknown_role,
 )
 from serve.remote import REMOTE_HOP, forward_remote, remote_payload
 from serve.router_client import decide_in_time
@@ -445,6 +447,9 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints, OpenAiIngress):
 
     async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
         """OpenAI chat completions, with ``model: "auto"`` routed, and optional retrieval."""
+        if (bad := unknown_role(body.messages)) is not None:
+            raise BadRequest(f"messages[{bad[0]}].role {bad[1]!r} is not one of {sorted(CHAT_ROLES)}",
+                             param=f"messages[{bad[0]}].role", code="invalid_role")
         self._admit(llm=True)
         retrieval = self._retrieval_options(body)
         if retrieval is not None:
@@ -608,6 +613,7 @@ def build_ingress_app(settings: Settings, targets: frozenset[str] = frozenset())
     # Starlette applies the last added middleware first: catch-all outermost, then
     # authentication, then the body limit (so unauthenticated bodies are never read).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HeaderLimitMiddleware, max_bytes=MAX_HEADER_BYTES)
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_set)
     app.add_middleware(CatchAllMiddleware)
     # Outermost: counts every answer, the catch-all's and the auth middleware's included.

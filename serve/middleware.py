@@ -63,6 +63,29 @@ class ApiKeyMiddleware:
         return await self.app(scope, receive, send)
 
 
+#: Total request header bytes accepted (nginx's default buffers hold 32 KiB).
+MAX_HEADER_BYTES = 32 * 1024
+
+
+class HeaderLimitMiddleware:
+    """Answers 431 when the request's headers total more than ``max_bytes``.
+
+    Serve's proxy passes headers of any size on; every one of them is copied into each
+    hop's request context and logs, so an oversized set is refused at the door.
+    """
+
+    def __init__(self, app, *, max_bytes: int) -> None:
+        self.app = app
+        self._max = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            size = sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
+            if size > self._max:
+                return await _send_error(send, 431, f"request headers total {size} bytes; the limit is {self._max}")
+        return await self.app(scope, receive, send)
+
+
 class _BodyTooLarge(StarletteHTTPException):
     """Raised while the body streams in; an HTTPException so FastAPI's body parser
     passes it on (it turns other errors into a generic 400)."""

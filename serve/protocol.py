@@ -11,6 +11,20 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: The message roles of the OpenAI chat API. vLLM's protocol accepts any string (its
+#: "custom" message type), and a chat template then renders or drops an unknown role
+#: silently, so the ingress refuses it instead.
+CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def unknown_role(messages: Any) -> Optional[tuple[int, str]]:
+    """The first message whose role is not an OpenAI chat role, as (index, role)."""
+    for index, message in enumerate(messages or []):
+        role = message.get("role") if isinstance(message, dict) else getattr(message, "role", None)
+        if role not in CHAT_ROLES:
+            return index, str(role)[:40]
+    return None
+
 
 class EmbeddingsRequest(BaseModel):
     """OpenAI ``POST /v1/embeddings`` body."""

@@ -33,6 +33,11 @@ def _error(status: int, message: str, code: str, param: Optional[str] = None) ->
     return {"error": {"status": status, "message": message, "code": code, "param": param}}
 
 
+def _texts_in(requests: list[list[str]]) -> int:
+    """A batch's size for ``@serve.batch``: its texts (an empty request counts one)."""
+    return sum(max(len(texts), 1) for texts in requests)
+
+
 class Embedder:
     """Serves embeddings for the ingress and the router, and the collections.
 
@@ -91,15 +96,25 @@ class Embedder:
         return store
 
     # ------------------------------------------------------------ embeddings
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01)
+    # A batch is measured in texts, not calls: one call of 2,000 passages would otherwise
+    # be one forward pass that every other caller waits behind.
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01, batch_size_fn=_texts_in)
     async def _encode_batched(self, requests: list[list[str]]) -> list[tuple[np.ndarray, int]]:
         # In a thread: torch releases the GIL, so the replica keeps answering meanwhile.
         return await asyncio.to_thread(encode_requests, self._encoder, requests)
 
     async def embed(self, texts: list[str]) -> dict[str, Any]:
-        """Embed ``texts``; returns ``{"vectors": float32 array, "tokens": int}``."""
-        vectors, tokens = await self._encode_batched(list(texts))
-        return {"vectors": vectors, "tokens": tokens}
+        """Embed ``texts``; returns ``{"vectors": float32 array, "tokens": int}``.
+
+        Long lists go through in slices of at most ``max_batch_size`` texts, each its own
+        batched call, so other callers' texts join the passes in between.
+        """
+        size = self._spec.max_batch_size
+        texts = list(texts)
+        parts = [await self._encode_batched(texts[i:i + size]) for i in range(0, len(texts), size)]
+        if not parts:
+            parts = [await self._encode_batched([])]
+        return {"vectors": np.concatenate([vectors for vectors, _ in parts]), "tokens": sum(t for _, t in parts)}
 
     async def check_health(self) -> None:
         """Serve health check: the encoder is in memory once constructed."""

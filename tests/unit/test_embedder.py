@@ -116,3 +116,30 @@ def test_onnx_backend_falls_back_to_pytorch_when_export_fails(minilm_path, tmp_p
 def test_onnx_backend_is_cpu_only():
     with pytest.raises(ValueError, match="runs on the CPU"):
         EmbedderSpec.model_validate({**SPEC.model_dump(), "backend": "onnx", "device": "cuda"})
+
+
+def test_a_forward_pass_never_holds_more_than_max_batch_size_texts(monkeypatch):
+    """A batch counts texts, not calls: a 300-text upsert is sliced, and a small caller's
+    text joins a pass in between instead of waiting behind one pass of 300."""
+    import asyncio
+
+    from ray.serve import batching
+
+    # Outside a replica: the queue's start-up warning reads the replica's config.
+    monkeypatch.setattr(batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None)
+
+    encoder = FakeEncoder()
+    embedder = Embedder(SPEC, "unused", encoder=encoder)
+    big = [f"t{i}" for i in range(300)]
+
+    async def both():
+        return await asyncio.gather(embedder.embed(big), embedder.embed(["zz"]), embedder.embed([]))
+
+    large, small, empty = asyncio.run(both())
+    assert max(len(call) for call in encoder.calls) <= SPEC.max_batch_size
+    assert large["vectors"][:, 0].tolist() == [len(t) for t in big] and large["tokens"] == 300
+    assert small["vectors"].tolist() == [[2, ord("z"), 0, 1]]
+    assert empty["vectors"].shape == (0, 4)
+    # The small request did not wait for the whole upsert: it shared an early pass.
+    first_with_small = next(i for i, call in enumerate(encoder.calls) if "zz" in call)
+    assert first_with_small < len(encoder.calls) - 1

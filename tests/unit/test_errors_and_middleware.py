@@ -162,3 +162,28 @@ def test_batch_items_are_scrubbed_like_whole_requests():
     assert status == 500 and body["error"]["code"] == "internal_error" and "/home" not in str(body)
     status, body = _failure(BadRequest("documents[0].mode: bad", param="documents[0].mode"), "req-3", 0)
     assert status == 400 and body["error"]["message"] == "documents[0].mode: bad"
+
+
+def test_oversized_request_headers_are_a_431_envelope():
+    from serve.middleware import HeaderLimitMiddleware
+
+    app = FastAPI()
+    app.add_middleware(HeaderLimitMiddleware, max_bytes=4096)
+
+    @app.get("/ok")
+    async def ok():
+        return {"ok": True}
+
+    client = TestClient(app)
+    assert client.get("/ok", headers={"x-note": "a" * 1000}).status_code == 200
+    response = client.get("/ok", headers={"x-note": "a" * 200_000})
+    assert response.status_code == 431
+    assert envelope(response)["code"] == "request_headers_too_large"
+
+
+def test_unknown_chat_roles_are_found():
+    from serve.protocol import unknown_role
+
+    assert unknown_role([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]) is None
+    assert unknown_role([{"role": "user", "content": "u"}, {"role": "hacker", "content": "x"}]) == (1, "hacker")
+    assert unknown_role([{"content": "no role"}]) == (0, "None")
