@@ -84,7 +84,7 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     ingress_cls = make_ingress_class(settings, frozenset({profile.extractor.model_id, profile.reasoner.model_id}))
     return serve.deployment(
         ingress_cls, name="Ingress", **_options(profile.ingress.resources, profile.ingress.scaling)
-    ).bind(profile, extractor, reasoner, embedder, router, monitor, settings=settings)
+    ).bind(profile, extractor, reasoner, embedder, router, monitor)
 
 
 def build_app(args: dict[str, Any]):

@@ -57,7 +57,7 @@ from serve.protocol import (
 )
 from serve.remote import REMOTE_HOP, forward_remote, remote_payload
 from serve.router_client import decide_in_time
-from serve.settings import Settings
+from serve.settings import Settings, configured_api_keys, load_settings
 
 logger = logging.getLogger("ray.serve")
 
@@ -140,7 +140,9 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints, OpenAiIngress):
         embedder: Handle to the Embedder deployment.
         router: Handle to the Router deployment.
         monitor: Handle to the GpuMonitor deployment.
-        settings: Environment settings captured when the app was built.
+
+    Environment settings are read in the replica, not bound: bound arguments are pickled
+    into Serve's checkpoint, and the settings hold the API keys.
     """
 
     def __init__(
@@ -151,13 +153,11 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints, OpenAiIngress):
         embedder: DeploymentHandle,
         router: DeploymentHandle,
         monitor: DeploymentHandle,
-        *,
-        settings: Settings,
     ) -> None:
         from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard
 
         self._profile = profile
-        self._settings = settings
+        self._settings = load_settings()
         self._llm_specs = {
             profile.extractor.model_id: ("extractor", profile.extractor),
             profile.reasoner.model_id: ("reasoner", profile.reasoner),
@@ -344,7 +344,7 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints, OpenAiIngress):
                 try:
                     response = await forward_remote(
                         remote_payload(original, self._llm_specs[decision.target][1]), call_method,
-                        url=self._settings.fallback_url, api_key=self._settings.fallback_api_key,
+                        url=self._settings.fallback_url, api_key=self._settings.fallback_api_key.get_secret_value(),
                         model=self._settings.fallback_model, timeout_s=self._settings.fallback_timeout_s,
                     )
                 except Unavailable:
@@ -598,12 +598,16 @@ ENDPOINTS = {
 }
 
 
-def build_ingress_app(settings: Settings, targets: frozenset[str] = frozenset()) -> FastAPI:
+def build_ingress_app(settings: Settings, targets: frozenset[str] = frozenset(), *, keys: Optional[frozenset[str]] = None) -> FastAPI:
     """The FastAPI app of the ingress: error envelope and middleware, no routes yet.
 
+    The app is pickled with the ingress class, so it holds no secret: by default the
+    API keys are read inside the replica (:func:`configured_api_keys`).
+
     Args:
-        settings: Environment settings (keys, body limit).
+        settings: Environment settings (the body limit).
         targets: Model ids the request metrics may name as a target.
+        keys: Fixed API keys instead (unit tests).
     """
     app = FastAPI(
         title="local-llm-graph",
@@ -614,7 +618,7 @@ def build_ingress_app(settings: Settings, targets: frozenset[str] = frozenset())
     # authentication, then the body limit (so unauthenticated bodies are never read).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(HeaderLimitMiddleware, max_bytes=MAX_HEADER_BYTES)
-    app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_set)
+    app.add_middleware(ApiKeyMiddleware, keys=configured_api_keys if keys is None else keys)
     app.add_middleware(CatchAllMiddleware)
     # Outermost: counts every answer, the catch-all's and the auth middleware's included.
     app.add_middleware(RequestMetricsMiddleware, known_targets=set(targets))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from typing import Iterable
+from typing import Callable, Iterable
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -38,11 +38,25 @@ async def _send_error(send, status: int, message: str, *, code: str | None = Non
 
 
 class ApiKeyMiddleware:
-    """Requires ``Authorization: Bearer <key>`` when keys are configured."""
+    """Requires ``Authorization: Bearer <key>`` when keys are configured.
 
-    def __init__(self, app, *, keys: frozenset[str]) -> None:
+    Args:
+        keys: The keys, or a function that reads them. The ingress passes the function,
+            so the keys are read inside the replica on its first request and are never
+            part of the pickled app.
+    """
+
+    def __init__(self, app, *, keys: frozenset[str] | Callable[[], frozenset[str]]) -> None:
         self.app = app
-        self._keys = tuple(k.encode() for k in keys)
+        self._source = keys
+        self._loaded: tuple[bytes, ...] | None = None
+
+    @property
+    def _keys(self) -> tuple[bytes, ...]:
+        if self._loaded is None:
+            keys = self._source() if callable(self._source) else self._source
+            self._loaded = tuple(k.encode() for k in keys)
+        return self._loaded
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or not self._keys or scope["path"] in PUBLIC_PATHS:

@@ -3,6 +3,10 @@
 Everything a profile does not describe (where caches live, API keys, request limits that
 an operator may want to change without editing a profile) is read here, from environment
 variables that all start with ``LLMGRAPH_``. This is the only module that reads them.
+
+Secrets (API keys, the fallback provider's key) are ``SecretStr`` (never printed in a
+repr or a log) and are never bound into a deployment: the ingress replica reads them
+from its own environment or ``LLMGRAPH_API_KEYS_FILE``.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,8 +31,8 @@ class Settings(BaseSettings):
         default=Path.home() / ".local" / "share" / "local-llm-graph",
         description="Where document collections are stored (durable data: back it up, keep it).",
     )
-    api_keys: str = Field(
-        default="",
+    api_keys: SecretStr = Field(
+        default=SecretStr(""),
         description=(
             "Comma-separated bearer tokens. Empty means no authentication, which is only "
             "acceptable while the server binds to 127.0.0.1."
@@ -52,7 +56,7 @@ class Settings(BaseSettings):
             "when every local model failed before its first byte. Unset: no remote hop."
         ),
     )
-    fallback_api_key: str = Field(default="", description="Bearer key for the fallback provider.")
+    fallback_api_key: SecretStr = Field(default=SecretStr(""), description="Bearer key for the fallback provider.")
     fallback_model: str = Field(default="", description="Model name to ask the fallback provider for.")
     fallback_timeout_s: float = Field(default=120.0, gt=0, description="Timeout of the remote hop.")
     max_body_bytes: int = Field(
@@ -81,7 +85,7 @@ class Settings(BaseSettings):
     @property
     def api_key_set(self) -> frozenset[str]:
         """The configured API keys (environment and file), without blanks."""
-        keys = {k.strip() for k in self.api_keys.split(",")}
+        keys = {k.strip() for k in self.api_keys.get_secret_value().split(",")}
         if self.api_keys_file:
             for line in self.api_keys_file.read_text().splitlines():
                 if not line.strip().startswith("#"):
@@ -90,6 +94,18 @@ class Settings(BaseSettings):
         return frozenset(keys)
 
 
+    def without_secrets(self) -> "Settings":
+        """A copy with every secret emptied: what may be pickled into a deployment's
+        constructor arguments (Serve checkpoints them, and GCS fault tolerance puts them
+        in Redis). Replicas read the secrets themselves, from their own environment."""
+        return self.model_copy(update={"api_keys": SecretStr(""), "api_keys_file": None, "fallback_api_key": SecretStr("")})
+
+
 def load_settings() -> Settings:
     """Read the settings from the current environment."""
     return Settings()
+
+
+def configured_api_keys() -> frozenset[str]:
+    """The API keys, read in the process that checks them (a replica), never passed in."""
+    return load_settings().api_key_set

@@ -10,7 +10,7 @@ from serve.settings import Settings
 
 
 def test_every_route_but_healthz_requires_a_key():
-    app = build_ingress_app(Settings(api_keys="k1,k2"))
+    app = build_ingress_app(Settings(), keys=frozenset({"k1", "k2"}))
     make_fastapi_ingress(Ingress, endpoint_map=ENDPOINTS, app=app)  # registers the real routes
     client = TestClient(app, raise_server_exceptions=False)
     checked = 0
@@ -27,3 +27,23 @@ def test_every_route_but_healthz_requires_a_key():
             wrong = client.request(method, path, json={}, headers={"Authorization": "Bearer nope"})
             assert wrong.status_code == 401
     assert checked >= 8  # models, model, chat, completions, embeddings, route, readyz, docs...
+
+
+def test_no_secret_is_pickled_into_the_graph(monkeypatch):
+    """Serve checkpoints every deployment's bound arguments (and GCS fault tolerance puts
+    them in Redis): the API keys and the provider key must not be among them."""
+    from ray import cloudpickle
+
+    from serve.app import build_graph
+    from serve.config import load_profile
+    from serve.settings import load_settings
+    from tests.support.models import PROFILE
+
+    monkeypatch.setenv("LLMGRAPH_API_KEYS", "sekrit-key-123")
+    monkeypatch.setenv("LLMGRAPH_FALLBACK_API_KEY", "provider-key-456")
+    monkeypatch.setenv("LLMGRAPH_FALLBACK_URL", "http://127.0.0.1:9/v1")
+    blob = cloudpickle.dumps(build_graph(load_profile(PROFILE)))
+    assert b"sekrit-key-123" not in blob and b"provider-key-456" not in blob
+    settings = load_settings()
+    assert settings.api_key_set == {"sekrit-key-123"}  # the replica still reads them
+    assert "sekrit" not in repr(settings) and "provider-key" not in str(settings.model_dump())
