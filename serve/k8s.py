@@ -35,6 +35,13 @@ MODEL_CACHE_CLAIM = "llm-graph-model-cache"
 MODEL_CACHE_PATH = "/home/ray/.cache"
 COLLECTIONS_CLAIM = "llm-graph-collections"
 COLLECTIONS_PATH = "/home/ray/data"
+#: Where the Secret's keys appear as files (api-keys, hf-token): secrets are read from
+#: files, never put in the environment, where every process and dump would carry them.
+SECRETS_PATH = "/etc/llm-graph/secrets"
+#: The ray user and group of the official Ray image.
+RAY_UID, RAY_GID = 1000, 100
+#: Ray's own ports inside the cluster (GCS, dashboard, client, dashboard agent).
+RAY_PORTS = (6379, 8265, 10001, 52365)
 GPU_PROFILES = ("gpu-16gb", "gpu-80gb")
 #: The profile the committed base/ is rendered from (the reference deployment).
 DEFAULT_PROFILE = "gpu-16gb"
@@ -59,12 +66,59 @@ def serve_config_for(profile_name: str, serve_config_path: Path) -> dict[str, An
 
 def _env(profile: Profile) -> list[dict[str, Any]]:
     return [
-        {"name": "LLMGRAPH_API_KEYS", "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": "api-keys"}}},
-        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": "hf-token", "optional": True}}},
+        {"name": "LLMGRAPH_API_KEYS_FILE", "value": f"{SECRETS_PATH}/api-keys"},
+        # huggingface_hub reads the token from this file (absent: anonymous downloads).
+        {"name": "HF_TOKEN_PATH", "value": f"{SECRETS_PATH}/hf-token"},
         {"name": "HF_HOME", "value": f"{MODEL_CACHE_PATH}/huggingface"},
         {"name": "LLMGRAPH_CACHE_DIR", "value": f"{MODEL_CACHE_PATH}/local-llm-graph"},
         {"name": "LLMGRAPH_DATA_DIR", "value": COLLECTIONS_PATH},
     ]
+
+
+def _secure_pod(spec: dict[str, Any]) -> dict[str, Any]:
+    """The hardening every pod gets: non-root, no token, no privilege, seccomp, secrets as files.
+
+    The API needs no Kubernetes credentials, so the service-account token is not
+    mounted; the Secret is a read-only volume (mode 0400) instead of environment values.
+    """
+    for container in spec["containers"]:
+        container["securityContext"] = {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+        }
+        container.setdefault("volumeMounts", []).append({"name": "secrets", "mountPath": SECRETS_PATH, "readOnly": True})
+    spec.setdefault("volumes", []).append(
+        {"name": "secrets", "secret": {"secretName": SECRET_NAME, "defaultMode": 0o400}}
+    )
+    spec["automountServiceAccountToken"] = False
+    spec["securityContext"] = {
+        "runAsNonRoot": True, "runAsUser": RAY_UID, "runAsGroup": RAY_GID, "fsGroup": RAY_GID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    return spec
+
+
+def network_policy() -> dict[str, Any]:
+    """Only the Serve port is open to the namespace; Ray's ports only to the cluster's
+    own pods and the KubeRay operator (which submits the Serve config to the dashboard)."""
+    ray_ports = [{"port": port, "protocol": "TCP"} for port in RAY_PORTS]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": NAME, "labels": dict(_LABELS)},
+        "spec": {
+            "podSelector": {"matchLabels": dict(_LABELS)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                # Ray's internal traffic (GCS, object transfer, workers) between the cluster's pods.
+                {"from": [{"podSelector": {"matchLabels": dict(_LABELS)}}]},
+                {"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}}],
+                 "ports": ray_ports},
+                {"from": [{"podSelector": {}}], "ports": [{"port": SERVE_PORT, "protocol": "TCP"}]},
+            ],
+        },
+    }
 
 
 def _head_group(profile: Profile, image: str) -> dict[str, Any]:
@@ -76,7 +130,7 @@ def _head_group(profile: Profile, image: str) -> dict[str, Any]:
         "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
         "template": {
             "metadata": {"labels": dict(_LABELS)},
-            "spec": {
+            "spec": _secure_pod({
                 "containers": [
                     {
                         "name": "ray-head",
@@ -91,7 +145,7 @@ def _head_group(profile: Profile, image: str) -> dict[str, Any]:
                         "resources": {"requests": dict(resources), "limits": dict(resources)},
                     }
                 ]
-            },
+            }),
         },
     }
 
@@ -131,7 +185,7 @@ def _worker_group(profile: Profile, image: str) -> dict[str, Any]:
         "minReplicas": 1,
         "maxReplicas": 1,
         "rayStartParams": {},
-        "template": {"metadata": {"labels": dict(_LABELS)}, "spec": spec},
+        "template": {"metadata": {"labels": dict(_LABELS)}, "spec": _secure_pod(spec)},
     }
 
 
@@ -234,11 +288,12 @@ def render(profile_name: str, *, serve_config_path: Path | None = None, image: s
         "base/rayservice.yaml": _dump(rayservice(profile, serve_config_for(profile_name, serve_config_path), image)),
         "base/model-cache-pvc.yaml": _dump(model_cache_claim(profile)),
         "base/collections-pvc.yaml": _dump(collections_claim(profile)),
+        "base/network-policy.yaml": _dump(network_policy()),
         "base/kustomization.yaml": _dump(
             {
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
                 "kind": "Kustomization",
-                "resources": ["rayservice.yaml", "model-cache-pvc.yaml", "collections-pvc.yaml"],
+                "resources": ["rayservice.yaml", "model-cache-pvc.yaml", "collections-pvc.yaml", "network-policy.yaml"],
             }
         ),
         "components/gcs-ft/gcs-ft-patch.yaml": _dump(_gcs_ft_patch()),

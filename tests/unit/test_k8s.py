@@ -67,7 +67,7 @@ def test_every_document_validates():
             validate_ray(doc)
         else:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
-    assert {"RayService", "PersistentVolumeClaim", "Kustomization", "Component"} <= seen
+    assert {"RayService", "PersistentVolumeClaim", "NetworkPolicy", "Kustomization", "Component"} <= seen
 
 
 @pytest.mark.parametrize("overlay", GPU_PROFILES)
@@ -128,9 +128,33 @@ def test_cluster_is_secure_by_default():
     assert spec["rayClusterConfig"]["authOptions"]["mode"] == "token"
     head = spec["rayClusterConfig"]["headGroupSpec"]
     assert "serviceType" not in head and "enableIngress" not in head  # dashboard stays in-cluster
-    env = {e["name"]: e for e in head["template"]["spec"]["containers"][0]["env"]}
-    assert env["LLMGRAPH_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "llm-graph-secrets"
-    assert "value" not in env["HF_TOKEN"], "secrets come from Secrets, never inline"
+    for pod in [head["template"]["spec"]] + [g["template"]["spec"] for g in spec["rayClusterConfig"]["workerGroupSpecs"]]:
+        # Secrets come from the Secret as read-only files, never from the environment.
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["secrets"]["secret"] == {"secretName": "llm-graph-secrets", "defaultMode": 0o400}
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in pod["containers"]:
+            env = {e["name"]: e for e in container["env"]}
+            assert not [e for e in container["env"] if "valueFrom" in e], "no secret in the environment"
+            assert env["LLMGRAPH_API_KEYS_FILE"]["value"].startswith("/etc/llm-graph/secrets/")
+            assert {"name": "secrets", "mountPath": "/etc/llm-graph/secrets", "readOnly": True} in container["volumeMounts"]
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_ray_ports_are_closed_to_all_but_the_cluster_and_the_operator():
+    [policy] = [doc for _, doc in committed_docs() if doc["kind"] == "NetworkPolicy"]
+    labels = base_rayservice()["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == labels
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    rules = policy["spec"]["ingress"]
+    open_to_namespace = [r for r in rules if r["from"] == [{"podSelector": {}}]]
+    assert [p["port"] for r in open_to_namespace for p in r["ports"]] == [8000]
+    for rule in rules:
+        if "ports" not in rule:  # every port: only from the cluster's own pods
+            assert rule["from"] == [{"podSelector": {"matchLabels": labels}}]
 
 
 def test_serve_config_for_changes_only_cluster_settings(tmp_path):
