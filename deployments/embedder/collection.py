@@ -114,6 +114,7 @@ class Collection:
         self._lock = threading.RLock()
         self._snapshot_lock = threading.Lock()  # one snapshot at a time (writes and the timer)
         self._ops_since_snapshot = 0
+        self._closed = False
         directory.mkdir(parents=True, exist_ok=True)
         for leftover in directory.glob("*.tmp"):
             leftover.unlink()  # a snapshot interrupted before its rename
@@ -206,9 +207,14 @@ class Collection:
     def plan_chunks(self, text: str) -> list[tuple[int, int]]:
         return chunk_spans(text, size=self._params.chunk_chars, overlap=self._params.chunk_overlap)
 
+    def _check_open(self) -> None:
+        if self._closed:  # a caller holding it across a drop
+            raise StoreError(f"collection {self.name!r} was dropped", status=404, code="collection_not_found", param="collection")
+
     def upsert(self, docs: list[dict[str, Any]], spans: list[list[tuple[int, int]]], vectors: list[np.ndarray]) -> None:
         """Store ``docs`` (replacing same ids) with their chunk spans and vectors, durably."""
         with self._lock:
+            self._check_open()
             removed: list[int] = []
             added: list[int] = []
             now = time.time()
@@ -252,6 +258,7 @@ class Collection:
     def delete(self, doc_id: str) -> bool:
         """Delete one document durably; False when it does not exist."""
         with self._lock:
+            self._check_open()
             if doc_id not in self._doc_meta:
                 return False
             removed = self._doc_chunks.get(doc_id, [])
@@ -293,7 +300,8 @@ class Collection:
         if not self._snapshot_lock.acquire(blocking=blocking):
             return
         try:
-            self._snapshot()
+            if not self._closed:  # a dropped collection's directory is not ours any more
+                self._snapshot()
         finally:
             self._snapshot_lock.release()
 
@@ -333,6 +341,7 @@ class Collection:
 
     # ---------------------------------------------------------------- reading
     def get(self, doc_id: str) -> Optional[dict[str, Any]]:
+        self._check_open()
         row = self._db.execute("SELECT id, text, metadata FROM documents WHERE id = ?", (doc_id,)).fetchone()
         if row is None:
             return None
@@ -346,6 +355,7 @@ class Collection:
     def search(self, query: np.ndarray, k: int, predicate: Optional[Callable[[dict[str, Any]], bool]] = None) -> list[Hit]:
         """The ``k`` best documents (by their best chunk) for an embedded query."""
         with self._lock:
+            self._check_open()
             allowed = None
             if predicate is not None:
                 docs = [d for d, meta in self._doc_meta.items() if predicate(meta)]
@@ -380,14 +390,34 @@ class Collection:
             return hits
 
     def close(self) -> None:
-        with self._lock:
+        """Close for good. A snapshot in progress finishes first, and none starts after,
+        so a drop never races a snapshot writing into the directory it moves away."""
+        with self._snapshot_lock, self._lock:
+            self._closed = True
             self._db.close()
+
+
+def _own_directory(root: Path, timeout_s: float) -> Any:
+    """Hold the data directory's lock for this process's lifetime (an OS lock, so a
+    killed process releases it). A replacement replica waits up to ``timeout_s`` for the
+    old one to let go; a second process sharing the directory is refused: two writers
+    would each keep their own index and snapshot over the other's."""
+    from filelock import FileLock, Timeout
+
+    owner = FileLock(root / "store.lock")
+    try:
+        owner.acquire(timeout=timeout_s)
+    except Timeout:
+        raise StoreError(f"the collections directory {root} is in use by another process; "
+                         "each data directory can be served by one embedder replica",
+                         status=409, code="store_in_use") from None
+    return owner
 
 
 class CollectionStore:
     """Every collection under one data directory, opened lazily and kept open."""
 
-    def __init__(self, root: Path, params: StoreParams, *, max_collections: int) -> None:
+    def __init__(self, root: Path, params: StoreParams, *, max_collections: int, lock_timeout_s: float = 60.0) -> None:
         self.root = root
         self._params = params
         self._max = max_collections
@@ -395,9 +425,14 @@ class CollectionStore:
         self._lock = threading.Lock()
         self.quarantined: list[dict[str, Any]] = []
         (root / "collections").mkdir(parents=True, exist_ok=True)
-        for directory in sorted((root / "collections").iterdir()):
-            if directory.is_dir() and valid_collection_name(directory.name):
-                self._try_open(directory.name)
+        self._owner = _own_directory(root, lock_timeout_s)
+        try:
+            for directory in sorted((root / "collections").iterdir()):
+                if directory.is_dir() and valid_collection_name(directory.name):
+                    self._try_open(directory.name)
+        except BaseException:
+            self._owner.release()
+            raise
 
     def _quarantine(self, path: Path, reason: str) -> None:
         target = self.root / "quarantine" / f"{int(time.time() * 1000)}-{path.parent.name}-{path.name}"
@@ -466,3 +501,4 @@ class CollectionStore:
             for collection in self._open.values():
                 collection.close()
             self._open.clear()
+            self._owner.release()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from deployments.llm.engine_watchdog import ENV_VAR as ENGINE_WATCHDOG_ENV
 from serve.config import LLMSpec
 
 # The LLMServer replica actor itself needs a sliver of CPU; the engine's bundle gets the
@@ -70,8 +71,8 @@ def llm_config_dict(spec: LLMSpec, *, device: str, model_path: str) -> dict[str,
         "placement_group_config": {"bundles": [bundle], "strategy": "PACK"},
         "deployment_config": deployment_config,
     }
-    if spec.env:
-        config["runtime_env"] = {"env_vars": dict(spec.env)}
+    # The engine processes vLLM starts inherit this and watch the replica (engine_watchdog).
+    config["runtime_env"] = {"env_vars": {**spec.env, ENGINE_WATCHDOG_ENV: "1"}}
     if Path(model_path).is_dir():
         config["callback_config"] = {
             "callback_class": "deployments.llm.callbacks.LocalWeightsCallback"

@@ -9,6 +9,7 @@ import signal
 import time
 
 import httpx
+import psutil
 import pytest
 
 from tests.support.graph import serve_details
@@ -49,6 +50,8 @@ def test_reasoner_down_streams_never_replay_and_auto_falls_back(graph):
                 lines.append(line)
                 if len(_chunk_models(lines)) >= 3:
                     break
+            engines = psutil.Process(replica["pid"]).children(recursive=True)
+            assert engines, "the reasoner's vLLM engine runs in child processes"
             os.kill(replica["pid"], signal.SIGKILL)
             try:
                 for line in stream:
@@ -56,6 +59,9 @@ def test_reasoner_down_streams_never_replay_and_auto_falls_back(graph):
             except httpx.HTTPError:
                 pass  # the connection may simply break
         assert set(_chunk_models(lines)) == {REASONER}, "a started stream must never switch models"
+        # No engine process outlives its replica (its memory is what a replacement needs).
+        _, alive = psutil.wait_procs(engines, timeout=20)
+        assert not alive, f"engine processes outlived their replica: {[p.pid for p in alive]}"
 
         # 2. New auto requests that the router sends to the reasoner succeed on the extractor.
         deadline, fallback = time.monotonic() + 90, None

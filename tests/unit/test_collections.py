@@ -193,3 +193,66 @@ def test_metadata_json_cannot_carry_is_refused_at_the_door(value):
     with pytest.raises(ValidationError):
         CollectionDocument(id="a", text="t", metadata={"n": value})
     assert CollectionDocument(id="a", text="t", metadata={"n": 1.5, "b": True, "s": "x"}).metadata["b"] is True
+
+
+def test_a_second_store_on_the_same_directory_is_refused(tmp_path):
+    """Two writers on one directory would each keep an index and snapshot over the other."""
+    import subprocess
+    import sys
+
+    store = CollectionStore(tmp_path, params(), max_collections=2)
+    add(store.get("docs", create=True), [{"id": "a", "text": "alpha"}])
+    with pytest.raises(StoreError) as refused:
+        CollectionStore(tmp_path, params(), max_collections=2, lock_timeout_s=0.2)
+    assert refused.value.code == "store_in_use" and refused.value.status == 409
+    other_process = subprocess.run(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from tests.unit.test_collections import params;"
+         "from deployments.embedder.collection import CollectionStore, StoreError\n"
+         "try:\n    CollectionStore(Path(sys.argv[1]), params(), max_collections=2, lock_timeout_s=0.2)\n"
+         "except StoreError as e:\n    print(e.code)", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert other_process.stdout.strip() == "store_in_use", other_process.stderr
+    store.close()
+    again = CollectionStore(tmp_path, params(), max_collections=2, lock_timeout_s=0.2)  # released on close
+    assert again.get("docs").get("a")["text"] == "alpha"
+    again.close()
+
+
+def test_a_drop_waits_for_a_running_snapshot_and_nothing_is_written_after(tmp_path, monkeypatch):
+    """A snapshot that was running when the collection was dropped (and a new one made
+    under the same name) must not write its files into the new collection's directory."""
+    import threading
+
+    store = CollectionStore(tmp_path, params(), max_collections=2)
+    old = store.get("docs", create=True)
+    add(old, [{"id": "a", "text": "alpha"}])
+    started, release = threading.Event(), threading.Event()
+    original = old._index.to_bytes
+
+    def slow_to_bytes():
+        started.set()
+        release.wait(5)
+        return original()
+
+    monkeypatch.setattr(old._index, "to_bytes", slow_to_bytes)
+    snapshot = threading.Thread(target=old.snapshot)
+    snapshot.start()
+    assert started.wait(5)
+    dropped = threading.Thread(target=store.drop, args=("docs",))
+    dropped.start()
+    dropped.join(0.5)
+    assert dropped.is_alive(), "the drop waits for the snapshot in progress"
+    release.set()
+    snapshot.join(5)
+    dropped.join(5)
+    fresh = store.get("docs", create=True)
+    add(fresh, [{"id": "b", "text": "beta"}])
+    assert list((tmp_path / "collections" / "docs").glob("snapshot-*")) == []
+    old.snapshot()  # a late timer on the dropped collection does nothing
+    assert list((tmp_path / "collections" / "docs").glob("snapshot-*")) == []
+    with pytest.raises(StoreError) as gone:
+        old.search(unit(1), 1)
+    assert gone.value.status == 404
+    assert [h.doc_id for h in fresh.search(unit(1), 5)] == ["b"]
+    store.close()
