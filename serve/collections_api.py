@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from serve.errors import BadRequest, GraphError, serve_errors_as_http
+from serve.errors import BadRequest, GraphError, serve_errors_as_http, within
 from serve.protocol import SearchRequest, UpsertRequest
 
 
@@ -68,7 +68,7 @@ class CollectionEndpoints:
         self._check_documents(body)
         documents = [doc.model_dump() for doc in body.documents]
         with serve_errors_as_http():
-            result = unwrap(await self._embedder.upsert.remote(collection, documents))
+            result = unwrap(await within(self._embedder.upsert.remote(collection, documents), self._settings.embedder_timeout_s, "the embedder"))
         return {"object": "collection.upsert", **result, "ids": [d["id"] for d in documents]}
 
     async def search_collection(self, collection: str, body: SearchRequest) -> dict[str, Any]:
@@ -85,33 +85,33 @@ class CollectionEndpoints:
         if len(query) > spec.max_query_chars:
             raise BadRequest(f"query is longer than {spec.max_query_chars} characters", param="query")
         with serve_errors_as_http():
-            return unwrap(await self._embedder.search.remote(collection, query, k, filter))
+            return unwrap(await within(self._embedder.search.remote(collection, query, k, filter), self._settings.embedder_timeout_s, "the embedder"))
 
     async def get_document(self, collection: str, doc_id: str) -> dict[str, Any]:
         self._check_collection_name(collection)
         with serve_errors_as_http():
-            return unwrap(await self._embedder.get_document.remote(collection, doc_id))
+            return unwrap(await within(self._embedder.get_document.remote(collection, doc_id), self._settings.embedder_timeout_s, "the embedder"))
 
     async def delete_document(self, collection: str, doc_id: str) -> dict[str, Any]:
         """Delete one document; answered once the delete is durable."""
         self._check_collection_name(collection)
         with serve_errors_as_http():
-            unwrap(await self._embedder.delete_document.remote(collection, doc_id))
+            unwrap(await within(self._embedder.delete_document.remote(collection, doc_id), self._settings.embedder_timeout_s, "the embedder"))
         return {"id": doc_id, "object": "collection.document", "deleted": True}
 
     async def list_collections(self) -> dict[str, Any]:
         with serve_errors_as_http():
-            return {"object": "list", "data": unwrap(await self._embedder.collection_stats.remote(None))}
+            return {"object": "list", "data": unwrap(await within(self._embedder.collection_stats.remote(None), self._settings.embedder_timeout_s, "the embedder"))}
 
     async def get_collection(self, collection: str) -> dict[str, Any]:
         self._check_collection_name(collection)
         with serve_errors_as_http():
-            return unwrap(await self._embedder.collection_stats.remote(collection))
+            return unwrap(await within(self._embedder.collection_stats.remote(collection), self._settings.embedder_timeout_s, "the embedder"))
 
     async def delete_collection(self, collection: str) -> dict[str, Any]:
         self._check_collection_name(collection)
         with serve_errors_as_http():
-            unwrap(await self._embedder.drop_collection.remote(collection))
+            unwrap(await within(self._embedder.drop_collection.remote(collection), self._settings.embedder_timeout_s, "the embedder"))
         return {"id": collection, "object": "collection", "deleted": True}
 
 

@@ -8,6 +8,7 @@ log gets the detail. Client errors (4xx) are logged as warnings, 5xx as errors.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -133,6 +134,16 @@ def serve_errors_as_http() -> Iterator[None]:
         raise Unavailable(
             "a deployment is not available", code="service_unavailable", headers={"Retry-After": "5"}
         ) from None
+
+
+async def within(awaitable: Any, timeout_s: float, what: str) -> Any:
+    """Await a handle call for at most ``timeout_s``: a stalled deployment becomes a
+    503 with ``Retry-After`` (code ``timeout``) instead of a request that never ends."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout_s)
+    except asyncio.TimeoutError:
+        raise Unavailable(f"{what} did not answer within {timeout_s:g} s", code="timeout",
+                          headers={"Retry-After": "5"}) from None
 
 
 def error_body(

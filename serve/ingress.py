@@ -37,6 +37,7 @@ from serve.errors import (
     Unavailable,
     install_error_handlers,
     serve_errors_as_http,
+    within,
 )
 from serve.collections_api import CollectionEndpoints
 from serve.conformance import check_chat_reply, forces_structure, needs_check, structured_thinking_budget
@@ -66,6 +67,8 @@ ROUTE_REASON_HEADER = "x-route-reason"
 ROUTE_HOPS_HEADER = "x-route-hops"
 HEALTH_PROBE_INTERVAL_S = 1.0
 HEALTH_PROBE_TIMEOUT_S = 2.0
+#: A stalled monitor leaves the last known thermal state in force.
+MONITOR_TIMEOUT_S = 5.0
 TEST_CHECKPOINT_NOTE = (
     "Generated test checkpoint with RANDOM weights: every serving path is real, the "
     "generated text is meaningless. The `cpu` profile's extractor and the GPU profiles "
@@ -232,7 +235,7 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints, OpenAiIngress):
         interval = min(self._profile.monitor.poll_interval_s, 1.0)
         while True:
             try:
-                self._thermal = await self._monitor.admission.remote()
+                self._thermal = await asyncio.wait_for(self._monitor.admission.remote(), MONITOR_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - keep the last known level
                 logger.warning("thermal state unavailable: %r", exc)
             await asyncio.sleep(interval)
@@ -523,7 +526,7 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints, OpenAiIngress):
             raise BadRequest(f"this model only produces {spec.dimensions} dimensions", param="dimensions")
 
         with serve_errors_as_http():
-            result = await self._embedder.embed.remote(texts)
+            result = await within(self._embedder.embed.remote(texts), self._settings.embedder_timeout_s, "the embedder")
         vectors: np.ndarray = result["vectors"]
         data = []
         for i, vector in enumerate(vectors):

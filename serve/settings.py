@@ -76,6 +76,14 @@ class Settings(BaseSettings):
         gt=0,
         description="How long an `auto` request waits for the router; then it goes to the extractor.",
     )
+    embedder_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "How long a request waits for the embedder (embeddings, collection reads and "
+            "writes; an upsert of many long documents on CPU takes minutes); then 503."
+        ),
+    )
     readiness_timeout_s: float = Field(
         default=5.0,
         gt=0,

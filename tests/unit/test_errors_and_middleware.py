@@ -187,3 +187,21 @@ def test_unknown_chat_roles_are_found():
     assert unknown_role([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]) is None
     assert unknown_role([{"role": "user", "content": "u"}, {"role": "hacker", "content": "x"}]) == (1, "hacker")
     assert unknown_role([{"content": "no role"}]) == (0, "None")
+
+
+def test_a_stalled_handle_call_becomes_a_retryable_503():
+    import asyncio
+
+    from serve.errors import within
+
+    async def stalled():
+        await asyncio.sleep(60)
+
+    with pytest.raises(Unavailable) as stalled_call:
+        asyncio.run(within(stalled(), 0.1, "the embedder"))
+    assert stalled_call.value.code == "timeout" and stalled_call.value.headers == {"Retry-After": "5"}
+
+    async def quick():
+        return 7
+
+    assert asyncio.run(within(quick(), 1, "the embedder")) == 7
