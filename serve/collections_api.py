@@ -63,7 +63,7 @@ class CollectionEndpoints:
 
     async def upsert_documents(self, collection: str, body: UpsertRequest) -> dict[str, Any]:
         """Add or replace documents; answered once they are durable on disk."""
-        self._admit(llm=False)
+        self._dispatcher.admit(llm=False)
         self._check_collection_name(collection)
         self._check_documents(body)
         documents = [doc.model_dump() for doc in body.documents]
@@ -73,7 +73,7 @@ class CollectionEndpoints:
 
     async def search_collection(self, collection: str, body: SearchRequest) -> dict[str, Any]:
         """The ``k`` documents closest in meaning to ``query`` (best passage each)."""
-        self._admit(llm=False)
+        self._dispatcher.admit(llm=False)
         self._check_collection_name(collection)
         results = await self._search(collection, body.query, body.k, body.filter)
         return {"object": "list", "collection": collection, "results": results}

@@ -10,8 +10,7 @@ runs in a worker thread so a large page does not stall the event loop.
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import Request
 from pydantic import ValidationError
@@ -32,7 +31,7 @@ from serve.protocol import ExtractBatchRequest, ExtractRequest
 
 def _failure(exc: BaseException, request_id: str, index: int) -> tuple[int, dict[str, Any]]:
     """A batch item's error: its status and envelope, 5xx text scrubbed as for requests."""
-    from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPException
+    from serve.ray_private import OpenAIHTTPException
 
     where = f"/v1/extract/batch documents[{index}]"
     if isinstance(exc, GraphError):
@@ -46,7 +45,8 @@ def _failure(exc: BaseException, request_id: str, index: int) -> tuple[int, dict
 
 
 class ExtractionEndpoints:
-    """Mixed into the Ingress; relies on its ``_profile``, routing and forwarding."""
+    """The extraction routes, mixed into the Ingress: they use its ``_profile`` and
+    ``_dispatcher`` (every LLM call of the pipeline goes through the dispatcher)."""
 
     def _llm_caller(self, request: Request):
         async def complete(call: LlmRequest) -> LlmReply:
@@ -61,9 +61,9 @@ class ExtractionEndpoints:
                     "messages": [{"role": "user", "content": call.route_text[: self._profile.extraction.llm_input_chars]}],
                     "response_format": response_format, "max_tokens": call.max_tokens,
                 })
-                decision = await self._resolve(AUTO_MODEL_ID, route_input)
+                decision = await self._dispatcher.resolve(AUTO_MODEL_ID, route_input)
             else:
-                decision = self._pinned(call.role, "extraction mode")
+                decision = self._dispatcher.pinned(call.role, "extraction mode")
             body = ChatCompletionRequest(
                 model=decision.target, messages=call.messages, max_tokens=call.max_tokens,
                 temperature=0.0, response_format=response_format, stream=False,
@@ -71,14 +71,12 @@ class ExtractionEndpoints:
             if decision.role == "reasoner" and call.thinking_tokens:
                 # Extraction needs little thinking; the profile bounds it so the JSON fits.
                 body.thinking_token_budget = call.thinking_tokens
-            response = await self._forward_with_fallback(body, "chat", request, decision)
-            payload = json.loads(response.body)
-            choice = payload["choices"][0]
-            usage = payload.get("usage") or {}
+            dispatched = await self._dispatcher.dispatch(body, "chat", decision)
+            choice = dispatched.reply["choices"][0]
+            usage = dispatched.reply.get("usage") or {}
             return LlmReply(
                 content=choice["message"].get("content"), finish_reason=choice.get("finish_reason"),
-                target=decision.target, reason=decision.reason,
-                hops=response.headers.get("x-route-hops", ""),
+                target=dispatched.decision.target, reason=dispatched.decision.reason, hops=",".join(dispatched.hops),
                 prompt_tokens=int(usage.get("prompt_tokens") or 0),
                 completion_tokens=int(usage.get("completion_tokens") or 0),
             )
@@ -92,7 +90,7 @@ class ExtractionEndpoints:
                 f"document is {len(item.document)} characters; the limit is {spec.max_document_chars}",
                 param="document", code="document_too_long",
             )
-        self._admit(llm=item.mode != "fast")
+        self._dispatcher.admit(llm=item.mode != "fast")
         limits = spec.pipeline_limits(self._profile.extractor, self._profile.reasoner)
         kwargs = dict(content_type=item.content_type, base_url=item.base_url, limits=limits)
         try:

@@ -11,12 +11,9 @@ says which), so a client can always link an answer to documents that exist.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Optional
 from urllib.parse import quote
-
-from fastapi.responses import JSONResponse, Response
 
 INSTRUCTIONS = (
     "Answer the user's question using only the sources below. Cite every source you use "
@@ -66,20 +63,16 @@ def citations(answer: Optional[str], results: list[dict[str, Any]]) -> tuple[lis
     return (cited, "answer") if cited else (retrieved, "context")
 
 
-def attach(response: Response, collection: str, query: str, results: list[dict[str, Any]]) -> Response:
-    """Add the retrieval and the citations to a chat response (a header when streaming)."""
-    ids = [r["id"] for r in results]
-    if not isinstance(response, JSONResponse):
-        response.headers["x-retrieval-ids"] = ",".join(quote(i, safe="") for i in ids)
-        return response
-    payload = json.loads(response.body)
-    if "choices" not in payload:
-        return response
-    answer = payload["choices"][0].get("message", {}).get("content") if payload["choices"] else None
+def retrieval_ids_header(results: list[dict[str, Any]]) -> str:
+    """The ``x-retrieval-ids`` header: the retrieved document ids, URL-quoted."""
+    return ",".join(quote(r["id"], safe="") for r in results)
+
+
+def attach(reply: dict[str, Any], collection: str, query: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """A chat reply with the retrieval and the citations added (a new dict)."""
+    if "choices" not in reply:
+        return reply
+    answer = reply["choices"][0].get("message", {}).get("content") if reply["choices"] else None
     cited, source = citations(answer, results)
-    payload["retrieval"] = {"collection": collection, "query": query, "results": results}
-    payload["citations"] = cited
-    payload["citations_from"] = source
-    headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
-    headers["x-retrieval-ids"] = ",".join(quote(i, safe="") for i in ids)
-    return JSONResponse(content=payload, status_code=response.status_code, headers=headers)
+    return {**reply, "retrieval": {"collection": collection, "query": query, "results": results},
+            "citations": cited, "citations_from": source}

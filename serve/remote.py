@@ -7,11 +7,9 @@ byte become a 503 like any other; a stream that has started is never replayed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, AsyncIterator, Optional
 
 import httpx
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.background import BackgroundTask
 
 from serve.config import LLMSpec
 from serve.errors import Unavailable
@@ -35,11 +33,15 @@ def remote_payload(original: Any, spec: LLMSpec) -> dict[str, Any]:
 
 async def forward_remote(
     payload: dict[str, Any], call_method: str, *, url: str, api_key: str, model: str, timeout_s: float
-) -> Response:
+) -> tuple[Optional[dict[str, Any]], Optional[AsyncIterator[bytes]]]:
     """POST ``payload`` to the provider's chat or completions endpoint.
 
+    Returns:
+        The provider's JSON reply, or (for ``stream``) its SSE bytes, decoded: the
+        provider may gzip its stream, and the client gets no Content-Encoding from us.
+
     Raises:
-        Unavailable: the provider could not be reached or did not answer 200.
+        Unavailable: the provider could not be reached or did not answer 200 with JSON.
     """
     path = "/chat/completions" if call_method == "chat" else "/completions"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -57,18 +59,19 @@ async def forward_remote(
         raise Unavailable(f"remote provider answered {response.status_code}", code="service_unavailable")
     if body.get("stream"):
 
-        async def close():
-            await response.aclose()
-            await client.aclose()
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in response.aiter_bytes():
+                    yield chunk
+            finally:
+                await response.aclose()
+                await client.aclose()
 
-        # Decoded bytes: the provider may gzip its stream, and the client gets no
-        # Content-Encoding header from us.
-        return StreamingResponse(response.aiter_bytes(), media_type="text/event-stream", background=BackgroundTask(close))
+        return None, stream()
     try:
-        data = response.json()
+        return response.json(), None
     except ValueError:
         raise Unavailable("remote provider answered a body that is not JSON", code="service_unavailable") from None
     finally:
         await response.aclose()
         await client.aclose()
-    return JSONResponse(data)

@@ -85,9 +85,12 @@ class Settings(BaseSettings):
         ),
     )
     readiness_timeout_s: float = Field(
-        default=5.0,
+        default=2.0,
         gt=0,
-        description="How long /readyz waits for each deployment's health answer.",
+        description=(
+            "How long a deployment may take to answer its health check before it counts as "
+            "down, for /readyz and for the fallback (checked every second in the background)."
+        ),
     )
 
     @property

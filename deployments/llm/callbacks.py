@@ -9,7 +9,7 @@ profile) that task downloads nothing but still costs a worker process and ~20 s 
 
 from __future__ import annotations
 
-from ray.llm._internal.common.callbacks.base import CallbackBase
+from serve.ray_private import CallbackBase
 
 
 class LocalWeightsCallback(CallbackBase):

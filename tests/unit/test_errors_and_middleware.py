@@ -16,7 +16,7 @@ class Body(BaseModel):
 
 
 def make_app(keys=frozenset(), max_bytes=1024) -> TestClient:
-    from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPException
+    from serve.ray_private import OpenAIHTTPException
 
     app = FastAPI()
     install_error_handlers(app)

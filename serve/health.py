@@ -1,0 +1,83 @@
+"""One picture of the graph's health per ingress replica, fed by one loop.
+
+The dispatcher must not wait on a deployment that is down (a Serve handle would queue
+the request until it comes back), admission needs the GPU's thermal level on every
+request, and ``/readyz`` needs both. Asking the deployments per request would put a
+hop in front of every request, so one background loop asks them every second and
+everyone reads what it last saw: each deployment's health check, and the monitor's
+admission state. A stalled answer counts as "down" for a deployment and leaves the last
+known thermal state in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from typing import Any, Optional
+
+logger = logging.getLogger("ray.serve")
+
+#: How often the loop asks every deployment.
+POLL_INTERVAL_S = 1.0
+#: How long one health check may take before it counts as a failure (default).
+PROBE_TIMEOUT_S = 2.0
+
+
+class HealthCache:
+    """Last known health of each deployment and the last known thermal state.
+
+    Args:
+        handles: Deployment handles by name (each answers ``check_health``).
+        monitor: The GPU monitor's handle (answers ``admission``), or None.
+        probe_timeout_s: How long one answer may take before it counts as a failure.
+    """
+
+    def __init__(self, handles: dict[str, Any], monitor: Any = None, *, probe_timeout_s: float = PROBE_TIMEOUT_S) -> None:
+        self._handles = dict(handles)
+        self._timeout_s = probe_timeout_s
+        self._monitor = monitor
+        self._healthy: dict[str, Optional[bool]] = {name: None for name in handles}
+        self.thermal: dict[str, Any] = {"level": "normal", "temperature_c": None}
+        self._task: Optional[asyncio.Task] = None
+
+    def watch(self) -> None:
+        """Start the loop on the running event loop (once; the first request does it)."""
+        if self._task is None:
+            # A fresh context: the loop must not carry the first request's id in its logs.
+            self._task = asyncio.get_running_loop().create_task(self._loop(), context=contextvars.Context())
+
+    def healthy(self, name: str) -> bool:
+        """Whether ``name`` answered its last check (true until a check says otherwise)."""
+        return self._healthy.get(name) is not False
+
+    def statuses(self) -> dict[str, str]:
+        """``ok``, ``down`` or ``unknown`` (not checked yet) for every deployment."""
+        return {name: {True: "ok", False: "down", None: "unknown"}[value] for name, value in self._healthy.items()}
+
+    async def refresh(self) -> None:
+        """Ask every deployment (concurrently) and the monitor once."""
+        names = list(self._handles)
+        results = await asyncio.gather(*(self._probe(self._handles[n], self._timeout_s) for n in names))
+        for name, healthy in zip(names, results):
+            if healthy != self._healthy[name] and self._healthy[name] is not None:
+                logger.warning("deployment %s is now %s", name, "healthy" if healthy else "unavailable")
+            self._healthy[name] = healthy
+        if self._monitor is not None:
+            try:
+                self.thermal = await asyncio.wait_for(self._monitor.admission.remote(), self._timeout_s)
+            except Exception as exc:  # noqa: BLE001 - keep the last known level
+                logger.warning("thermal state unavailable: %r", exc)
+
+    @staticmethod
+    async def _probe(handle: Any, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(handle.check_health.remote(), timeout_s)
+            return True
+        except Exception:  # noqa: BLE001 - any failure or timeout means "down"
+            return False
+
+    async def _loop(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(POLL_INTERVAL_S)

@@ -1,0 +1,27 @@
+"""Every private Ray API the project uses, in one place.
+
+Ray Serve LLM's public surface (``ray.serve.llm``) does not yet export these; they are
+pinned with Ray itself (``ray==2.60.0``), and an upgrade is checked here first. Nothing
+else in the project imports from ``ray.llm._internal`` or ``ray.serve._private``.
+"""
+
+from __future__ import annotations
+
+from ray.llm._internal.common.callbacks.base import CallbackBase
+from ray.llm._internal.serve.core.configs.openai_api_models import (
+    ErrorResponse,  # what LLMServer yields; the public class is a subclass of it
+    ModelCard,
+    ModelList,
+    OpenAIHTTPException,
+)
+from ray.llm._internal.serve.core.ingress.utils import (
+    NON_STREAMING_RESPONSE_TYPES,
+    _openai_json_wrapper as openai_sse,
+    _sanitize_chat_completion_request as sanitize_chat_request,
+)
+from ray.llm._internal.serve.core.protocol import RawRequestInfo
+
+__all__ = [
+    "CallbackBase", "ErrorResponse", "ModelCard", "ModelList", "NON_STREAMING_RESPONSE_TYPES", "OpenAIHTTPException",
+    "RawRequestInfo", "openai_sse", "sanitize_chat_request",
+]

@@ -1,0 +1,268 @@
+"""The dispatcher with fake handles and no Ray: pinning, auto routing, capacity and
+thermal degrade, each fallback outcome, and a started stream never replayed.
+
+The fakes stand in for deployment handles only (the interface the dispatcher calls:
+``options``, ``<method>.remote``, ``check_health.remote``, ``decide.remote``); the
+integration suite runs the same dispatcher against the real graph.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Optional
+
+import pytest
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from ray.serve.llm.openai_api_models import ChatCompletionRequest, ChatCompletionResponse
+
+from deployments.router.features import RouteInput
+from serve.config import load_profile
+from serve.dispatcher import Dispatcher
+from serve.errors import BadRequest, NotFound, RateLimited, Unavailable
+from serve.health import HealthCache
+from serve.protocol import RouteResponse
+from serve.settings import Settings
+from tests.support.models import EXTRACTOR, PROFILE, REASONER
+
+PROFILE_ = load_profile(PROFILE)
+
+
+def reply_for(model: str) -> ChatCompletionResponse:
+    return ChatCompletionResponse(
+        id="r", object="chat.completion", created=0, model=model,
+        choices=[{"index": 0, "message": {"role": "assistant", "content": f"from {model}"}, "finish_reason": "stop"}],
+        usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+    )
+
+
+class _Method:
+    def __init__(self, fn) -> None:
+        self.remote = fn
+
+
+class FakeLlm:
+    """A fake LLMServer handle: answers, streams, or fails the way Serve handles fail."""
+
+    def __init__(self, model: str, *, fail: Optional[BaseException] = None, stream_fail_after: Optional[int] = None) -> None:
+        self.model, self.fail, self.stream_fail_after = model, fail, stream_fail_after
+        self.bodies: list[Any] = []
+        self.chat = _Method(self._chat)
+        self.check_health = _Method(self._healthy)
+
+    def options(self, **_: Any) -> "FakeLlm":
+        return self
+
+    async def _healthy(self) -> None:
+        if self.fail is not None:
+            raise self.fail
+
+    def _chat(self, body: Any, _info: Any):
+        self.bodies.append(body)
+        return self._answer(body)
+
+    async def _answer(self, body: Any):
+        if self.fail is not None:
+            raise self.fail
+        if not body.stream:
+            yield reply_for(self.model)
+            return
+        for i in range(5):
+            if self.stream_fail_after is not None and i == self.stream_fail_after:
+                raise RayActorError()
+            yield f'data: {{"model": "{self.model}", "i": {i}}}\n\n'
+
+
+class FakeRouter:
+    def __init__(self, role: str = "extractor", *, stall: bool = False) -> None:
+        self.role, self.stall = role, stall
+        self.decide = _Method(self._decide)
+        self.check_health = _Method(self._healthy)
+
+    async def _healthy(self) -> None:
+        return None
+
+    async def _decide(self, _route_input: RouteInput) -> dict[str, Any]:
+        if self.stall:
+            await asyncio.sleep(60)
+        target = EXTRACTOR if self.role == "extractor" else REASONER
+        return {"target": target, "role": self.role, "reason": f"fake router: {self.role}", "policy": "fake",
+                "score": 0.9 if self.role == "reasoner" else 0.1, "threshold": 0.5, "features": {}}
+
+
+def make(extractor: FakeLlm = None, reasoner: FakeLlm = None, router: FakeRouter = None, *,
+         thermal: str = "normal", settings: Settings = None) -> tuple[Dispatcher, HealthCache]:
+    extractor = extractor or FakeLlm(EXTRACTOR)
+    reasoner = reasoner or FakeLlm(REASONER)
+    router = router or FakeRouter()
+    health = HealthCache({"extractor": extractor, "reasoner": reasoner, "router": router})
+    health.thermal = {"level": thermal, "temperature_c": 91.0 if thermal != "normal" else None}
+    health.watch = lambda: None  # the test decides when health is refreshed
+    dispatcher = Dispatcher(PROFILE_, {EXTRACTOR: extractor, REASONER: reasoner}, router, health,
+                            settings or Settings(router_timeout_s=0.2))
+    return dispatcher, health
+
+
+def chat(stream: bool = False, **extra: Any) -> ChatCompletionRequest:
+    return ChatCompletionRequest(model="auto", messages=[{"role": "user", "content": "hello"}], stream=stream, **extra)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+# ------------------------------------------------------------------ resolve
+def test_a_pin_wins_over_the_router():
+    dispatcher, _ = make(router=FakeRouter("reasoner"))
+    by_header = run(dispatcher.resolve("auto", RouteInput(text="x"), pin="extractor"))
+    assert by_header.target == EXTRACTOR and by_header.pinned and by_header.reason == "pinned: x-route header"
+    by_model = run(dispatcher.resolve(REASONER, RouteInput(text="x")))
+    assert by_model.target == REASONER and by_model.reason == "pinned: model named in request"
+    with pytest.raises(BadRequest):
+        run(dispatcher.resolve("auto", RouteInput(text="x"), pin="gpt-9"))
+    with pytest.raises(NotFound):
+        run(dispatcher.resolve("gpt-9", RouteInput(text="x")))
+    with pytest.raises(BadRequest):
+        run(dispatcher.resolve(PROFILE_.embedder.model_id, RouteInput(text="x")))
+
+
+def test_auto_asks_the_router_and_a_stalled_router_means_the_extractor():
+    dispatcher, _ = make(router=FakeRouter("reasoner"))
+    decision = run(dispatcher.resolve("auto", RouteInput(text="prove it")))
+    assert decision.target == REASONER and not decision.pinned
+    assert decision.features["thermal_level"] == "normal"
+    stalled, _ = make(router=FakeRouter("reasoner", stall=True))
+    decision = run(stalled.resolve("auto", RouteInput(text="prove it")))
+    assert decision.target == EXTRACTOR and decision.reason.startswith("router timeout")
+
+
+def test_a_busy_reasoner_or_a_hot_gpu_keeps_auto_on_the_extractor():
+    dispatcher, _ = make(router=FakeRouter("reasoner"))
+    dispatcher.in_flight[REASONER] = PROFILE_.router.reasoner_max_in_flight
+    decision = run(dispatcher.resolve("auto", RouteInput(text="prove it")))
+    assert decision.target == EXTRACTOR and decision.reason.startswith("capacity: reasoner busy")
+    hot, _ = make(router=FakeRouter("reasoner"), thermal="soft")
+    decision = run(hot.resolve("auto", RouteInput(text="prove it")))
+    assert decision.target == EXTRACTOR and decision.reason.startswith("thermal: GPU at 91°C")
+    assert "router wanted the reasoner" in decision.reason
+
+
+def test_a_hot_gpu_sheds_llm_requests_with_retry_after():
+    dispatcher, _ = make(thermal="hard")
+    with pytest.raises(RateLimited) as shed:
+        dispatcher.admit(llm=True)
+    assert shed.value.code == "gpu_overheated" and "Retry-After" in shed.value.headers
+
+
+# ------------------------------------------------------------------ forward
+def test_the_routed_model_answers_with_its_limits_and_the_input_is_left_alone():
+    extractor = FakeLlm(EXTRACTOR)
+    dispatcher, _ = make(extractor=extractor)
+    original = chat()
+    decision = run(dispatcher.resolve("auto", RouteInput(text="hi")))
+    frozen = decision.model_copy(deep=True)
+    dispatched = run(dispatcher.dispatch(original, "chat", decision))
+    assert dispatched.reply["choices"][0]["message"]["content"] == f"from {EXTRACTOR}"
+    assert dispatched.hops == (f"{EXTRACTOR}=ok",) and dispatched.decision == decision
+    sent = extractor.bodies[0]
+    assert sent.model == EXTRACTOR and sent.max_tokens == PROFILE_.extractor.max_tokens_limit
+    assert original.model == "auto" and original.max_tokens is None and decision == frozen
+    assert dispatcher.in_flight[EXTRACTOR] == 0
+
+
+@pytest.mark.parametrize("failure, outcome", [
+    (DeploymentUnavailableError("Reasoner"), "unavailable"),
+    (BackPressureError(num_queued_requests=9, max_queued_requests=8), "overloaded"),
+    (RayActorError(), "replica_died"),
+])
+def test_auto_falls_back_to_the_other_model_before_the_first_byte(failure, outcome):
+    dispatcher, _ = make(reasoner=FakeLlm(REASONER, fail=failure), router=FakeRouter("reasoner"))
+    decision = run(dispatcher.resolve("auto", RouteInput(text="prove it")))
+    dispatched = run(dispatcher.dispatch(chat(), "chat", decision))
+    assert dispatched.hops == (f"{REASONER}={outcome}", f"{EXTRACTOR}=ok")
+    assert dispatched.decision.target == EXTRACTOR and dispatched.decision.role == "extractor"
+    assert dispatched.decision.reason.startswith(f"fallback after {REASONER}={outcome}")
+    assert decision.target == REASONER, "the caller's decision is not changed"
+    assert dispatcher.in_flight == {REASONER: 0, EXTRACTOR: 0}
+
+
+def test_a_deployment_known_to_be_down_is_skipped_without_a_call():
+    reasoner = FakeLlm(REASONER, fail=DeploymentUnavailableError("Reasoner"))
+    dispatcher, health = make(reasoner=reasoner, router=FakeRouter("reasoner"))
+    run(health.refresh())
+    assert health.statuses()["reasoner"] == "down"
+    decision = run(dispatcher.resolve("auto", RouteInput(text="prove it")))
+    dispatched = run(dispatcher.dispatch(chat(), "chat", decision))
+    assert dispatched.hops == (f"{REASONER}=unavailable", f"{EXTRACTOR}=ok") and reasoner.bodies == []
+
+
+def test_pinned_requests_never_fall_back():
+    dispatcher, _ = make(reasoner=FakeLlm(REASONER, fail=DeploymentUnavailableError("Reasoner")))
+    with pytest.raises(Unavailable):
+        run(dispatcher.dispatch(chat(), "chat", dispatcher.pinned(REASONER, "test")))
+
+
+def test_thermal_shedding_is_not_a_reason_to_try_another_model():
+    dispatcher, _ = make(router=FakeRouter("reasoner"), thermal="hard")
+    decision = RouteResponse(target=REASONER, role="reasoner", reason="r", policy="p", score=1, threshold=0.5, features={})
+    with pytest.raises(RateLimited):
+        run(dispatcher.dispatch(chat(), "chat", decision))
+
+
+def test_a_started_stream_is_never_replayed():
+    reasoner = FakeLlm(REASONER, stream_fail_after=2)
+    extractor = FakeLlm(EXTRACTOR)
+    dispatcher, _ = make(extractor=extractor, reasoner=reasoner, router=FakeRouter("reasoner"))
+    decision = run(dispatcher.resolve("auto", RouteInput(text="prove it")))
+
+    async def consume():
+        dispatched = await dispatcher.dispatch(chat(stream=True), "chat", decision)
+        chunks = []
+        with pytest.raises(RayActorError):
+            async for chunk in dispatched.stream:
+                chunks.append(chunk)
+        return dispatched, chunks
+
+    dispatched, chunks = run(consume())
+    assert dispatched.hops == (f"{REASONER}=ok",) and len(chunks) == 2
+    assert all(REASONER in c for c in chunks) and extractor.bodies == [], "no other model saw the request"
+    assert dispatcher.in_flight[REASONER] == 0, "the count ends with the stream"
+
+
+def test_a_stream_counts_as_in_flight_until_its_last_chunk():
+    dispatcher, _ = make()
+
+    async def consume():
+        dispatched = await dispatcher.dispatch(chat(stream=True), "chat", dispatcher.pinned(EXTRACTOR, "test"))
+        first = await dispatched.stream.__anext__()
+        during = dispatcher.in_flight[EXTRACTOR]
+        rest = [chunk async for chunk in dispatched.stream]
+        return first, during, rest
+
+    first, during, rest = run(consume())
+    assert during == 1 and dispatcher.in_flight[EXTRACTOR] == 0
+    assert first.startswith("data: ") and rest[-1] == "data: [DONE]\n\n"
+
+
+def test_every_local_model_down_ends_with_unavailable():
+    down = DeploymentUnavailableError("x")
+    dispatcher, _ = make(extractor=FakeLlm(EXTRACTOR, fail=down), reasoner=FakeLlm(REASONER, fail=down))
+    decision = run(dispatcher.resolve("auto", RouteInput(text="hi")))
+    with pytest.raises(Unavailable):
+        run(dispatcher.dispatch(chat(), "chat", decision))
+
+
+def test_an_engine_error_before_the_first_chunk_is_the_clients_error_not_a_fallback():
+    from serve.ray_private import ErrorResponse, OpenAIHTTPException
+
+    class Refusing(FakeLlm):
+        async def _answer(self, body):
+            yield ErrorResponse.model_validate({"error": {"message": "max_tokens must be at least 1", "type": "BadRequestError", "code": 400}})
+
+    extractor = FakeLlm(EXTRACTOR)
+    dispatcher, _ = make(extractor=extractor, reasoner=Refusing(REASONER), router=FakeRouter("reasoner"))
+    decision = run(dispatcher.resolve("auto", RouteInput(text="prove it")))
+    with pytest.raises(OpenAIHTTPException) as refused:
+        run(dispatcher.dispatch(chat(stream=True), "chat", decision))
+    assert refused.value.status_code == 400 and extractor.bodies == []
+    assert dispatcher.in_flight[REASONER] == 0
