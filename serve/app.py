@@ -40,6 +40,7 @@ def _options(resources, scaling=None, **extra: Any) -> dict[str, Any]:
 def build_graph(profile: Profile, settings: Optional[Settings] = None):
     """Bind every node of the graph for ``profile`` and return the ingress application."""
     from deployments.embedder.deployment import Embedder
+    from deployments.extraction.deployment import Extraction
     from deployments.llm.builder import build_llm_node
     from deployments.llm.sources import resolve_source
     from deployments.monitor.deployment import GpuMonitor
@@ -81,10 +82,13 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
         profile.monitor,
         str(settings.gpu_telemetry_file) if settings.gpu_telemetry_file else None,
     )
+    extraction = serve.deployment(
+        Extraction, name="Extraction", **_options(profile.extraction.resources, profile.extraction.scaling)
+    ).bind(profile, extractor, reasoner, router, monitor)
     ingress_cls = make_ingress_class(settings, frozenset({profile.extractor.model_id, profile.reasoner.model_id}))
     return serve.deployment(
         ingress_cls, name="Ingress", **_options(profile.ingress.resources, profile.ingress.scaling)
-    ).bind(profile, extractor, reasoner, embedder, router, monitor)
+    ).bind(profile, extractor, reasoner, embedder, router, monitor, extraction)
 
 
 def build_app(args: dict[str, Any]):

@@ -299,6 +299,8 @@ class ExtractionSpec(_Strict):
     thinking_budget_tokens: int = Field(
         1024, ge=0, description="Thinking tokens the reasoner may spend on one extraction (capped by its own budget)."
     )
+    resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0.2))
+    scaling: Scaling = Field(default_factory=Scaling)
 
     def pipeline_limits(self, extractor: "LLMSpec", reasoner: "LLMSpec"):
         """The pure pipeline's view of these limits and of the models' token limits."""
@@ -444,6 +446,7 @@ class Profile(_Strict):
             "router": self.router.resources,
             "monitor": self.monitor.resources,
             "ingress": self.ingress.resources,
+            "extraction": self.extraction.resources,
         }
 
     def llm(self, role: str) -> LLMSpec:

@@ -1,10 +1,9 @@
-"""``/v1/extract`` and ``/v1/extract/batch``: the ingress side of the extraction pipeline.
+"""``/v1/extract`` and ``/v1/extract/batch``: the ingress side of extraction.
 
-The pipeline itself (``deployments/extraction``) is pure logic. This mixin gives it
-the one thing it needs from the graph — a constrained chat completion — by routing
-and forwarding through the ingress's own chat path, so extraction gets the same
-routing, limits, thermal admission, backpressure and fallback as ``/v1/chat``. Parsing
-runs in a worker thread so a large page does not stall the event loop.
+The ingress checks sizes and thermal admission, then hands each document to the
+Extraction deployment (``deployments/extraction/deployment.py``), which parses it on its
+own CPU replicas and calls the LLMs through its own dispatcher. A batch is fanned out
+document by document, so Serve spreads it over the Extraction replicas.
 """
 
 from __future__ import annotations
@@ -15,16 +14,7 @@ from typing import Any
 from fastapi import Request
 from pydantic import ValidationError
 
-from deployments.extraction.pipeline import (
-    ExtractionFailed,
-    LlmReply,
-    LlmRequest,
-    extract_custom,
-    extract_job_posting,
-)
-from deployments.router.features import route_input_from_chat
-from serve.config import AUTO_MODEL_ID
-from serve.errors import BadRequest, GraphError, PayloadTooLarge, Unprocessable, client_message, error_body, public_error
+from serve.errors import BadRequest, GraphError, PayloadTooLarge, client_message, error_body, public_error, serve_errors_as_http, within
 from serve.protocol import ExtractBatchRequest, ExtractRequest
 
 
@@ -45,43 +35,8 @@ def _failure(exc: BaseException, request_id: str, index: int) -> tuple[int, dict
 
 
 class ExtractionEndpoints:
-    """The extraction routes, mixed into the Ingress: they use its ``_profile`` and
-    ``_dispatcher`` (every LLM call of the pipeline goes through the dispatcher)."""
-
-    def _llm_caller(self, request: Request):
-        async def complete(call: LlmRequest) -> LlmReply:
-            from ray.serve.llm.openai_api_models import ChatCompletionRequest
-
-            response_format = {
-                "type": "json_schema",
-                "json_schema": {"name": "extraction", "schema": call.json_schema, "strict": True},
-            }
-            if call.role == "auto":
-                route_input = route_input_from_chat({
-                    "messages": [{"role": "user", "content": call.route_text[: self._profile.extraction.llm_input_chars]}],
-                    "response_format": response_format, "max_tokens": call.max_tokens,
-                })
-                decision = await self._dispatcher.resolve(AUTO_MODEL_ID, route_input)
-            else:
-                decision = self._dispatcher.pinned(call.role, "extraction mode")
-            body = ChatCompletionRequest(
-                model=decision.target, messages=call.messages, max_tokens=call.max_tokens,
-                temperature=0.0, response_format=response_format, stream=False,
-            )
-            if decision.role == "reasoner" and call.thinking_tokens:
-                # Extraction needs little thinking; the profile bounds it so the JSON fits.
-                body.thinking_token_budget = call.thinking_tokens
-            dispatched = await self._dispatcher.dispatch(body, "chat", decision)
-            choice = dispatched.reply["choices"][0]
-            usage = dispatched.reply.get("usage") or {}
-            return LlmReply(
-                content=choice["message"].get("content"), finish_reason=choice.get("finish_reason"),
-                target=dispatched.decision.target, reason=dispatched.decision.reason, hops=",".join(dispatched.hops),
-                prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                completion_tokens=int(usage.get("completion_tokens") or 0),
-            )
-
-        return complete
+    """The extraction routes, mixed into the Ingress: they check sizes and admission and
+    forward each document to the Extraction deployment (its ``_extraction`` handle)."""
 
     async def _extract_one(self, item: ExtractRequest, request: Request) -> dict[str, Any]:
         spec = self._profile.extraction
@@ -91,17 +46,9 @@ class ExtractionEndpoints:
                 param="document", code="document_too_long",
             )
         self._dispatcher.admit(llm=item.mode != "fast")
-        limits = spec.pipeline_limits(self._profile.extractor, self._profile.reasoner)
-        kwargs = dict(content_type=item.content_type, base_url=item.base_url, limits=limits)
-        try:
-            if item.schema_ == "job_posting":
-                complete = None if item.mode == "fast" else self._llm_caller(request)
-                result = await extract_job_posting(item.document, mode=item.mode, complete=complete, **kwargs)
-                return result.as_response("job_posting")
-            result = await extract_custom(item.document, item.schema_, mode=item.mode, complete=self._llm_caller(request), **kwargs)
-            return result.as_response("custom")
-        except ExtractionFailed as exc:
-            raise Unprocessable(exc.message, param=exc.param, code=exc.code) from None
+        with serve_errors_as_http():
+            return await within(self._extraction.extract.remote(item.model_dump(by_alias=True)),
+                                self._settings.extraction_timeout_s, "the extraction service")
 
     async def extract(self, body: ExtractRequest, request: Request) -> dict[str, Any]:
         """One document → a validated record with per-field sources (or a 4xx)."""

@@ -80,6 +80,7 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints):
         embedder: Handle to the Embedder deployment.
         router: Handle to the Router deployment.
         monitor: Handle to the GpuMonitor deployment.
+        extraction: Handle to the Extraction deployment.
 
     Environment settings are read in the replica, not bound: bound arguments are pickled
     into Serve's checkpoint, and the settings hold the API keys.
@@ -93,14 +94,17 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints):
         embedder: DeploymentHandle,
         router: DeploymentHandle,
         monitor: DeploymentHandle,
+        extraction: DeploymentHandle,
     ) -> None:
         self._profile = profile
         self._settings = load_settings()
         self._cards = model_cards(profile)
         self._embedder = embedder
         self._monitor = monitor
+        self._extraction = extraction
         self._health = HealthCache(
-            {"extractor": extractor, "reasoner": reasoner, "embedder": embedder, "router": router, "monitor": monitor},
+            {"extractor": extractor, "reasoner": reasoner, "embedder": embedder, "router": router, "monitor": monitor,
+             "extraction": extraction},
             monitor, probe_timeout_s=self._settings.readiness_timeout_s,
         )
         self._dispatcher = Dispatcher(

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
             "writes; an upsert of many long documents on CPU takes minutes); then 503."
         ),
     )
+    extraction_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long one /v1/extract document may take (parsing, LLM calls, one repair); then 503.",
+    )
     readiness_timeout_s: float = Field(
         default=2.0,
         gt=0,

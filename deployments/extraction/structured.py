@@ -104,7 +104,7 @@ def postings_in(blocks: list[Any], microdata: list[Any]) -> list[dict[str, Any]]
     by_id = {n["@id"]: n for n in nodes if isinstance(n.get("@id"), str) and len(n) > 1}
 
     def resolve(value: Any) -> Any:
-        if isinstance(value, dict) and set(value) == {"@id"}:
+        if isinstance(value, dict) and set(value) == {"@id"} and isinstance(value["@id"], str):
             return by_id.get(value["@id"], value)
         return value
 

@@ -237,6 +237,7 @@ json_values = st.recursive(
 
 @BOUNDED
 @given(json_values, st.integers(0, 3000))
+@example({"@id": []}, 0)  # an @id reference that is not a string (was a TypeError, a 500)
 def test_the_structured_data_reader_is_bounded(value, depth):
     node = {"@type": "JobPosting", "title": "T", "baseSalary": value, "x": _nested(depth)}
     for posting in structured.postings_in([node, value], []):

@@ -1,0 +1,111 @@
+"""The Extraction deployment: the job-posting pipeline on its own CPU replicas.
+
+Parsing a page (lxml, extruct, html-text, the rules, dateparser) is CPU work that holds
+the GIL; run in the ingress, it would sit next to every streaming response. Here it has
+replicas of its own, sized and autoscaled from the profile's ``extraction`` block.
+
+The pipeline's one need from the graph, a constrained chat completion, is served by a
+:class:`~serve.dispatcher.Dispatcher` built in this replica from the LLM and Router
+handles: the same routing, limits, thermal admission, backpressure and fallback as
+``/v1/chat/completions``, with the reply as data (no HTTP in between). A document is
+routed once: a repair call goes where the first call went.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ray.serve.handle import DeploymentHandle
+from ray.serve.llm.openai_api_models import ChatCompletionRequest
+
+from deployments.extraction.pipeline import ExtractionFailed, LlmReply, LlmRequest, extract_custom, extract_job_posting
+from deployments.router.features import route_input_from_chat
+from serve.config import AUTO_MODEL_ID, Profile
+from serve.dispatcher import Dispatcher
+from serve.errors import Unprocessable
+from serve.health import HealthCache
+from serve.protocol import ExtractRequest, RouteResponse
+from serve.settings import load_settings
+
+
+class Extraction:
+    """Runs ``/v1/extract`` documents through the pipeline.
+
+    Args:
+        profile: The profile the graph was built from.
+        extractor: Handle to the extractor LLMServer.
+        reasoner: Handle to the reasoner LLMServer.
+        router: Handle to the Router deployment.
+        monitor: Handle to the GpuMonitor deployment.
+    """
+
+    def __init__(self, profile: Profile, extractor: DeploymentHandle, reasoner: DeploymentHandle,
+                 router: DeploymentHandle, monitor: DeploymentHandle) -> None:
+        self._profile = profile
+        settings = load_settings()
+        health = HealthCache({"extractor": extractor, "reasoner": reasoner}, monitor,
+                             probe_timeout_s=settings.readiness_timeout_s)
+        self._dispatcher = Dispatcher(profile, {profile.extractor.model_id: extractor, profile.reasoner.model_id: reasoner},
+                                      router, health, settings)
+        self._limits = profile.extraction.pipeline_limits(profile.extractor, profile.reasoner)
+
+    async def check_health(self) -> None:
+        return None
+
+    async def extract(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """One document (an :class:`ExtractRequest` as a dict) → the response body.
+
+        Raises:
+            Unprocessable: the document has no title, or the schema cannot be filled.
+        """
+        item = ExtractRequest.model_validate(fields)
+        kwargs = dict(content_type=item.content_type, base_url=item.base_url, limits=self._limits)
+        try:
+            if item.schema_ == "job_posting":
+                complete = None if item.mode == "fast" else self._completion()
+                result = await extract_job_posting(item.document, mode=item.mode, complete=complete, **kwargs)
+                return result.as_response("job_posting")
+            result = await extract_custom(item.document, item.schema_, mode=item.mode, complete=self._completion(), **kwargs)
+            return result.as_response("custom")
+        except ExtractionFailed as exc:
+            raise Unprocessable(exc.message, param=exc.param, code=exc.code) from None
+
+    def _completion(self):
+        """The pipeline's ``complete`` for one document: routed on its first call only."""
+        decision: Optional[RouteResponse] = None
+
+        async def complete(call: LlmRequest) -> LlmReply:
+            nonlocal decision
+            response_format = {
+                "type": "json_schema",
+                "json_schema": {"name": "extraction", "schema": call.json_schema, "strict": True},
+            }
+            if decision is None:
+                decision = await self._decide(call, response_format)
+            body = ChatCompletionRequest(
+                model=decision.target, messages=call.messages, max_tokens=call.max_tokens,
+                temperature=0.0, response_format=response_format, stream=False,
+            )
+            if decision.role == "reasoner" and call.thinking_tokens:
+                # Extraction needs little thinking; the profile bounds it so the JSON fits.
+                body.thinking_token_budget = call.thinking_tokens
+            dispatched = await self._dispatcher.dispatch(body, "chat", decision)
+            choice = dispatched.reply["choices"][0]
+            usage = dispatched.reply.get("usage") or {}
+            return LlmReply(
+                content=choice["message"].get("content"), finish_reason=choice.get("finish_reason"),
+                target=dispatched.decision.target, reason=dispatched.decision.reason, hops=",".join(dispatched.hops),
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
+            )
+
+        return complete
+
+    async def _decide(self, call: LlmRequest, response_format: dict[str, Any]) -> RouteResponse:
+        if call.role != "auto":
+            return self._dispatcher.pinned(call.role, "extraction mode")
+        route_input = route_input_from_chat({
+            "messages": [{"role": "user", "content": call.route_text[: self._profile.extraction.llm_input_chars]}],
+            "response_format": response_format, "max_tokens": call.max_tokens,
+        })
+        return await self._dispatcher.resolve(AUTO_MODEL_ID, route_input)
