@@ -39,6 +39,7 @@ def _options(resources, scaling=None, **extra: Any) -> dict[str, Any]:
 
 def build_graph(profile: Profile, settings: Optional[Settings] = None):
     """Bind every node of the graph for ``profile`` and return the ingress application."""
+    from deployments.collections.deployment import Collections
     from deployments.embedder.deployment import Embedder
     from deployments.extraction.deployment import Extraction
     from deployments.llm.builder import build_llm_node
@@ -60,10 +61,14 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     ).bind(
         profile.embedder,
         resolve_source(profile.embedder.source, cache_dir=settings.cache_dir),
-        profile.collections,
-        str(settings.data_dir),
         cache_dir=str(settings.cache_dir),
     )
+    collections = None
+    if profile.collections.enabled:
+        # One replica: it owns the collection files (and locks their directory).
+        collections = serve.deployment(
+            Collections, name="Collections", num_replicas=1, **_options(profile.collections.resources)
+        ).bind(profile.collections, profile.embedder, str(settings.data_dir), embedder)
     router = serve.deployment(
         Router, name="Router", **_options(profile.router.resources, profile.router.scaling)
     ).bind(
@@ -88,7 +93,7 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     ingress_cls = make_ingress_class(settings, frozenset({profile.extractor.model_id, profile.reasoner.model_id}))
     return serve.deployment(
         ingress_cls, name="Ingress", **_options(profile.ingress.resources, profile.ingress.scaling)
-    ).bind(profile, extractor, reasoner, embedder, router, monitor, extraction)
+    ).bind(profile, extractor, reasoner, embedder, router, monitor, extraction, collections)
 
 
 def build_app(args: dict[str, Any]):

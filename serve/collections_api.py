@@ -1,8 +1,8 @@
-"""``/v1/collections``: the ingress side of the embedder's document collections.
+"""``/v1/collections``: the ingress side of the document collections.
 
 Requests are validated here against the profile's limits (each one explicit, each
-failure a 4xx naming the field); the embedder deployment embeds and stores. Its answers
-are ``{"ok": ...}`` or ``{"error": {...}}``, turned into the envelope here.
+failure a 4xx naming the field); the Collections deployment embeds (through the
+Embedder) and stores, and its errors arrive as the application's typed errors.
 """
 
 from __future__ import annotations
@@ -10,29 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from serve.errors import BadRequest, GraphError, serve_errors_as_http, within
+from serve.errors import BadRequest, NotFound, serve_errors_as_http, within
 from serve.protocol import SearchRequest, UpsertRequest
 
 
-class _StoreError(GraphError):
-    def __init__(self, status: int, message: str, *, param=None, code=None) -> None:
-        self.status_code = status
-        super().__init__(message, param=param, code=code)
-
-
-def unwrap(result: dict[str, Any]) -> Any:
-    """The embedder's ``ok`` value, or its error raised as the right 4xx."""
-    if "error" in result:
-        error = result["error"]
-        status = int(error["status"])
-        if status >= 500:
-            status = 503  # a collection that failed its check: reported, not served
-        raise _StoreError(status, error["message"], param=error.get("param"), code=error.get("code"))
-    return result["ok"]
-
-
 class CollectionEndpoints:
-    """Mixed into the Ingress; relies on its ``_profile``, ``_embedder`` and admission."""
+    """The collection routes, mixed into the Ingress: they use its ``_profile``,
+    ``_dispatcher`` (admission), ``_settings`` and ``_collections`` handle."""
 
     def _check_collection_name(self, collection: str) -> None:
         from deployments.embedder.collection import NAME_RULE, valid_collection_name
@@ -61,14 +45,21 @@ class CollectionEndpoints:
             if len(json.dumps(doc.metadata)) > spec.max_metadata_bytes:
                 raise BadRequest(f"{where}.metadata is larger than {spec.max_metadata_bytes} bytes", param=f"{where}.metadata")
 
+    async def _ask(self, method: str, *args: Any) -> Any:
+        """Call the Collections deployment, bounded in time; its typed errors pass through."""
+        if self._collections is None:
+            raise NotFound("collections are disabled in this profile", code="collections_disabled")
+        with serve_errors_as_http():
+            return await within(getattr(self._collections, method).remote(*args), self._settings.embedder_timeout_s,
+                                "the collections service")
+
     async def upsert_documents(self, collection: str, body: UpsertRequest) -> dict[str, Any]:
         """Add or replace documents; answered once they are durable on disk."""
         self._dispatcher.admit(llm=False)
         self._check_collection_name(collection)
         self._check_documents(body)
         documents = [doc.model_dump() for doc in body.documents]
-        with serve_errors_as_http():
-            result = unwrap(await within(self._embedder.upsert.remote(collection, documents), self._settings.embedder_timeout_s, "the embedder"))
+        result = await self._ask("upsert", collection, documents)
         return {"object": "collection.upsert", **result, "ids": [d["id"] for d in documents]}
 
     async def search_collection(self, collection: str, body: SearchRequest) -> dict[str, Any]:
@@ -84,35 +75,26 @@ class CollectionEndpoints:
             raise BadRequest(f"k={k} exceeds the limit of {spec.max_k}", param="k", code="limit_exceeded")
         if len(query) > spec.max_query_chars:
             raise BadRequest(f"query is longer than {spec.max_query_chars} characters", param="query")
-        with serve_errors_as_http():
-            return unwrap(await within(self._embedder.search.remote(collection, query, k, filter), self._settings.embedder_timeout_s, "the embedder"))
+        return await self._ask("search", collection, query, k, filter)
 
     async def get_document(self, collection: str, doc_id: str) -> dict[str, Any]:
         self._check_collection_name(collection)
-        with serve_errors_as_http():
-            return unwrap(await within(self._embedder.get_document.remote(collection, doc_id), self._settings.embedder_timeout_s, "the embedder"))
+        return await self._ask("get_document", collection, doc_id)
 
     async def delete_document(self, collection: str, doc_id: str) -> dict[str, Any]:
         """Delete one document; answered once the delete is durable."""
         self._check_collection_name(collection)
-        with serve_errors_as_http():
-            unwrap(await within(self._embedder.delete_document.remote(collection, doc_id), self._settings.embedder_timeout_s, "the embedder"))
+        await self._ask("delete_document", collection, doc_id)
         return {"id": doc_id, "object": "collection.document", "deleted": True}
 
     async def list_collections(self) -> dict[str, Any]:
-        with serve_errors_as_http():
-            return {"object": "list", "data": unwrap(await within(self._embedder.collection_stats.remote(None), self._settings.embedder_timeout_s, "the embedder"))}
+        return {"object": "list", "data": await self._ask("stats", None)}
 
     async def get_collection(self, collection: str) -> dict[str, Any]:
         self._check_collection_name(collection)
-        with serve_errors_as_http():
-            return unwrap(await within(self._embedder.collection_stats.remote(collection), self._settings.embedder_timeout_s, "the embedder"))
+        return await self._ask("stats", collection)
 
     async def delete_collection(self, collection: str) -> dict[str, Any]:
         self._check_collection_name(collection)
-        with serve_errors_as_http():
-            unwrap(await within(self._embedder.drop_collection.remote(collection), self._settings.embedder_timeout_s, "the embedder"))
+        await self._ask("drop", collection)
         return {"id": collection, "object": "collection", "deleted": True}
-
-
-

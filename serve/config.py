@@ -329,6 +329,10 @@ class CollectionsSpec(_Strict):
     snapshot_every_ops: int = Field(500, ge=1, description="Writes between index snapshots.")
     snapshot_interval_s: float = Field(30.0, gt=0, description="Snapshot collections with pending writes this often.")
     max_collections: int = Field(64, ge=1, description="Collections one graph holds.")
+    resources: Resources = Field(
+        default_factory=lambda: Resources(num_cpus=0.1),
+        description="The Collections deployment's replica (always one: it owns the files).",
+    )
     max_documents_per_request: int = Field(256, ge=1, description="Documents one upsert may carry.")
     max_document_chars: int = Field(100_000, ge=1, description="Longest document text.")
     max_id_chars: int = Field(256, ge=1, description="Longest document id.")
@@ -391,11 +395,6 @@ class Profile(_Strict):
             spec = self.llm(role)
             if spec.thinking_budget_tokens and not spec.reasoning_parser:
                 raise ValueError(f"{role}.thinking_budget_tokens needs {role}.reasoning_parser")
-        if self.collections.enabled and (self.embedder.scaling.num_replicas != 1 or self.embedder.scaling.autoscaling):
-            raise ValueError(
-                "embedder.scaling: the embedder owns the collections on its local disk, so it runs exactly "
-                "one replica (num_replicas: 1, no autoscaling) while collections.enabled is true"
-            )
         if len(set(ids)) != len(ids) or AUTO_MODEL_ID in ids:
             raise ValueError(
                 f"model ids must be unique and not {AUTO_MODEL_ID!r}; got {ids}"
@@ -447,6 +446,7 @@ class Profile(_Strict):
             "monitor": self.monitor.resources,
             "ingress": self.ingress.resources,
             "extraction": self.extraction.resources,
+            "collections": self.collections.resources,
         }
 
     def llm(self, role: str) -> LLMSpec:

@@ -29,6 +29,7 @@ _TYPE_BY_STATUS = {
     404: "not_found_error",
     405: "invalid_request_error",
     408: "timeout_error",
+    409: "invalid_request_error",
     413: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
@@ -43,6 +44,7 @@ _CODE_BY_STATUS = {
     404: "not_found",
     405: "method_not_allowed",
     408: "request_timeout",
+    409: "conflict",
     413: "request_too_large",
     422: "unprocessable_entity",
     429: "rate_limited",
@@ -84,6 +86,10 @@ class Unauthorized(GraphError):
 
 class NotFound(GraphError):
     status_code = 404
+
+
+class Conflict(GraphError):
+    status_code = 409
 
 
 class PayloadTooLarge(GraphError):

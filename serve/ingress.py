@@ -81,6 +81,7 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints):
         router: Handle to the Router deployment.
         monitor: Handle to the GpuMonitor deployment.
         extraction: Handle to the Extraction deployment.
+        collections: Handle to the Collections deployment (None when the profile has none).
 
     Environment settings are read in the replica, not bound: bound arguments are pickled
     into Serve's checkpoint, and the settings hold the API keys.
@@ -95,6 +96,7 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints):
         router: DeploymentHandle,
         monitor: DeploymentHandle,
         extraction: DeploymentHandle,
+        collections: Optional[DeploymentHandle] = None,
     ) -> None:
         self._profile = profile
         self._settings = load_settings()
@@ -102,9 +104,13 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints):
         self._embedder = embedder
         self._monitor = monitor
         self._extraction = extraction
+        self._collections = collections
+        deployments = {"extractor": extractor, "reasoner": reasoner, "embedder": embedder, "router": router,
+                       "monitor": monitor, "extraction": extraction}
+        if collections is not None:
+            deployments["collections"] = collections
         self._health = HealthCache(
-            {"extractor": extractor, "reasoner": reasoner, "embedder": embedder, "router": router, "monitor": monitor,
-             "extraction": extraction},
+            deployments,
             monitor, probe_timeout_s=self._settings.readiness_timeout_s,
         )
         self._dispatcher = Dispatcher(

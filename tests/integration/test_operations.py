@@ -15,7 +15,7 @@ from tests.support.models import EXTRACTOR, PROFILE
 
 pytestmark = pytest.mark.integration
 
-DEPLOYMENTS = {"Ingress", "Extractor", "Reasoner", "Embedder", "Router", "GpuMonitor", "Extraction"}
+DEPLOYMENTS = {"Ingress", "Extractor", "Reasoner", "Embedder", "Router", "GpuMonitor", "Extraction", "Collections"}
 
 
 def test_healthz_and_readyz(http):

@@ -64,6 +64,13 @@ def test_reasoner_down_streams_never_replay_and_auto_falls_back(graph):
         assert not alive, f"engine processes outlived their replica: {[p.pid for p in alive]}"
 
         # 2. New auto requests that the router sends to the reasoner succeed on the extractor.
+        # The dispatcher abandons a hop that is known to be down; /readyz reads the same
+        # health picture, so wait until it shows the reasoner down (a request sent before
+        # that waits in the handle for the replacement replica, which may win the race).
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").json()["deployments"]["reasoner"] != "down":
+            assert time.monotonic() < deadline, "the ingress never saw the reasoner go down"
+            time.sleep(0.1)
         deadline, fallback = time.monotonic() + 90, None
         while time.monotonic() < deadline and fallback is None:
             try:

@@ -1,0 +1,1 @@
+"""The Collections deployment: the singleton that owns the collection files."""
