@@ -31,11 +31,14 @@ class HealthCache:
         handles: Deployment handles by name (each answers ``check_health``).
         monitor: The GPU monitor's handle (answers ``admission``), or None.
         probe_timeout_s: How long one answer may take before it counts as a failure.
+        ready_message: Logged once, the first time every deployment answers.
     """
 
-    def __init__(self, handles: dict[str, Any], monitor: Any = None, *, probe_timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    def __init__(self, handles: dict[str, Any], monitor: Any = None, *, probe_timeout_s: float = PROBE_TIMEOUT_S,
+                 ready_message: Optional[str] = None) -> None:
         self._handles = dict(handles)
         self._timeout_s = probe_timeout_s
+        self._ready_message = ready_message
         self._monitor = monitor
         self._healthy: dict[str, Optional[bool]] = {name: None for name in handles}
         self.thermal: dict[str, Any] = {"level": "normal", "temperature_c": None}
@@ -63,6 +66,9 @@ class HealthCache:
             if healthy != self._healthy[name] and self._healthy[name] is not None:
                 logger.warning("deployment %s is now %s", name, "healthy" if healthy else "unavailable")
             self._healthy[name] = healthy
+        if self._ready_message and all(self._healthy.values()):
+            logger.info("%s", self._ready_message)
+            self._ready_message = None
         if self._monitor is not None:
             try:
                 self.thermal = await asyncio.wait_for(self._monitor.admission.remote(), self._timeout_s)

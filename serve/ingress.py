@@ -31,6 +31,7 @@ from serve.dispatcher import Dispatched, Dispatcher, structured_fields
 from serve.errors import BadRequest, NotFound, install_error_handlers, serve_errors_as_http, within
 from serve.extract_api import ExtractionEndpoints
 from serve.health import HealthCache
+from serve.log_filters import quiet_probes
 from serve.middleware import MAX_HEADER_BYTES, ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware, HeaderLimitMiddleware
 from serve.model_cards import model_cards
 from serve.observability import RequestMetricsMiddleware
@@ -98,6 +99,7 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints):
         extraction: DeploymentHandle,
         collections: Optional[DeploymentHandle] = None,
     ) -> None:
+        quiet_probes()  # successful health probes stay out of the access log
         self._profile = profile
         self._settings = load_settings()
         self._cards = model_cards(profile)
@@ -112,6 +114,11 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints):
         self._health = HealthCache(
             deployments,
             monitor, probe_timeout_s=self._settings.readiness_timeout_s,
+            ready_message=(
+                f"local-llm-graph is ready (profile {profile.name}): all {len(deployments)} deployments answer. "
+                "OpenAI API under /v1 and its docs at /docs on Serve's HTTP address (http://127.0.0.1:8000 "
+                "by default); the Ray dashboard on port 8265."
+            ),
         )
         self._dispatcher = Dispatcher(
             profile, {profile.extractor.model_id: extractor, profile.reasoner.model_id: reasoner},
@@ -119,8 +126,8 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints):
         )
 
     async def check_health(self) -> None:
-        """Serve's health check: the ingress answers."""
-        return None
+        """Serve's health check: the ingress answers (and its health loop is running)."""
+        self._health.watch()
 
     # ----------------------------------------------------------------- models
     async def models(self) -> ModelList:

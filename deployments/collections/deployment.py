@@ -26,6 +26,7 @@ from deployments.embedder.filters import FilterError, compile_filter
 from deployments.embedder.index import IndexParams
 from serve.config import CollectionsSpec, EmbedderSpec
 from serve.errors import BadRequest, Conflict, GraphError, NotFound, PayloadTooLarge, Unavailable
+from serve.log_filters import quiet_probes
 from serve.observability import replica_metric
 from serve.settings import load_settings
 
@@ -50,6 +51,7 @@ class Collections:
     """
 
     def __init__(self, spec: CollectionsSpec, embedder_spec: EmbedderSpec, data_dir: str, embedder: DeploymentHandle) -> None:
+        quiet_probes()  # successful health probes stay out of the access log
         self._spec = spec
         self._embedder = embedder
         self._embed_timeout_s = load_settings().embedder_timeout_s

@@ -17,6 +17,7 @@ from ray import serve
 
 from deployments.embedder.encoder import Encoder, encode_requests
 from serve.config import EmbedderSpec
+from serve.log_filters import quiet_probes
 
 
 def _texts_in(requests: list[list[str]]) -> int:
@@ -36,6 +37,7 @@ class Embedder:
 
     def __init__(self, spec: EmbedderSpec, model_path: str, *, cache_dir: Optional[str] = None,
                  encoder: Optional[Encoder] = None) -> None:
+        quiet_probes()  # successful health probes stay out of the access log
         if encoder is None:
             from deployments.embedder.encoder import make_encoder
             from serve.settings import load_settings

@@ -24,6 +24,7 @@ from serve.config import AUTO_MODEL_ID, Profile
 from serve.dispatcher import Dispatcher
 from serve.errors import Unprocessable
 from serve.health import HealthCache
+from serve.log_filters import quiet_probes
 from serve.protocol import ExtractRequest, RouteResponse
 from serve.settings import load_settings
 
@@ -41,6 +42,7 @@ class Extraction:
 
     def __init__(self, profile: Profile, extractor: DeploymentHandle, reasoner: DeploymentHandle,
                  router: DeploymentHandle, monitor: DeploymentHandle) -> None:
+        quiet_probes()  # successful health probes stay out of the access log
         self._profile = profile
         settings = load_settings()
         health = HealthCache({"extractor": extractor, "reasoner": reasoner}, monitor,

@@ -15,6 +15,7 @@ from deployments.router.exemplars import load_exemplars
 from deployments.router.features import RouteInput, text_to_embed
 from deployments.router.policies import NEEDS_EXEMPLARS, ExemplarVectors, RoutingPolicy, make_policy
 from serve.config import CONFIGS_DIR, RouterSpec
+from serve.log_filters import quiet_probes
 from serve.observability import replica_metric
 
 logger = logging.getLogger("ray.serve")
@@ -38,6 +39,7 @@ class Router:
         *,
         policy: Optional[RoutingPolicy] = None,
     ) -> None:
+        quiet_probes()  # successful health probes stay out of the access log
         self._spec = spec
         self._targets = targets
         self._embedder = embedder
