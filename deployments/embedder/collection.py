@@ -5,8 +5,8 @@ transaction in WAL mode with ``synchronous=FULL``, so when a write is acknowledg
 on disk, and a crash at any moment leaves either all of it or none of it. The ``ops``
 table is the collection's append-only journal (which chunks each write added or
 removed; chunk ids are AUTOINCREMENT, so one is never reused); the FAISS index is a
-cache of the chunks table, snapshotted atomically (temp
-file, fsync, rename) with a SHA-256 manifest naming the last journal entry it covers.
+cache of the chunks table, snapshotted atomically (``snapshots.py``: temp file, fsync,
+rename) with a SHA-256 manifest naming the last journal entry it covers.
 Opening a collection loads the newest snapshot whose checksum matches and replays the
 journal after it; a database or snapshot that fails its check is moved to
 ``quarantine/`` and reported, never half-loaded (a bad snapshot is rebuilt from the
@@ -18,7 +18,6 @@ index is FAISS's own format.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from deployments.embedder.chunking import chunk_spans
+from deployments.embedder import snapshots
 from deployments.embedder.index import IndexParams, VectorIndex
 
 logger = logging.getLogger("ray.serve")
@@ -87,20 +87,37 @@ class Hit:
     chunk: dict[str, int]
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _open_database(directory: Path, params: StoreParams) -> sqlite3.Connection:
+    """The collection's SQLite database in WAL mode with full sync, checked before use.
+
+    Raises:
+        StoreError: ``corrupt`` when it fails its integrity check, ``embedder_mismatch``
+            when it was built with another embedding model.
+    """
+    name = directory.name
+    db = sqlite3.connect(directory / "store.sqlite", check_same_thread=False, isolation_level=None)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        status = db.execute("PRAGMA quick_check").fetchone()[0]
+        if status != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {status}")
+        db.executescript(_SCHEMA)
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise StoreError(f"collection {name!r} failed its integrity check ({exc})", status=500, code="corrupt") from exc
+    stored = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    expected = {"model_id": params.model_id, "dimensions": str(params.index.dimensions)}
+    if not stored:
+        with db:
+            db.executemany("INSERT INTO meta VALUES (?, ?)", expected.items())
+    elif {k: stored.get(k) for k in expected} != expected:
+        db.close()
+        raise StoreError(
+            f"collection {name!r} was built with {stored.get('model_id')} ({stored.get('dimensions')}-d); "
+            f"this graph embeds with {params.model_id}", status=409, code="embedder_mismatch",
+        )
+    return db
 
 
 class Collection:
@@ -118,7 +135,7 @@ class Collection:
         directory.mkdir(parents=True, exist_ok=True)
         for leftover in directory.glob("*.tmp"):
             leftover.unlink()  # a snapshot interrupted before its rename
-        self._db = self._open_db()
+        self._db = _open_database(directory, params)
         self._chunk_doc: dict[int, str] = {}
         self._doc_meta: dict[str, dict[str, Any]] = {}
         self._doc_chunks: dict[str, list[int]] = {}
@@ -126,32 +143,6 @@ class Collection:
         self._index = self._load_index()
 
     # ---------------------------------------------------------------- opening
-    def _open_db(self) -> sqlite3.Connection:
-        path = self.directory / "store.sqlite"
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            status = db.execute("PRAGMA quick_check").fetchone()[0]
-            if status != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {status}")
-            db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            db.close()
-            raise StoreError(f"collection {self.name!r} failed its integrity check ({exc})", status=500, code="corrupt") from exc
-        stored = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        expected = {"model_id": self._params.model_id, "dimensions": str(self._params.index.dimensions)}
-        if not stored:
-            with db:
-                db.executemany("INSERT INTO meta VALUES (?, ?)", expected.items())
-        elif {k: stored.get(k) for k in expected} != expected:
-            db.close()
-            raise StoreError(
-                f"collection {self.name!r} was built with {stored.get('model_id')} ({stored.get('dimensions')}-d); "
-                f"this graph embeds with {self._params.model_id}", status=409, code="embedder_mismatch",
-            )
-        return db
-
     def _load_rows(self) -> None:
         for doc_id, metadata in self._db.execute("SELECT id, metadata FROM documents"):
             self._doc_meta[doc_id] = json.loads(metadata)
@@ -171,25 +162,12 @@ class Collection:
                 out[start + i] = np.frombuffer(rows[chunk_id], dtype=np.float32)
         return out
 
-    def _snapshots(self) -> list[Path]:
-        return sorted(self.directory.glob("snapshot-*.json"), key=lambda p: int(p.stem.split("-")[1]), reverse=True)
-
     def _load_index(self) -> VectorIndex:
         """Newest valid snapshot + journal replay; a full rebuild when there is none."""
-        for manifest_path in self._snapshots():
-            try:
-                manifest = json.loads(manifest_path.read_text())
-                data_path = self.directory / manifest["file"]
-                if _sha256(data_path) != manifest["sha256"] or manifest["dimensions"] != self._params.index.dimensions:
-                    raise ValueError("checksum mismatch")
-                index = VectorIndex.from_bytes(self._params.index, manifest["kind"], data_path.read_bytes(), manifest["tombstones"])
-            except (OSError, ValueError, KeyError, RuntimeError) as exc:
-                data_file = manifest_path.with_suffix(".faiss")
-                if data_file.exists():
-                    self._quarantine(data_file, f"snapshot failed its check: {exc}")
-                self._quarantine(manifest_path, f"snapshot failed its check: {exc}")
-                continue
-            self._replay(index, manifest["seq"])
+        found = snapshots.read_newest(self.directory, self._params.index, self._quarantine)
+        if found is not None:
+            index, seq = found
+            self._replay(index, seq)
             return index
         live = sorted(self._chunk_doc)
         return VectorIndex.build(self._params.index, np.asarray(live, dtype=np.int64), self._vectors(live))
@@ -314,28 +292,7 @@ class Collection:
             data = self._index.to_bytes()
             kind, tombstones = self._index.kind, sorted(self._index.tombstones)
             self._ops_since_snapshot = 0
-        data_path = self.directory / f"snapshot-{seq}.faiss"
-        tmp = data_path.with_suffix(".faiss.tmp")
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, data_path)
-        manifest = {"seq": seq, "file": data_path.name, "sha256": hashlib.sha256(data).hexdigest(), "kind": kind,
-                    "dimensions": self._params.index.dimensions, "tombstones": tombstones, "written_at": time.time()}
-        manifest_path = self.directory / f"snapshot-{seq}.json"
-        tmp = manifest_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(manifest))
-        with tmp.open("rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, manifest_path)
-        _fsync_dir(self.directory)
-        for old in self._snapshots():
-            if old != manifest_path:
-                old.unlink(missing_ok=True)
-        for old in self.directory.glob("snapshot-*.faiss"):
-            if old != data_path:
-                old.unlink(missing_ok=True)  # older snapshots, and any left without a manifest
+        snapshots.write(self.directory, seq, data, kind=kind, dimensions=self._params.index.dimensions, tombstones=tombstones)
         with self._lock:
             self._db.execute("DELETE FROM ops WHERE seq <= ?", (seq,))
 
