@@ -212,17 +212,25 @@ def error_response(request: Request, status: int, message: str, *, param=None, c
     )
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, Optional[str]]:
-    errors = exc.errors()
+def validation_problem(errors: list[dict[str, Any]], prefix: str = "") -> tuple[str, Optional[str]]:
+    """The message and ``param`` of the first pydantic error, its location under ``prefix``.
+
+    The one formatting of validation errors for the request body and for the parts the
+    ingress validates itself (``retrieval``, a batch's ``documents[i]``).
+    """
     if not errors:
-        return "invalid request body", None
+        return "invalid request body", prefix or None
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
     if first.get("type") == "json_invalid":
         return "request body is not valid JSON", None
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(filter(None, [prefix, *loc])) or None
     msg = str(first.get("msg", "invalid value"))
     return (f"{param}: {msg}" if param else msg), param
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, Optional[str]]:
+    return validation_problem(exc.errors())
 
 
 def install_error_handlers(app: FastAPI) -> None:

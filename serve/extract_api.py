@@ -14,7 +14,17 @@ from typing import Any
 from fastapi import Request
 from pydantic import ValidationError
 
-from serve.errors import BadRequest, GraphError, PayloadTooLarge, client_message, error_body, public_error, serve_errors_as_http, within
+from serve.errors import (
+    BadRequest,
+    GraphError,
+    PayloadTooLarge,
+    client_message,
+    error_body,
+    public_error,
+    serve_errors_as_http,
+    validation_problem,
+    within,
+)
 from serve.protocol import ExtractBatchRequest, ExtractRequest
 
 
@@ -90,9 +100,8 @@ class ExtractionEndpoints:
                 try:
                     item = ExtractRequest.model_validate(fields)
                 except ValidationError as exc:
-                    first = exc.errors()[0]
-                    where = ".".join(str(p) for p in first.get("loc", ()))
-                    raise BadRequest(f"documents[{index}].{where}: {first.get('msg')}", param=f"documents[{index}].{where}") from None
+                    message, param = validation_problem(exc.errors(), f"documents[{index}]")
+                    raise BadRequest(message, param=param) from None
                 async with gate:
                     return {"index": index, "status": 200, "result": await self._extract_one(item, request)}
             except Exception as exc:  # noqa: BLE001 - one document's failure is its own result

@@ -22,13 +22,13 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import make_fastapi_ingress
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 
-from deployments.router.features import RouteInput, route_input_from_chat
+from deployments.router.features import RouteInput, last_user_text, route_input_from_chat
 from serve import rag
 from serve.collections_api import CollectionEndpoints
 from serve.config import AUTO_MODEL_ID, Profile
 from serve.conformance import check_chat_reply, needs_check
 from serve.dispatcher import Dispatched, Dispatcher, structured_fields
-from serve.errors import BadRequest, NotFound, install_error_handlers, serve_errors_as_http, within
+from serve.errors import BadRequest, NotFound, install_error_handlers, serve_errors_as_http, validation_problem, within
 from serve.extract_api import ExtractionEndpoints
 from serve.health import HealthCache
 from serve.log_filters import quiet_probes
@@ -171,15 +171,13 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints):
         try:
             return RetrievalOptions.model_validate(raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            raise BadRequest(f"retrieval.{where}: {first.get('msg')}" if where else f"retrieval: {first.get('msg')}",
-                             param=f"retrieval.{where}".rstrip(".")) from None
+            message, param = validation_problem(exc.errors(), "retrieval")
+            raise BadRequest(message, param=param) from None
 
     async def _retrieve(self, body: ChatCompletionRequest, retrieval: RetrievalOptions) -> tuple[str, list[dict[str, Any]]]:
         """Search the collection and put the passages in the request's context."""
         self._check_collection_name(retrieval.collection)
-        query = retrieval.query or rag.last_user_text(body.messages)
+        query = retrieval.query or last_user_text(body.messages)
         if not query.strip():
             raise BadRequest("retrieval needs a user message (or retrieval.query) to search with", param="retrieval.query")
         results = await self._search(retrieval.collection, query, retrieval.k, retrieval.filter)

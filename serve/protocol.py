@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from deployments.extraction.pipeline import Mode
+
 #: The message roles of the OpenAI chat API. vLLM's protocol accepts any string (its
 #: "custom" message type), and a chat template then renders or drops an unknown role
 #: silently, so the ingress refuses it instead.
@@ -71,7 +73,7 @@ class RouteResponse(BaseModel):
     pinned: bool = Field(False, description="True when the client named the model.")
 
 
-ExtractMode = Literal["auto", "fast", "llm", "deep"]
+ExtractMode = Mode  # one definition, the pipeline's
 
 
 class ExtractRequest(BaseModel):

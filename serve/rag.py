@@ -21,18 +21,6 @@ INSTRUCTIONS = (
 )
 
 
-def last_user_text(messages: list[Any]) -> str:
-    for message in reversed(messages):
-        if message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return ""
-
-
 def context_message(results: list[dict[str, Any]], max_chars: int) -> str:
     """The system message holding the passages, cut to ``max_chars`` in total."""
     blocks, used = [], 0

@@ -46,20 +46,22 @@ def _content_text(content: Any) -> str:
     return str(content)
 
 
+def last_user_text(messages: Iterable[Any]) -> str:
+    """The text of the last user message (its text parts joined), or ``""``."""
+    last = ""
+    for message in messages:
+        if isinstance(message, dict) and message.get("role") == "user":
+            last = _content_text(message.get("content"))
+    return last
+
+
 def route_input_from_chat(body: dict[str, Any]) -> RouteInput:
     """Build a :class:`RouteInput` from an OpenAI chat-completions body (a dict)."""
     messages = body.get("messages") or []
-    texts: list[str] = []
-    last_user = ""
-    for message in messages:
-        if not isinstance(message, dict):
-            continue
-        role = message.get("role")
-        if role in ("system", "developer", "user"):
-            text = _content_text(message.get("content"))
-            texts.append(text)
-            if role == "user":
-                last_user = text
+    texts = [
+        _content_text(m.get("content")) for m in messages
+        if isinstance(m, dict) and m.get("role") in ("system", "developer", "user")
+    ]
     response_format = body.get("response_format") or {}
     wants_json = isinstance(response_format, dict) and response_format.get("type") in (
         "json_schema",
@@ -68,7 +70,7 @@ def route_input_from_chat(body: dict[str, Any]) -> RouteInput:
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     return RouteInput(
         text="\n\n".join(texts),
-        last_user_text=last_user,
+        last_user_text=last_user_text(messages),
         num_messages=len(messages),
         has_tools=bool(body.get("tools")),
         wants_json=wants_json,
