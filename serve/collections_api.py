@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from serve.errors import BadRequest, NotFound, serve_errors_as_http, within
+from serve.errors import BadRequest, NotFound, typed_handle_errors, within
 from serve.protocol import SearchRequest, UpsertRequest
 
 
@@ -49,7 +49,7 @@ class CollectionEndpoints:
         """Call the Collections deployment, bounded in time; its typed errors pass through."""
         if self._collections is None:
             raise NotFound("collections are disabled in this profile", code="collections_disabled")
-        with serve_errors_as_http():
+        with typed_handle_errors():
             return await within(getattr(self._collections, method).remote(*args), self._settings.embedder_timeout_s,
                                 "the collections service")
 

@@ -30,7 +30,7 @@ from deployments.monitor.thermal import shed_reason
 from deployments.router.features import RouteInput
 from serve.config import AUTO_MODEL_ID, LLMSpec, Profile
 from serve.conformance import forces_structure, structured_thinking_budget
-from serve.errors import BadRequest, NotFound, RateLimited, Unavailable, serve_errors_as_http
+from serve.errors import BadRequest, NotFound, RateLimited, Unavailable, typed_handle_errors
 from serve.health import HealthCache
 from serve.limits import apply_generation_limits
 from serve.observability import replica_metric
@@ -182,21 +182,21 @@ class Dispatcher:
         # Admission and the count happen with no await in between, so concurrent
         # requests cannot all pass a soft-limit check before any of them is counted.
         self.admit(llm=True)
-        self._count(target, +1)
+        self._count_in_flight(target, +1)
         try:
             if call_method == "chat":
                 body = sanitize_chat_request(body)
-            with serve_errors_as_http():
+            with typed_handle_errors():
                 chunks = getattr(self._llms[target], call_method).remote(body, request_info)
                 first = await chunks.__anext__()
             head = first[0] if isinstance(first, list) else first
             if isinstance(head, ErrorResponse):
                 raise OpenAIHTTPException(message=head.error.message, status_code=head.error.code, type=head.error.type)
             if isinstance(head, NON_STREAMING_RESPONSE_TYPES):
-                self._count(target, -1)
+                self._count_in_flight(target, -1)
                 return head.model_dump(), None
         except BaseException:
-            self._count(target, -1)
+            self._count_in_flight(target, -1)
             raise
 
         async def rest() -> AsyncIterator[Any]:
@@ -205,11 +205,11 @@ class Dispatcher:
                 async for chunk in chunks:
                     yield chunk
             finally:
-                self._count(target, -1)
+                self._count_in_flight(target, -1)
 
         return None, openai_sse(rest())
 
-    def _count(self, target: str, delta: int) -> None:
+    def _count_in_flight(self, target: str, delta: int) -> None:
         self.in_flight[target] = self.in_flight.get(target, 0) + delta
 
     # --------------------------------------------------------------- fallback

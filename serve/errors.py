@@ -117,7 +117,7 @@ class BadModelOutput(GraphError):
 
 
 @contextlib.contextmanager
-def serve_errors_as_http() -> Iterator[None]:
+def typed_handle_errors() -> Iterator[None]:
     """Turn Ray Serve's handle errors into the application's typed errors.
 
     Ray Serve installs its own plain-text handlers for these two exceptions on every

@@ -21,7 +21,7 @@ from serve.errors import (
     client_message,
     error_body,
     public_error,
-    serve_errors_as_http,
+    typed_handle_errors,
     validation_problem,
     within,
 )
@@ -56,7 +56,7 @@ class ExtractionEndpoints:
                 param="document", code="document_too_long",
             )
         self._dispatcher.admit(llm=item.mode != "fast")
-        with serve_errors_as_http():
+        with typed_handle_errors():
             return await within(self._extraction.extract.remote(item.model_dump(by_alias=True)),
                                 self._settings.extraction_timeout_s, "the extraction service")
 

@@ -28,7 +28,7 @@ from serve.collections_api import CollectionEndpoints
 from serve.config import AUTO_MODEL_ID, Profile
 from serve.conformance import check_chat_reply, needs_check
 from serve.dispatcher import Dispatched, Dispatcher, structured_fields
-from serve.errors import BadRequest, NotFound, install_error_handlers, serve_errors_as_http, validation_problem, within
+from serve.errors import BadRequest, NotFound, install_error_handlers, typed_handle_errors, validation_problem, within
 from serve.extract_api import ExtractionEndpoints
 from serve.health import HealthCache
 from serve.log_filters import quiet_probes
@@ -221,7 +221,7 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints):
         if body.dimensions is not None and body.dimensions != spec.dimensions:
             raise BadRequest(f"this model only produces {spec.dimensions} dimensions", param="dimensions")
 
-        with serve_errors_as_http():
+        with typed_handle_errors():
             result = await within(self._embedder.embed.remote(texts), self._settings.embedder_timeout_s, "the embedder")
         data = []
         for i, vector in enumerate(result["vectors"]):

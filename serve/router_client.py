@@ -13,7 +13,7 @@ from typing import Any
 
 from deployments.router.features import RouteInput
 from serve.config import Profile
-from serve.errors import serve_errors_as_http
+from serve.errors import typed_handle_errors
 from serve.protocol import RouteResponse
 
 logger = logging.getLogger("ray.serve")
@@ -36,7 +36,7 @@ async def decide_in_time(router: Any, route_input: RouteInput, *, profile: Profi
         router: Handle to the Router deployment (anything with ``decide.remote``).
     """
     try:
-        with serve_errors_as_http():
+        with typed_handle_errors():
             return RouteResponse(**await asyncio.wait_for(router.decide.remote(route_input), timeout_s))
     except asyncio.TimeoutError:
         logger.warning("router did not answer within %.1f s; routing to the extractor", timeout_s)

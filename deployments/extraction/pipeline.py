@@ -89,7 +89,9 @@ class Extraction:
 
 
 @dataclass
-class _Fast:
+class FastStagesResult:
+    """What stages 1-3 (structured data, visible text, rules) found in one document."""
+
     fields: dict[str, Any]
     sources: dict[str, Source]
     text: str
@@ -118,7 +120,7 @@ def _normalize(fields: dict[str, Any], sources: dict[str, Source], warnings: lis
     return {}
 
 
-def run_fast(document: str, *, content_type: Optional[str], base_url: str, limits: PipelineLimits) -> _Fast:
+def run_fast(document: str, *, content_type: Optional[str], base_url: str, limits: PipelineLimits) -> FastStagesResult:
     """Stages 1-3 for one document: structured data, visible text, rules."""
     is_html = content_type == "text/html" if content_type else text_stage.looks_like_html(document)
     sources: dict[str, Source] = {}
@@ -170,7 +172,7 @@ def run_fast(document: str, *, content_type: Optional[str], base_url: str, limit
             found[name] = value
             sources[name] = "rules"
     fields = _normalize(found, sources, warnings)
-    return _Fast(fields=fields, sources={k: sources[k] for k in fields}, text=body, kind=kind, warnings=warnings)
+    return FastStagesResult(fields=fields, sources={k: sources[k] for k in fields}, text=body, kind=kind, warnings=warnings)
 
 
 # ------------------------------------------------------------------- stage 4
@@ -194,7 +196,7 @@ def _parse(reply: LlmReply) -> tuple[Optional[dict[str, Any]], Optional[str]]:
     return value, None
 
 
-def _judge(reply: LlmReply, check: Callable[[dict[str, Any]], Optional[str]]) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+def _parsed_and_checked(reply: LlmReply, check: Callable[[dict[str, Any]], Optional[str]]) -> tuple[Optional[dict[str, Any]], Optional[str]]:
     """The reply's JSON object and ``None``, or ``None`` and what is wrong with it."""
     value, error = _parse(reply)
     if value is not None:
@@ -202,7 +204,7 @@ def _judge(reply: LlmReply, check: Callable[[dict[str, Any]], Optional[str]]) ->
     return value, error
 
 
-class _Llm:
+class LlmFill:
     """Stage 4 for one document: call, check, and repair once."""
 
     def __init__(self, complete: Complete, limits: PipelineLimits, role: str, route_text: str, result: Extraction) -> None:
@@ -234,7 +236,7 @@ class _Llm:
         schema, scale = schemas.fit_to_budget(build, self._budget())
         messages = _messages(text, schema, self._limits, known)
         reply = await self._call(messages, schema)
-        value, error = _judge(reply, check)
+        value, error = _parsed_and_checked(reply, check)
         if error is None:
             return value, None
         # One repair: tighter bounds after truncation, the error spelled out otherwise.
@@ -246,7 +248,7 @@ class _Llm:
             {"role": "user", "content": f"That answer was rejected: {error}. Reply again with JSON that matches the schema."},
         ]
         reply = await self._call(repair, schema)
-        value, error = _judge(reply, check)
+        value, error = _parsed_and_checked(reply, check)
         return (value, None) if error is None else (None, error)
 
 
@@ -282,7 +284,7 @@ async def extract_job_posting(
         if ask:
             role = {"llm": "extractor", "deep": "reasoner"}.get(mode, "auto")
             known = {} if mode in ("llm", "deep") else data
-            value, error = await _Llm(complete, limits, role, fast.text, result).fill(
+            value, error = await LlmFill(complete, limits, role, fast.text, result).fill(
                 lambda scale: schemas.job_posting_gap_schema(ask, scale=scale), fast.text, known, _check_job_posting,
             )
             if value is None:
@@ -345,7 +347,7 @@ async def extract_custom(
             max_items=max(1, int(schemas.DEFAULT_MAX_ITEMS * scale)),
         )
 
-    value, error = await _Llm(complete, limits, role, fast.text, result).fill(build, fast.text, {}, check)
+    value, error = await LlmFill(complete, limits, role, fast.text, result).fill(build, fast.text, {}, check)
     if value is None:
         raise ExtractionFailed(f"the model's output does not validate against the schema after one repair: {error}",
                                param="schema", code="output_invalid")

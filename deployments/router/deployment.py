@@ -79,10 +79,10 @@ class Router:
             threshold=self._spec.threshold,
             targets=self._targets,
         ).to_dict()
-        self._count(decision)
+        self._count_decision(decision)
         return decision
 
-    def _count(self, decision: dict[str, Any]) -> None:
+    def _count_decision(self, decision: dict[str, Any]) -> None:
         replica_metric(
             "Counter", "llmgraph_router_decisions_total",
             "Routing decisions by policy and chosen role (before thermal/capacity overrides).", ("policy", "role"),

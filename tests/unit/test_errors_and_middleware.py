@@ -137,15 +137,15 @@ def test_client_message_bounds_length():
 def test_serve_handle_errors_become_typed_errors():
     from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-    from serve.errors import RateLimited, Unavailable, serve_errors_as_http
+    from serve.errors import RateLimited, Unavailable, typed_handle_errors
 
     with pytest.raises(RateLimited) as err:
-        with serve_errors_as_http():
+        with typed_handle_errors():
             raise BackPressureError(num_queued_requests=9, max_queued_requests=8, status_code=429, retry_after_s=1.5)
     assert err.value.status_code == 429 and err.value.headers == {"Retry-After": "2"}
     assert err.value.code == "overloaded"
     with pytest.raises(Unavailable):
-        with serve_errors_as_http():
+        with typed_handle_errors():
             raise DeploymentUnavailableError("Router")
 
 
