@@ -35,6 +35,15 @@ def _equal(a: Any, b: Any) -> bool:
     return a == b
 
 
+def _key(value: Any) -> tuple[bool, Any]:
+    """A hashable form under which two scalars match exactly when :func:`_equal` says so."""
+    return (isinstance(value, bool), value)
+
+
+def _member(value: Any, keys: frozenset) -> bool:
+    return isinstance(value, Scalar) and _key(value) in keys
+
+
 def compile_filter(spec: dict[str, Any] | None) -> Callable[[dict[str, Any]], bool]:
     """A predicate over a document's metadata.
 
@@ -60,7 +69,8 @@ def compile_filter(spec: dict[str, Any] | None) -> Callable[[dict[str, Any]], bo
             if op == "$in":
                 if not isinstance(operand, list) or not operand or len(operand) > MAX_IN_VALUES or not all(isinstance(x, Scalar) for x in operand):
                     raise FilterError(f"filter.{field}.$in needs a list of 1-{MAX_IN_VALUES} scalars", field)
-                checks.append(lambda m, f=field, a=operand: f in m and any(_equal(m[f], x) for x in a))
+                # A set, built once: each document is a lookup, not a scan of the list.
+                checks.append(lambda m, f=field, keys=frozenset(map(_key, operand)): f in m and _member(m[f], keys))
             elif op == "$ne":
                 if not isinstance(operand, Scalar):
                     raise FilterError(f"filter.{field}.$ne needs a scalar", field)
