@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from deployments.extraction.schemas import MAX_PATTERN_CHARS, MAX_SCHEMA_CHARS
 from serve.config import LLMSpec
 from serve.errors import BadRequest
 
-#: Longest regex accepted for regex-constrained decoding.
-MAX_REGEX_CHARS = 2000
-#: Largest JSON schema (serialized) accepted for schema-constrained decoding.
-MAX_SCHEMA_BYTES = 64 * 1024
+#: Longest regex accepted for regex-constrained decoding (a caller schema's pattern bound).
+MAX_REGEX_CHARS = MAX_PATTERN_CHARS
+#: Largest JSON schema (serialized) accepted for schema-constrained decoding, in chat
+#: as in ``/v1/extract``.
+MAX_SCHEMA_BYTES = MAX_SCHEMA_CHARS
 #: Largest logprob count, for generated and for prompt tokens (vLLM's default cap).
 MAX_LOGPROBS = 20
 

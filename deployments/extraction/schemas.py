@@ -32,9 +32,9 @@ DEFAULT_MAX_ITEMS = 8
 DEFAULT_MAX_STRING = 80
 #: Nesting depth accepted in a caller's schema.
 MAX_SCHEMA_DEPTH = 8
-#: Largest caller schema (serialized JSON), the same bound as chat's response_format.
+#: Largest caller schema (serialized JSON); chat's response_format has the same bound.
 MAX_SCHEMA_CHARS = 64 * 1024
-#: Longest ``pattern`` accepted in a caller's schema (chat's regex bound).
+#: Longest ``pattern`` accepted in a caller's schema; chat's regex has the same bound.
 MAX_PATTERN_CHARS = 2000
 #: Keywords the decoder cannot enforce; a schema using one is refused with a 422.
 UNSUPPORTED_KEYWORDS = frozenset({
