@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from serve.errors import BadRequest, NotFound, typed_handle_errors, within
+from serve.errors import BadRequest, NotFound, within
 from serve.protocol import SearchRequest, UpsertRequest
 
 
@@ -49,9 +49,8 @@ class CollectionEndpoints:
         """Call the Collections deployment, bounded in time; its typed errors pass through."""
         if self._collections is None:
             raise NotFound("collections are disabled in this profile", code="collections_disabled")
-        with typed_handle_errors():
-            return await within(getattr(self._collections, method).remote(*args), self._settings.embedder_timeout_s,
-                                "the collections service")
+        return await within(getattr(self._collections, method).remote(*args), self._settings.embedder_timeout_s,
+                            "the collections service")
 
     async def upsert_documents(self, collection: str, body: UpsertRequest) -> dict[str, Any]:
         """Add or replace documents; answered once they are durable on disk."""

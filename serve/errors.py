@@ -144,9 +144,11 @@ def typed_handle_errors() -> Iterator[None]:
 
 async def within(awaitable: Any, timeout_s: float, what: str) -> Any:
     """Await a handle call for at most ``timeout_s``: a stalled deployment becomes a
-    503 with ``Retry-After`` (code ``timeout``) instead of a request that never ends."""
+    503 with ``Retry-After`` (code ``timeout``) instead of a request that never ends, and
+    Serve's own handle errors become typed errors (:func:`typed_handle_errors`)."""
     try:
-        return await asyncio.wait_for(awaitable, timeout_s)
+        with typed_handle_errors():
+            return await asyncio.wait_for(awaitable, timeout_s)
     except asyncio.TimeoutError:
         raise Unavailable(f"{what} did not answer within {timeout_s:g} s", code="timeout",
                           headers={"Retry-After": "5"}) from None

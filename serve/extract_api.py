@@ -21,7 +21,6 @@ from serve.errors import (
     client_message,
     error_body,
     public_error,
-    typed_handle_errors,
     validation_problem,
     within,
 )
@@ -56,9 +55,8 @@ class ExtractionEndpoints:
                 param="document", code="document_too_long",
             )
         self._dispatcher.admit(llm=item.mode != "fast")
-        with typed_handle_errors():
-            return await within(self._extraction.extract.remote(item.model_dump(by_alias=True)),
-                                self._settings.extraction_timeout_s, "the extraction service")
+        return await within(self._extraction.extract.remote(item.model_dump(by_alias=True)),
+                            self._settings.extraction_timeout_s, "the extraction service")
 
     async def extract(self, body: ExtractRequest, request: Request) -> dict[str, Any]:
         """One document → a validated record with per-field sources (or a 4xx)."""

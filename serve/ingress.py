@@ -28,7 +28,7 @@ from serve.collections_api import CollectionEndpoints
 from serve.config import AUTO_MODEL_ID, Profile
 from serve.conformance import check_chat_reply, needs_check
 from serve.dispatcher import Dispatched, Dispatcher, structured_fields
-from serve.errors import BadRequest, NotFound, install_error_handlers, typed_handle_errors, validation_problem, within
+from serve.errors import BadRequest, NotFound, install_error_handlers, validation_problem, within
 from serve.extract_api import ExtractionEndpoints
 from serve.health import HealthCache
 from serve.log_filters import quiet_probes
@@ -51,6 +51,13 @@ from serve.settings import Settings, configured_api_keys, load_settings
 ROUTE_TARGET_HEADER = "x-route-target"
 ROUTE_REASON_HEADER = "x-route-reason"
 ROUTE_HOPS_HEADER = "x-route-hops"
+
+
+def _check_roles(body: ChatCompletionRequest) -> None:
+    """Refuse a message role the OpenAI API does not have (chat and its dry run /v1/route)."""
+    if (bad := unknown_role(body.messages)) is not None:
+        raise BadRequest(f"messages[{bad[0]}].role {bad[1]!r} is not one of {sorted(CHAT_ROLES)}",
+                         param=f"messages[{bad[0]}].role", code="invalid_role")
 
 
 def _route_input(body: ChatCompletionRequest) -> RouteInput:
@@ -141,9 +148,7 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints):
     # ------------------------------------------------------------------- chat
     async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
         """OpenAI chat completions, with ``model: "auto"`` routed, and optional retrieval."""
-        if (bad := unknown_role(body.messages)) is not None:
-            raise BadRequest(f"messages[{bad[0]}].role {bad[1]!r} is not one of {sorted(CHAT_ROLES)}",
-                             param=f"messages[{bad[0]}].role", code="invalid_role")
+        _check_roles(body)
         self._dispatcher.admit(llm=True)
         retrieval = self._retrieval_options(body)
         found: list[dict[str, Any]] = []
@@ -195,6 +200,7 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints):
 
     async def route(self, body: ChatCompletionRequest, request: Request) -> RouteResponse:
         """Dry run: the decision a chat body would get, with score and features."""
+        _check_roles(body)
         return await self._dispatcher.resolve(body.model, _route_input(body), request.headers.get("x-route"))
 
     # ------------------------------------------------------------- embeddings
@@ -221,8 +227,7 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints):
         if body.dimensions is not None and body.dimensions != spec.dimensions:
             raise BadRequest(f"this model only produces {spec.dimensions} dimensions", param="dimensions")
 
-        with typed_handle_errors():
-            result = await within(self._embedder.embed.remote(texts), self._settings.embedder_timeout_s, "the embedder")
+        result = await within(self._embedder.embed.remote(texts), self._settings.embedder_timeout_s, "the embedder")
         data = []
         for i, vector in enumerate(result["vectors"]):
             if body.encoding_format == "base64":

@@ -25,7 +25,7 @@ from deployments.embedder.collection import CollectionStore, StoreError, StorePa
 from deployments.embedder.filters import FilterError, compile_filter
 from deployments.embedder.index import IndexParams
 from serve.config import CollectionsSpec, EmbedderSpec
-from serve.errors import BadRequest, Conflict, GraphError, NotFound, PayloadTooLarge, Unavailable
+from serve.errors import BadRequest, Conflict, GraphError, NotFound, PayloadTooLarge, Unavailable, within
 from serve.log_filters import quiet_probes
 from serve.observability import replica_metric
 from serve.settings import load_settings
@@ -86,7 +86,7 @@ class Collections:
             raise BadRequest(str(exc), param=f"filter.{exc.field}", code="invalid_filter") from None
 
     async def _embed(self, texts: list[str]) -> tuple[Any, int]:
-        result = await asyncio.wait_for(self._embedder.embed.remote(texts), self._embed_timeout_s)
+        result = await within(self._embedder.embed.remote(texts), self._embed_timeout_s, "the embedder")
         return result["vectors"], int(result["tokens"])
 
     def _watch_snapshots(self) -> None:

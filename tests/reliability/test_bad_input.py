@@ -37,6 +37,7 @@ MATRIX = [
     ("empty messages", "POST", CHAT, {"json": {"model": "auto", "messages": []}}, 400, None, None),
     ("message without role", "POST", CHAT, {"json": {"model": "auto", "messages": [{"content": "x"}]}}, 400, None, None),
     ("unknown message role", "POST", CHAT, {"json": {"model": "auto", "messages": [{"role": "hacker", "content": "x"}]}}, 400, "invalid_role", "messages[0].role"),
+    ("unknown message role in a route dry run", "POST", "/v1/route", {"json": {"model": "auto", "messages": [{"role": "hacker", "content": "x"}]}}, 400, "invalid_role", "messages[0].role"),
     ("200 KB request header", "GET", "/v1/models", {"headers": {"x-padding": "a" * 200_000}}, 431, "request_headers_too_large", None),
     ("content is a number", "POST", CHAT, {"json": {"model": "auto", "messages": [{"role": "user", "content": 5}]}}, 400, None, None),
     ("unknown model", "POST", CHAT, {"json": {"model": "gpt-9", "messages": U}}, 404, "model_not_found", "model"),
