@@ -110,13 +110,6 @@ class Settings(BaseSettings):
         return frozenset(keys)
 
 
-    def without_secrets(self) -> "Settings":
-        """A copy with every secret emptied: what may be pickled into a deployment's
-        constructor arguments (Serve checkpoints them, and GCS fault tolerance puts them
-        in Redis). Replicas read the secrets themselves, from their own environment."""
-        return self.model_copy(update={"api_keys": SecretStr(""), "api_keys_file": None, "fallback_api_key": SecretStr("")})
-
-
 def load_settings() -> Settings:
     """Read the settings from the current environment."""
     return Settings()
