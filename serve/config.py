@@ -302,17 +302,6 @@ class ExtractionSpec(_Strict):
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0.2))
     scaling: Scaling = Field(default_factory=Scaling)
 
-    def pipeline_limits(self, extractor: "LLMSpec", reasoner: "LLMSpec"):
-        """The pure pipeline's view of these limits and of the models' token limits."""
-        from deployments.extraction.pipeline import PipelineLimits
-
-        return PipelineLimits(
-            max_text_chars=self.max_text_chars,
-            llm_input_chars=self.llm_input_chars,
-            max_tokens=min(extractor.max_tokens_limit, reasoner.max_tokens_limit),
-            thinking_tokens=min(self.thinking_budget_tokens, reasoner.thinking_budget_tokens or 0),
-        )
-
 
 class CollectionsSpec(_Strict):
     """Document collections (``/v1/collections``): chunking, index choice, limits."""

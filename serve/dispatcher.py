@@ -27,6 +27,7 @@ from typing import Any, AsyncIterator, Optional
 from ray.exceptions import RayActorError
 
 from deployments.monitor.thermal import shed_reason
+from deployments.router.decision import RouteDecision
 from deployments.router.features import RouteInput
 from serve.config import AUTO_MODEL_ID, LLMSpec, Profile
 from serve.conformance import forces_structure, structured_thinking_budget
@@ -34,7 +35,6 @@ from serve.errors import BadRequest, NotFound, RateLimited, Unavailable, typed_h
 from serve.health import HealthCache
 from serve.limits import apply_generation_limits
 from serve.observability import replica_metric
-from serve.protocol import RouteResponse
 from serve.ray_private import NON_STREAMING_RESPONSE_TYPES, ErrorResponse, OpenAIHTTPException, openai_sse, sanitize_chat_request
 from serve.remote import REMOTE_HOP, forward_remote, remote_payload
 from serve.router_client import decide_in_time
@@ -47,7 +47,7 @@ logger = logging.getLogger("ray.serve")
 class Dispatched:
     """What a request got: the reply or the stream, the final decision and every hop."""
 
-    decision: RouteResponse
+    decision: RouteDecision
     hops: tuple[str, ...]
     reply: Optional[dict[str, Any]] = None
     """The OpenAI JSON object of a non-streaming answer."""
@@ -85,17 +85,17 @@ class Dispatcher:
         self.in_flight: dict[str, int] = {}
 
     # ---------------------------------------------------------------- resolve
-    def pinned(self, value: str, source: str) -> RouteResponse:
+    def pinned(self, value: str, source: str) -> RouteDecision:
         """A decision the client made: a model id, or a role name."""
         by_role = {role: model_id for model_id, (role, _) in self.specs.items()}
         target = by_role.get(value, value)
         role, _ = self.specs[target]
-        return RouteResponse(
+        return RouteDecision(
             target=target, role=role, reason=f"pinned: {source}", policy="pinned", score=0.0,
             threshold=self._profile.router.threshold, features={}, pinned=True,
         )
 
-    async def resolve(self, requested: Optional[str], route_input: RouteInput, pin: Optional[str] = None) -> RouteResponse:
+    async def resolve(self, requested: Optional[str], route_input: RouteInput, pin: Optional[str] = None) -> RouteDecision:
         """Pick the LLM: a pin (x-route header or model id) wins; ``auto`` asks the router.
 
         ``auto`` decisions then face the GPU's thermal state and the reasoner's load:
@@ -123,7 +123,7 @@ class Dispatcher:
         raise NotFound(f"model {requested!r} does not exist; GET /v1/models lists the models",
                        param="model", code="model_not_found")
 
-    def _degraded(self, decision: RouteResponse) -> RouteResponse:
+    def _degraded(self, decision: RouteDecision) -> RouteDecision:
         """The router's decision after the thermal and capacity checks (a new object)."""
         thermal = self._health.thermal
         level = thermal["level"]
@@ -213,7 +213,7 @@ class Dispatcher:
         self.in_flight[target] = self.in_flight.get(target, 0) + delta
 
     # --------------------------------------------------------------- fallback
-    def _chain(self, decision: RouteResponse) -> list[str]:
+    def _chain(self, decision: RouteDecision) -> list[str]:
         chain = [decision.target]
         if not decision.pinned and self._profile.router.fallback_to_other_local:
             chain += [m for m in self.specs if m != decision.target]
@@ -221,7 +221,7 @@ class Dispatcher:
             chain.append(REMOTE_HOP)
         return chain
 
-    async def dispatch(self, original: Any, call_method: str, decision: RouteResponse, request_info: Any = None) -> Dispatched:
+    async def dispatch(self, original: Any, call_method: str, decision: RouteDecision, request_info: Any = None) -> Dispatched:
         """Send ``original`` where ``decision`` says, falling back before the first byte.
 
         A hop is abandoned only when its deployment is known to be down, is shedding
@@ -255,7 +255,7 @@ class Dispatcher:
             return Dispatched(decision=self._final(decision, target, hops), hops=tuple(hops), reply=reply, stream=stream)
         raise Unavailable("no model could take the request", code="service_unavailable")
 
-    async def _call_remote(self, original: Any, call_method: str, decision: RouteResponse):
+    async def _call_remote(self, original: Any, call_method: str, decision: RouteDecision):
         spec = self.specs[decision.target][1]
         return await forward_remote(
             remote_payload(original, spec), call_method, url=self._settings.fallback_url,
@@ -263,7 +263,7 @@ class Dispatcher:
             timeout_s=self._settings.fallback_timeout_s,
         )
 
-    def _final(self, decision: RouteResponse, target: str, hops: list[str]) -> RouteResponse:
+    def _final(self, decision: RouteDecision, target: str, hops: list[str]) -> RouteDecision:
         """The decision as it ended: the first hop's, or the fallback that answered."""
         if target == decision.target:
             return decision

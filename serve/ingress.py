@@ -22,6 +22,7 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import make_fastapi_ingress
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 
+from deployments.router.decision import RouteDecision
 from deployments.router.features import RouteInput, last_user_text, route_input_from_chat
 from serve import rag
 from serve.collections_api import CollectionEndpoints
@@ -42,7 +43,6 @@ from serve.protocol import (
     EmbeddingsResponse,
     EmbeddingsUsage,
     RetrievalOptions,
-    RouteResponse,
     unknown_role,
 )
 from serve.ray_private import ModelList, RawRequestInfo
@@ -198,7 +198,7 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints):
         decision = await self._dispatcher.resolve(body.model, route_input, request.headers.get("x-route"))
         return _response(await self._dispatcher.dispatch(body, "completions", decision, RawRequestInfo.from_starlette_request(request)))
 
-    async def route(self, body: ChatCompletionRequest, request: Request) -> RouteResponse:
+    async def route(self, body: ChatCompletionRequest, request: Request) -> RouteDecision:
         """Dry run: the decision a chat body would get, with score and features."""
         _check_roles(body)
         return await self._dispatcher.resolve(body.model, _route_input(body), request.headers.get("x-route"))
@@ -267,7 +267,7 @@ ENDPOINTS = {
     "chat": lambda app: app.post("/v1/chat/completions"),
     "completions": lambda app: app.post("/v1/completions"),
     "embeddings": lambda app: app.post("/v1/embeddings", response_model=EmbeddingsResponse),
-    "route": lambda app: app.post("/v1/route", response_model=RouteResponse),
+    "route": lambda app: app.post("/v1/route", response_model=RouteDecision),
     "extract": lambda app: app.post("/v1/extract"),
     "extract_batch": lambda app: app.post("/v1/extract/batch"),
     "job_posting_schema": lambda app: app.get("/v1/schemas/job_posting"),

@@ -60,19 +60,6 @@ class EmbeddingsResponse(BaseModel):
     usage: EmbeddingsUsage
 
 
-class RouteResponse(BaseModel):
-    """``POST /v1/route``: what the router would do with a chat body."""
-
-    target: str = Field(description="Model id the request would be sent to.")
-    role: str = Field(description="extractor or reasoner.")
-    reason: str = Field(description="Why, in one line (also the x-route-reason header).")
-    policy: str
-    score: float
-    threshold: float
-    features: dict[str, Any]
-    pinned: bool = Field(False, description="True when the client named the model.")
-
-
 ExtractMode = Mode  # one definition, the pipeline's
 
 

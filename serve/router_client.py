@@ -11,17 +11,17 @@ import asyncio
 import logging
 from typing import Any
 
+from deployments.router.decision import RouteDecision
 from deployments.router.features import RouteInput
 from serve.config import Profile
 from serve.errors import typed_handle_errors
-from serve.protocol import RouteResponse
 
 logger = logging.getLogger("ray.serve")
 
 
-def timeout_decision(profile: Profile, timeout_s: float) -> RouteResponse:
+def timeout_decision(profile: Profile, timeout_s: float) -> RouteDecision:
     """The safe default when the router did not answer: the extractor, saying why."""
-    return RouteResponse(
+    return RouteDecision(
         target=profile.extractor.model_id, role="extractor",
         reason=f"router timeout: no decision within {timeout_s:g} s; the extractor by default",
         policy=profile.router.policy, score=0.0, threshold=profile.router.threshold,
@@ -29,7 +29,7 @@ def timeout_decision(profile: Profile, timeout_s: float) -> RouteResponse:
     )
 
 
-async def decide_in_time(router: Any, route_input: RouteInput, *, profile: Profile, timeout_s: float) -> RouteResponse:
+async def decide_in_time(router: Any, route_input: RouteInput, *, profile: Profile, timeout_s: float) -> RouteDecision:
     """The router's decision for ``route_input``, or :func:`timeout_decision` after ``timeout_s``.
 
     Args:
@@ -37,7 +37,7 @@ async def decide_in_time(router: Any, route_input: RouteInput, *, profile: Profi
     """
     try:
         with typed_handle_errors():
-            return RouteResponse(**await asyncio.wait_for(router.decide.remote(route_input), timeout_s))
+            return await asyncio.wait_for(router.decide.remote(route_input), timeout_s)
     except asyncio.TimeoutError:
         logger.warning("router did not answer within %.1f s; routing to the extractor", timeout_s)
         return timeout_decision(profile, timeout_s)

@@ -23,7 +23,6 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.embedder.collection import CollectionStore, StoreError, StoreParams
 from deployments.embedder.filters import FilterError, compile_filter
-from deployments.embedder.index import IndexParams
 from serve.config import CollectionsSpec, EmbedderSpec
 from serve.errors import BadRequest, Conflict, GraphError, NotFound, PayloadTooLarge, Unavailable, within
 from serve.log_filters import quiet_probes
@@ -55,14 +54,7 @@ class Collections:
         self._spec = spec
         self._embedder = embedder
         self._embed_timeout_s = load_settings().embedder_timeout_s
-        params = StoreParams(
-            index=IndexParams(
-                dimensions=embedder_spec.dimensions, hnsw_threshold=spec.hnsw_threshold, hnsw_m=spec.hnsw_m,
-                hnsw_ef_construction=spec.hnsw_ef_construction, hnsw_ef_search=spec.hnsw_ef_search,
-            ),
-            model_id=embedder_spec.model_id, chunk_chars=spec.chunk_chars, chunk_overlap=spec.chunk_overlap,
-            snapshot_every_ops=spec.snapshot_every_ops,
-        )
+        params = StoreParams.from_spec(spec, embedder_spec)
         self._store = CollectionStore(Path(data_dir), params, max_collections=spec.max_collections)
         for item in self._store.quarantined:
             logger.error("collection data quarantined at start: %s (%s)", item["path"], item["reason"])

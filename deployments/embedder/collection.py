@@ -27,13 +27,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
 from deployments.embedder.chunking import chunk_spans
 from deployments.embedder import snapshots
 from deployments.embedder.index import IndexParams, VectorIndex
+
+if TYPE_CHECKING:
+    from serve.config import CollectionsSpec, EmbedderSpec
 
 logger = logging.getLogger("ray.serve")
 
@@ -69,13 +72,20 @@ class StoreError(Exception):
 
 @dataclass(frozen=True)
 class StoreParams:
-    """Profile settings that shape every collection."""
+    """Profile settings that shape every collection (built by :meth:`from_spec`, so the
+    defaults stay in the profile's spec)."""
 
     index: IndexParams
     model_id: str
-    chunk_chars: int = 1000
-    chunk_overlap: int = 150
-    snapshot_every_ops: int = 500
+    chunk_chars: int
+    chunk_overlap: int
+    snapshot_every_ops: int
+
+    @classmethod
+    def from_spec(cls, collections: "CollectionsSpec", embedder: "EmbedderSpec") -> "StoreParams":
+        return cls(index=IndexParams.from_spec(collections, embedder.dimensions), model_id=embedder.model_id,
+                   chunk_chars=collections.chunk_chars, chunk_overlap=collections.chunk_overlap,
+                   snapshot_every_ops=collections.snapshot_every_ops)
 
 
 @dataclass

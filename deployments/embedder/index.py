@@ -14,22 +14,31 @@ worth more as KV cache than as a GPU index.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from serve.config import CollectionsSpec
 
 #: Largest filtered candidate set scored exactly instead of through the HNSW graph.
 EXACT_FILTERED_MAX = 20_000
 
 @dataclass(frozen=True)
 class IndexParams:
-    """How a collection's index is built (from the profile's ``collections`` block)."""
+    """How a collection's index is built. The defaults live in the profile's
+    ``collections`` block alone: build these with :meth:`from_spec`."""
 
     dimensions: int
-    hnsw_threshold: int = 20_000
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 80
-    hnsw_ef_search: int = 96
+    hnsw_threshold: int
+    hnsw_m: int
+    hnsw_ef_construction: int
+    hnsw_ef_search: int
+
+    @classmethod
+    def from_spec(cls, collections: "CollectionsSpec", dimensions: int) -> "IndexParams":
+        return cls(dimensions=dimensions, hnsw_threshold=collections.hnsw_threshold, hnsw_m=collections.hnsw_m,
+                   hnsw_ef_construction=collections.hnsw_ef_construction, hnsw_ef_search=collections.hnsw_ef_search)
 
 
 class VectorIndex:

@@ -18,14 +18,17 @@ from typing import Any, Optional
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.openai_api_models import ChatCompletionRequest
 
-from deployments.extraction.pipeline import ExtractionFailed, LlmReply, LlmRequest, extract_custom, extract_job_posting
+from deployments.extraction.pipeline import (
+    ExtractionFailed, LlmReply, LlmRequest, PipelineLimits, extract_custom, extract_job_posting,
+)
+from deployments.router.decision import RouteDecision
 from deployments.router.features import route_input_from_chat
 from serve.config import AUTO_MODEL_ID, Profile
 from serve.dispatcher import Dispatcher
 from serve.errors import Unprocessable
 from serve.health import HealthCache
 from serve.log_filters import quiet_probes
-from serve.protocol import ExtractRequest, RouteResponse
+from serve.protocol import ExtractRequest
 from serve.settings import load_settings
 
 
@@ -49,7 +52,7 @@ class Extraction:
                              probe_timeout_s=settings.readiness_timeout_s)
         self._dispatcher = Dispatcher(profile, {profile.extractor.model_id: extractor, profile.reasoner.model_id: reasoner},
                                       router, health, settings)
-        self._limits = profile.extraction.pipeline_limits(profile.extractor, profile.reasoner)
+        self._limits = PipelineLimits.from_profile(profile)
 
     async def check_health(self) -> None:
         return None
@@ -74,7 +77,7 @@ class Extraction:
 
     def _completion(self):
         """The pipeline's ``complete`` for one document: routed on its first call only."""
-        decision: Optional[RouteResponse] = None
+        decision: Optional[RouteDecision] = None
 
         async def complete(call: LlmRequest) -> LlmReply:
             nonlocal decision
@@ -103,7 +106,7 @@ class Extraction:
 
         return complete
 
-    async def _decide(self, call: LlmRequest, response_format: dict[str, Any]) -> RouteResponse:
+    async def _decide(self, call: LlmRequest, response_format: dict[str, Any]) -> RouteDecision:
         if call.role != "auto":
             return self._dispatcher.pinned(call.role, "extraction mode")
         route_input = route_input_from_chat({

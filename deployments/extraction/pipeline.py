@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Literal, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, Optional
 
 from pydantic import ValidationError
 
 from deployments.extraction import rules, schemas, structured, text as text_stage
 from deployments.extraction.record import DERIVED_FROM, FIELDS, JobPosting, JobPostingDraft, error_fields
+
+if TYPE_CHECKING:
+    from serve.config import Profile
 
 Mode = Literal["auto", "fast", "llm", "deep"]
 Source = Literal["structured_data", "rules", "llm"]
@@ -36,12 +39,23 @@ class ExtractionFailed(Exception):
 
 @dataclass(frozen=True)
 class PipelineLimits:
-    """Sizes the pipeline enforces (set from the profile's ``extraction`` section)."""
+    """Sizes the pipeline enforces, built from a profile by :meth:`from_profile` (its
+    ``extraction`` section and the two models' token limits hold the defaults)."""
 
-    max_text_chars: int = 20_000
-    llm_input_chars: int = 6_000
-    max_tokens: int = 512
-    thinking_tokens: int = 0
+    max_text_chars: int
+    llm_input_chars: int
+    max_tokens: int
+    thinking_tokens: int
+
+    @classmethod
+    def from_profile(cls, profile: "Profile") -> "PipelineLimits":
+        extraction, extractor, reasoner = profile.extraction, profile.extractor, profile.reasoner
+        return cls(
+            max_text_chars=extraction.max_text_chars,
+            llm_input_chars=extraction.llm_input_chars,
+            max_tokens=min(extractor.max_tokens_limit, reasoner.max_tokens_limit),
+            thinking_tokens=min(extraction.thinking_budget_tokens, reasoner.thinking_budget_tokens or 0),
+        )
 
 
 @dataclass

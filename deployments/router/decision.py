@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.router.features import RouteInput
 from deployments.router.policies import RoutingPolicy
@@ -23,21 +25,20 @@ class RouteTargets:
     reasoner_max_model_len: int
 
 
-@dataclass(frozen=True)
-class RouteDecision:
-    """Where a request goes and why."""
+class RouteDecision(BaseModel):
+    """Where a request goes and why: the router's answer, the dispatcher's final word
+    (after pins, admission and fallback), and the body of ``POST /v1/route``."""
 
-    target: str
-    role: str
-    reason: str
+    model_config = ConfigDict(frozen=True)
+
+    target: str = Field(description="Model id the request would be sent to.")
+    role: str = Field(description="extractor or reasoner.")
+    reason: str = Field(description="Why, in one line (also the x-route-reason header).")
     policy: str
     score: float
     threshold: float
-    features: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (for /v1/route and across Ray handles)."""
-        return asdict(self)
+    features: dict[str, Any] = Field(default_factory=dict)
+    pinned: bool = Field(False, description="True when the client named the model.")
 
 
 def decide(

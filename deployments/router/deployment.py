@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from deployments.router.decision import RouteTargets, decide
+from deployments.router.decision import RouteDecision, RouteTargets, decide
 from deployments.router.exemplars import load_exemplars
 from deployments.router.features import RouteInput, text_to_embed
 from deployments.router.policies import NEEDS_EXEMPLARS, ExemplarVectors, RoutingPolicy, make_policy
@@ -67,8 +67,8 @@ class Router:
                 logger.info("router policy %s ready with %d exemplars", self._spec.policy, len(exemplars))
         return self._policy
 
-    async def decide(self, request: RouteInput) -> dict[str, Any]:
-        """The routing decision for one request, as a dict."""
+    async def decide(self, request: RouteInput) -> RouteDecision:
+        """The routing decision for one request."""
         policy = await self._ensure_policy()
         if policy.needs_embedding and request.embedding is None:
             result = await self._embedder.embed.remote([text_to_embed(request, self._spec.embed_chars)])
@@ -78,15 +78,15 @@ class Router:
             policy=policy,
             threshold=self._spec.threshold,
             targets=self._targets,
-        ).to_dict()
+        )
         self._count_decision(decision)
         return decision
 
-    def _count_decision(self, decision: dict[str, Any]) -> None:
+    def _count_decision(self, decision: RouteDecision) -> None:
         replica_metric(
             "Counter", "llmgraph_router_decisions_total",
             "Routing decisions by policy and chosen role (before thermal/capacity overrides).", ("policy", "role"),
-        ).inc(tags={"policy": str(decision.get("policy")), "role": str(decision.get("role"))})
+        ).inc(tags={"policy": decision.policy, "role": decision.role})
 
     async def check_health(self) -> None:
         """Serve health check; the first one also starts embedding the exemplars, so

@@ -108,10 +108,11 @@ class HeuristicPolicy:
     """Weighted textual signals from the design: length, posting complexity, cues.
 
     Args:
-        long_context_chars: prompt length at which the length signal saturates.
+        long_context_chars: prompt length at which the length signal saturates
+            (``router.long_context_chars``; the profile's spec holds the default).
     """
 
-    long_context_chars: int = 12_000
+    long_context_chars: int
     name: str = "heuristic"
     needs_embedding: bool = False
 
@@ -165,14 +166,14 @@ class SemanticPolicy:
         vectors: L2-normalised exemplar embeddings, shape (n, d).
         labels: 1 for exemplars that need the reasoner, 0 otherwise.
         categories: exemplar categories (for the explanation only).
-        k: neighbours that vote.
+        k: neighbours that vote (``router.semantic_k``).
         temperature: softmax temperature over similarities.
     """
 
     name = "semantic"
     needs_embedding = True
 
-    def __init__(self, vectors: np.ndarray, labels: Sequence[int], categories: Sequence[str], *, k: int = 7, temperature: float = 0.05) -> None:
+    def __init__(self, vectors: np.ndarray, labels: Sequence[int], categories: Sequence[str], *, k: int, temperature: float = 0.05) -> None:
         self._vectors = np.asarray(vectors, dtype=np.float32)
         self._labels = np.asarray(labels, dtype=np.float32)
         self._categories = list(categories)
@@ -210,7 +211,7 @@ class HybridPolicy:
     name = "hybrid"
     needs_embedding = True
 
-    def __init__(self, heuristic: HeuristicPolicy, semantic: SemanticPolicy, *, semantic_weight: float = 0.7) -> None:
+    def __init__(self, heuristic: HeuristicPolicy, semantic: SemanticPolicy, *, semantic_weight: float) -> None:
         self._heuristic = heuristic
         self._semantic = semantic
         self._weight = semantic_weight
@@ -234,6 +235,7 @@ class ExemplarVectors:
     categories: tuple[str, ...]
 
 
+# Each factory takes the profile's ``RouterSpec``, the one place its defaults live.
 def _heuristic(spec, exemplars: Optional[ExemplarVectors]) -> RoutingPolicy:
     return HeuristicPolicy(long_context_chars=spec.long_context_chars)
 

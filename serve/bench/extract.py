@@ -293,7 +293,7 @@ def run(args) -> int:
     from serve.config import load_profile
 
     profile = load_profile(args.profile)
-    limits = profile.extraction.pipeline_limits(profile.extractor, profile.reasoner)
+    limits = PipelineLimits.from_profile(profile)
     corpus = load_corpus(Path(args.data))
     fast = predict_fast(corpus, limits)
     quality = score(corpus, fast)

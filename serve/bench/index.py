@@ -210,8 +210,7 @@ def run(args) -> int:
         print(f"embeddings: direct {results['embeddings']['direct_texts_per_s']} texts/s, graph "
               f"{results['embeddings']['graph_texts_per_s']} texts/s, ratio {results['embeddings']['ratio']}")
     base = encoder.encode(sentences(args.base_texts, seed=3))
-    params = IndexParams(spec.dimensions, hnsw_threshold=coll.hnsw_threshold, hnsw_m=coll.hnsw_m,
-                         hnsw_ef_construction=coll.hnsw_ef_construction, hnsw_ef_search=coll.hnsw_ef_search)
+    params = IndexParams.from_spec(coll, spec.dimensions)
     results["index_params"] = {"hnsw_m": coll.hnsw_m, "ef_construction": coll.hnsw_ef_construction, "ef_search": coll.hnsw_ef_search}
     results["search"] = []
     for size in args.sizes:

@@ -20,6 +20,7 @@ import numpy as np
 
 from deployments.embedder.collection import CollectionStore, StoreParams
 from deployments.embedder.index import IndexParams
+from serve.config import CollectionsSpec
 
 DIMENSIONS = 32
 COLLECTION = "crash"
@@ -27,7 +28,7 @@ COLLECTION = "crash"
 
 def params() -> StoreParams:
     # Small thresholds so kills land in snapshots, HNSW rebuilds and journal replays.
-    return StoreParams(index=IndexParams(DIMENSIONS, hnsw_threshold=150), model_id="hash-32",
+    return StoreParams(index=IndexParams.from_spec(CollectionsSpec(hnsw_threshold=150), DIMENSIONS), model_id="hash-32",
                        chunk_chars=200, chunk_overlap=20, snapshot_every_ops=9)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ from deployments.embedder.chunking import chunk_spans
 from deployments.embedder.collection import CollectionStore, StoreError, StoreParams
 from deployments.embedder.filters import FilterError, compile_filter
 from deployments.embedder.index import IndexParams
+from serve.config import CollectionsSpec
 
 DIMS = 16
 
@@ -21,7 +23,8 @@ def unit(seed: int) -> np.ndarray:
 
 
 def params(**overrides) -> StoreParams:
-    base = dict(index=IndexParams(DIMS, hnsw_threshold=overrides.pop("hnsw_threshold", 1000)), model_id="fake-16",
+    index = IndexParams.from_spec(CollectionsSpec(hnsw_threshold=overrides.pop("hnsw_threshold", 1000)), DIMS)
+    base = dict(index=index, model_id="fake-16",
                 chunk_chars=50, chunk_overlap=10, snapshot_every_ops=overrides.pop("snapshot_every_ops", 1000))
     return StoreParams(**base, **overrides)
 
@@ -169,7 +172,7 @@ def test_names_limits_and_embedder_mismatch(tmp_path):
         store.get("missing")
     assert info.value.status == 404
     store.close()
-    other_model = StoreParams(index=IndexParams(DIMS), model_id="another-model")
+    other_model = dataclasses.replace(params(), model_id="another-model")
     with pytest.raises(StoreError) as info:
         CollectionStore(tmp_path, other_model, max_collections=2)
     assert info.value.code == "embedder_mismatch"

@@ -16,12 +16,12 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, ChatCompletionResponse
 
+from deployments.router.decision import RouteDecision
 from deployments.router.features import RouteInput
 from serve.config import load_profile
 from serve.dispatcher import Dispatcher
 from serve.errors import BadRequest, NotFound, RateLimited, Unavailable
 from serve.health import HealthCache
-from serve.protocol import RouteResponse
 from serve.settings import Settings
 from tests.support.models import EXTRACTOR, PROFILE, REASONER
 
@@ -82,12 +82,12 @@ class FakeRouter:
     async def _healthy(self) -> None:
         return None
 
-    async def _decide(self, _route_input: RouteInput) -> dict[str, Any]:
+    async def _decide(self, _route_input: RouteInput) -> RouteDecision:
         if self.stall:
             await asyncio.sleep(60)
         target = EXTRACTOR if self.role == "extractor" else REASONER
-        return {"target": target, "role": self.role, "reason": f"fake router: {self.role}", "policy": "fake",
-                "score": 0.9 if self.role == "reasoner" else 0.1, "threshold": 0.5, "features": {}}
+        return RouteDecision(target=target, role=self.role, reason=f"fake router: {self.role}", policy="fake",
+                             score=0.9 if self.role == "reasoner" else 0.1, threshold=0.5)
 
 
 def make(extractor: FakeLlm = None, reasoner: FakeLlm = None, router: FakeRouter = None, *,
@@ -204,7 +204,7 @@ def test_pinned_requests_never_fall_back():
 
 def test_thermal_shedding_is_not_a_reason_to_try_another_model():
     dispatcher, _ = make(router=FakeRouter("reasoner"), thermal="hard")
-    decision = RouteResponse(target=REASONER, role="reasoner", reason="r", policy="p", score=1, threshold=0.5, features={})
+    decision = RouteDecision(target=REASONER, role="reasoner", reason="r", policy="p", score=1, threshold=0.5, features={})
     with pytest.raises(RateLimited):
         run(dispatcher.dispatch(chat(), "chat", decision))
 

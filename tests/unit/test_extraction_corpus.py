@@ -5,6 +5,10 @@ import pytest
 from deployments.extraction.pipeline import PipelineLimits
 from deployments.extraction.record import JobPosting
 from serve.bench.extract import RULES_FIELDS, SALARY_FIELDS, load_corpus, predict_fast, score
+from serve.config import load_profile
+
+#: The cpu profile's extraction limits.
+LIMITS = PipelineLimits.from_profile(load_profile("cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +18,7 @@ def corpus():
 
 @pytest.fixture(scope="module")
 def quality(corpus):
-    predictions = predict_fast(corpus, PipelineLimits())
+    predictions = predict_fast(corpus, LIMITS)
     return predictions, score(corpus, predictions)
 
 

@@ -27,11 +27,17 @@ from deployments.extraction import rules, schemas, structured
 from deployments.extraction.pipeline import PipelineLimits, run_fast
 from deployments.router.features import RouteInput
 from deployments.router.policies import HeuristicPolicy
+from serve.config import RouterSpec, load_profile
+
+#: The cpu profile's extraction limits.
+LIMITS = PipelineLimits.from_profile(load_profile("cpu"))
+#: The heuristic policy as the profile's defaults build it.
+HEURISTIC = HeuristicPolicy(long_context_chars=RouterSpec().long_context_chars)
 
 BOUNDED = settings(deadline=timedelta(seconds=1), max_examples=40,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 #: The request limits the scans see: extraction text, its JSON-LD description, chat text.
-TEXT_CHARS = 2 * PipelineLimits().max_text_chars
+TEXT_CHARS = 2 * LIMITS.max_text_chars
 CHAT_CHARS = 200_000
 #: Characters that drive the project's regexes: separators, digits, money, markup, cues.
 HOSTILE = list("\n \t|-:{}[]$€₹1209,.'k<>/\\()*+?#\"ab") + ["USD", "salary ", "per year", "Posted: ",
@@ -81,7 +87,7 @@ def test_a_long_posted_value_is_cut_before_dateparser_sees_it():
 
 
 def test_a_jsonld_description_is_capped_like_the_page_text():
-    limits = PipelineLimits()
+    limits = LIMITS
     page = ('<html><body><script type="application/ld+json">'
             + json.dumps({"@type": "JobPosting", "title": "Engineer", "description": "$1 pay " * 60_000})
             + "</script><h1>Engineer</h1></body></html>")
@@ -117,7 +123,7 @@ def test_a_schema_pattern_of_many_braces_is_bounded_before_it_is_scanned():
 
 def test_the_router_heuristic_on_20000_newlines_and_digit_runs():
     for text in ("\n" * 20_000, "1" * CHAT_CHARS, "| a |\n" * 30_000, "$1-" * 60_000):
-        assert _timed(HeuristicPolicy().score, RouteInput(text=text)) < 1.0
+        assert _timed(HEURISTIC.score, RouteInput(text=text)) < 1.0
 
 
 # ---------------------------------------------------------- no schema fetches
@@ -206,7 +212,7 @@ def test_local_refs_that_resolve_are_still_accepted():
 @example("\n" * 20_000)
 @example("1" * CHAT_CHARS)
 def test_router_features_are_bounded(text):
-    result = HeuristicPolicy().score(RouteInput(text=text, last_user_text=text))
+    result = HEURISTIC.score(RouteInput(text=text, last_user_text=text))
     assert 0.0 <= result.score <= 1.0
 
 
@@ -223,8 +229,8 @@ def test_extraction_rules_are_bounded(text):
 @given(runs(TEXT_CHARS), st.sampled_from(["text/plain", "text/html"]))
 def test_the_fast_stages_are_bounded(text, content_type):
     document = text if content_type == "text/plain" else f"<html><body><p>{text}</p></body></html>"
-    fast = run_fast(document, content_type=content_type, base_url="", limits=PipelineLimits())
-    assert len(fast.text) <= 2 * PipelineLimits().max_text_chars + 1
+    fast = run_fast(document, content_type=content_type, base_url="", limits=LIMITS)
+    assert len(fast.text) <= 2 * LIMITS.max_text_chars + 1
 
 
 json_values = st.recursive(

@@ -7,12 +7,16 @@ import pytest
 from deployments.router.decision import RouteTargets, decide
 from deployments.router.features import RouteInput, route_input_from_chat
 from deployments.router.policies import HeuristicPolicy, make_policy
+from serve.config import RouterSpec
+
+#: The heuristic policy as the profile's defaults build it.
+HEURISTIC = HeuristicPolicy(long_context_chars=RouterSpec().long_context_chars)
 
 TARGETS = RouteTargets(extractor="ext", reasoner="rea", extractor_max_model_len=4096, reasoner_max_model_len=8192)
 
 
 def route(text: str, **kwargs):
-    return decide(RouteInput(text=text, **kwargs), policy=HeuristicPolicy(), threshold=0.5, targets=TARGETS)
+    return decide(RouteInput(text=text, **kwargs), policy=HEURISTIC, threshold=0.5, targets=TARGETS)
 
 
 @pytest.mark.parametrize(
@@ -52,18 +56,18 @@ def test_complex_posting_signals_add_up():
         "<table><tr><td>Level</td></tr></table><table><tr><td>Bonus</td></tr></table> "
         + "We build distributed systems. " * 200
     )
-    features = HeuristicPolicy().score(RouteInput(text=posting)).features
+    features = HEURISTIC.score(RouteInput(text=posting)).features
     assert features["compensation_range"] and features["equity"] and features["tables"] == 2
     assert route(posting).role == "reasoner"
 
 
 @pytest.mark.parametrize("text", ["₹12-18 LPA", "€45.000 – €55.000", "CAD 95,000–110,000", "$45-$55/hr"])
 def test_compensation_range_formats(text):
-    assert HeuristicPolicy().score(RouteInput(text=text)).features["compensation_range"]
+    assert HEURISTIC.score(RouteInput(text=text)).features["compensation_range"]
 
 
 def test_single_salary_figure_is_not_a_range():
-    assert not HeuristicPolicy().score(RouteInput(text="Salary: $120,000 per year")).features["compensation_range"]
+    assert not HEURISTIC.score(RouteInput(text="Salary: $120,000 per year")).features["compensation_range"]
 
 
 def test_context_too_long_for_extractor_goes_to_reasoner():
@@ -74,11 +78,10 @@ def test_context_too_long_for_extractor_goes_to_reasoner():
 
 def test_scores_stay_in_unit_interval():
     text = "prove step by step solve equation puzzle debug plan compare $1k-$2k equity " * 500
-    assert 0.0 <= HeuristicPolicy().score(RouteInput(text=text)).score <= 1.0
+    assert 0.0 <= HEURISTIC.score(RouteInput(text=text)).score <= 1.0
 
 
 def test_registry():
-    from serve.config import RouterSpec
 
     assert make_policy("heuristic", RouterSpec(long_context_chars=100)).long_context_chars == 100
     with pytest.raises(ValueError, match="exemplars"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from deployments.router.decision import RouteDecision
 from deployments.router.features import RouteInput
 from serve.config import load_profile
 from serve.router_client import decide_in_time
@@ -12,13 +13,13 @@ PROFILE = load_profile("cpu")
 
 
 class _Call:
-    def __init__(self, delay_s: float, answer: dict) -> None:
+    def __init__(self, delay_s: float, answer: RouteDecision) -> None:
         self._delay_s, self._answer = delay_s, answer
 
     def __await__(self):
         return self._result().__await__()
 
-    async def _result(self) -> dict:
+    async def _result(self) -> RouteDecision:
         await asyncio.sleep(self._delay_s)
         return self._answer
 
@@ -27,8 +28,8 @@ class FakeRouter:
     """Stands in for the Router handle: answers ``decide`` after a delay."""
 
     def __init__(self, delay_s: float) -> None:
-        answer = {"target": PROFILE.reasoner.model_id, "role": "reasoner", "reason": "hybrid: score 0.9 >= 0.50",
-                  "policy": "hybrid", "score": 0.9, "threshold": 0.5, "features": {}}
+        answer = RouteDecision(target=PROFILE.reasoner.model_id, role="reasoner", reason="hybrid: score 0.9 >= 0.50",
+                               policy="hybrid", score=0.9, threshold=0.5)
         self.decide = type("Method", (), {"remote": lambda _self, _input: _Call(delay_s, answer)})()
 
 

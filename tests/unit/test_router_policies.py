@@ -14,6 +14,9 @@ from deployments.router.features import RouteInput
 from deployments.router.policies import ExemplarVectors, HeuristicPolicy, HybridPolicy, SemanticPolicy, make_policy
 from serve.config import CONFIGS_DIR, PROJECT_ROOT, RouterSpec
 
+#: The heuristic policy as the profile's defaults build it.
+HEURISTIC = HeuristicPolicy(long_context_chars=RouterSpec().long_context_chars)
+
 EVAL = PROJECT_ROOT / "tests" / "data" / "router_eval.jsonl"
 
 
@@ -51,7 +54,7 @@ def test_semantic_in_between_is_uncertain_and_needs_an_embedding():
 
 def test_hybrid_blends_scores():
     semantic = SemanticPolicy(VECTORS, LABELS, CATS, k=3)
-    hybrid = HybridPolicy(HeuristicPolicy(), semantic, semantic_weight=0.5)
+    hybrid = HybridPolicy(HEURISTIC, semantic, semantic_weight=0.5)
     verdict = hybrid.score(request(0, 1, 0, text="Prove by induction step by step"))
     assert verdict.features["heuristic_score"] == 1.0 and verdict.features["semantic_score"] < 0.05
     assert verdict.score == pytest.approx(0.5 * verdict.features["semantic_score"] + 0.5, abs=1e-3)
@@ -103,7 +106,7 @@ def test_evaluation_set_is_large_varied_and_disjoint_from_exemplars():
 )
 def test_heuristic_features_are_linear_on_hostile_text(text):
     started = time.perf_counter()
-    HeuristicPolicy().score(RouteInput(text=text, last_user_text=text))
+    HEURISTIC.score(RouteInput(text=text, last_user_text=text))
     assert time.perf_counter() - started < 1.0, "every scan over request text is linear or capped"
 
 
@@ -113,5 +116,5 @@ def test_markdown_table_rules_are_still_recognised():
     table = "| a | b |\n|---|:---:|\n| 1 | 2 |\n\nname | pay\n--- | ---\nx | y\n"
     assert markdown_table_rules(table) == 2
     assert markdown_table_rules("---\n\n----\n| - | - |\n") == 0  # rules and short dashes are not tables
-    features = HeuristicPolicy().score(RouteInput(text=table)).features
+    features = HEURISTIC.score(RouteInput(text=table)).features
     assert features["tables"] == 2
