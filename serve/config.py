@@ -157,7 +157,13 @@ class EmbedderSpec(_Strict):
     dimensions: int = Field(gt=0, description="Vector size the model produces.")
     normalize: bool = Field(True, description="L2-normalise vectors (cosine = dot).")
     max_batch_size: int = Field(
-        64, ge=1, description="Texts encoded together by @serve.batch."
+        64, ge=1, description="Most texts one forward pass holds."
+    )
+    max_batch_tokens: int = Field(
+        8192, ge=256,
+        description="Token budget of one forward pass (estimated from characters, each text counted at most "
+        "at the model's sequence limit). Concurrent requests share passes up to it; a long upsert is cut into "
+        "passes of this size, so a query never waits behind one pass of thousands of passages.",
     )
     batch_wait_timeout_s: float = Field(
         0.01, ge=0, description="How long a batch waits to fill."

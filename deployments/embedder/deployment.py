@@ -1,16 +1,18 @@
 """The Embedder deployment: batched embeddings for the API, the router and collections.
 
-Concurrent embedding requests share forward passes (``@serve.batch``, measured in
-texts). It holds no state but the model, so it can run as many replicas as the profile
-gives it; the collections' files belong to the Collections deployment, which asks it
-for vectors.
+Concurrent embedding requests share forward passes (``@serve.batch``) up to a token
+budget: a pass costs what its tokens cost, so twenty routing prompts fit where one long
+passage does, and a 2,000-passage upsert goes through in passes of the budget with
+other callers' texts joining in between. It holds no state but the model, so it can run
+as many replicas as the profile gives it; the collections' files belong to the
+Collections deployment, which asks it for vectors.
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 from ray import serve
@@ -19,10 +21,63 @@ from deployments.embedder.encoder import Encoder, encode_requests
 from serve.config import EmbedderSpec
 from serve.log_filters import quiet_probes
 
+#: Characters per token assumed before tokenizing. WordPiece and BPE average about four
+#: on English and fewer on other scripts; three errs toward smaller passes.
+CHARS_PER_TOKEN = 3
+#: Special tokens every text carries ([CLS]/[SEP] or BOS/EOS).
+SPECIAL_TOKENS = 2
 
-def _texts_in(requests: list[list[str]]) -> int:
-    """A batch's size for ``@serve.batch``: its texts (an empty request counts one)."""
-    return sum(max(len(texts), 1) for texts in requests)
+
+class Slice(NamedTuple):
+    """Texts that go through ``@serve.batch`` together, with their estimated tokens."""
+
+    texts: list[str]
+    tokens: int
+
+
+def _tokens_in(slices: list[Slice]) -> int:
+    """A batch's size for ``@serve.batch``: its estimated tokens."""
+    return sum(piece.tokens for piece in slices)
+
+
+class TokenBudget:
+    """Cuts a request's texts into slices that each fit one forward pass.
+
+    A text costs its estimated tokens, but never less than ``max_tokens / max_texts``:
+    with one measure for ``@serve.batch``, that floor is what keeps a pass of many short
+    texts from several callers within ``max_texts`` as well.
+
+    Args:
+        max_tokens: The pass's token budget (``embedder.max_batch_tokens``).
+        max_texts: Most texts in one pass (``embedder.max_batch_size``).
+        max_tokens_per_text: The model's sequence limit: a longer text is truncated, so
+            it costs no more than this.
+    """
+
+    def __init__(self, max_tokens: int, max_texts: int, max_tokens_per_text: Optional[int]) -> None:
+        self.max_tokens, self.max_texts = max_tokens, max_texts
+        self._floor = -(-max_tokens // max_texts)
+        # Never above the budget: @serve.batch refuses an item larger than a whole batch.
+        self._ceiling = max(min(max_tokens_per_text or max_tokens, max_tokens), self._floor)
+
+    def cost(self, text: str) -> int:
+        return max(min(len(text) // CHARS_PER_TOKEN + SPECIAL_TOKENS, self._ceiling), self._floor)
+
+    def slices(self, texts: Sequence[str]) -> list[Slice]:
+        """Consecutive slices, each within both limits (an empty request is one slice)."""
+        out: list[Slice] = []
+        current: list[str] = []
+        tokens = 0
+        for text in texts:
+            cost = self.cost(text)
+            if current and (tokens + cost > self.max_tokens or len(current) == self.max_texts):
+                out.append(Slice(current, tokens))
+                current, tokens = [], 0
+            current.append(text)
+            tokens += cost
+        if current or not out:
+            out.append(Slice(current, max(tokens, self._floor)))
+        return out
 
 
 class Embedder:
@@ -50,28 +105,25 @@ class Embedder:
             )
         self._spec = spec
         self._encoder = encoder
-        # The batch size and wait come from the profile, not from a decorator.
-        self._encode_batched.set_max_batch_size(spec.max_batch_size)
+        self._budget = TokenBudget(spec.max_batch_tokens, spec.max_batch_size, getattr(encoder, "max_tokens_per_text", None))
+        # The budget and wait come from the profile, not from the decorator.
+        self._encode_batched.set_max_batch_size(spec.max_batch_tokens)
         self._encode_batched.set_batch_wait_timeout_s(spec.batch_wait_timeout_s)
 
-    # A batch is measured in texts, not calls: one call of 2,000 passages would otherwise
-    # be one forward pass that every other caller waits behind.
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01, batch_size_fn=_texts_in)
-    async def _encode_batched(self, requests: list[list[str]]) -> list[tuple[np.ndarray, int]]:
+    # A batch is measured in estimated tokens, not calls: one call of 2,000 passages
+    # would otherwise be one forward pass that every other caller waits behind.
+    @serve.batch(max_batch_size=8192, batch_wait_timeout_s=0.01, batch_size_fn=_tokens_in)
+    async def _encode_batched(self, slices: list[Slice]) -> list[tuple[np.ndarray, int]]:
         # In a thread: torch releases the GIL, so the replica keeps answering meanwhile.
-        return await asyncio.to_thread(encode_requests, self._encoder, requests)
+        return await asyncio.to_thread(encode_requests, self._encoder, [piece.texts for piece in slices])
 
     async def embed(self, texts: list[str]) -> dict[str, Any]:
         """Embed ``texts``; returns ``{"vectors": float32 array, "tokens": int}``.
 
-        Long lists go through in slices of at most ``max_batch_size`` texts, each its own
-        batched call, so other callers' texts join the passes in between.
+        Long lists go through in slices that each fit one pass, each its own batched
+        call, so other callers' texts join the passes in between.
         """
-        size = self._spec.max_batch_size
-        texts = list(texts)
-        parts = [await self._encode_batched(texts[i:i + size]) for i in range(0, len(texts), size)]
-        if not parts:
-            parts = [await self._encode_batched([])]
+        parts = [await self._encode_batched(piece) for piece in self._budget.slices(list(texts))]
         return {"vectors": np.concatenate([vectors for vectors, _ in parts]), "tokens": sum(t for _, t in parts)}
 
     async def check_health(self) -> None:

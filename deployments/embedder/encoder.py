@@ -21,6 +21,8 @@ class Encoder(Protocol):
     """Turns texts into fixed-size float32 vectors."""
 
     dimensions: int
+    #: Tokens the model reads of one text (it truncates the rest); None when unknown.
+    max_tokens_per_text: Optional[int]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Return an array of shape ``(len(texts), dimensions)``, dtype float32."""
@@ -58,6 +60,7 @@ class SentenceTransformerEncoder:
         self._model = SentenceTransformer(model_path, device=device)
         self._normalize = normalize
         self.dimensions = int(self._model.get_sentence_embedding_dimension())
+        self.max_tokens_per_text = self._model.max_seq_length
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self._model.encode(

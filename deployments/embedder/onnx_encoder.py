@@ -77,6 +77,7 @@ class OnnxEncoder:
         self._model = SentenceTransformer(model_path, device="cpu", model_kwargs={"attn_implementation": "eager"})
         self._normalize = normalize
         self.dimensions = int(self._model.get_sentence_embedding_dimension())
+        self.max_tokens_per_text = self._model.max_seq_length
         self._inputs = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in self._prepare(["x"])]
         path = self._exported(Path(cache_dir), model_path)
         options = ort.SessionOptions()

