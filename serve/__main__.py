@@ -10,6 +10,7 @@ Commands:
     bench extract extraction F1 per field and stage, documents/s for fast and auto
     bench index   embedding throughput vs in-process, search latency, HNSW recall
     bench overhead the graph against Ray Serve LLM alone and vllm serve alone
+    bench cpu-share CPU time per deployment during an extraction batch
     bench report  the README's results tables from the latest result files
 """
 
@@ -171,6 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-client", type=int, default=3, help="requests per client at each level")
     p.add_argument("--out", default="bench-results")
     p.set_defaults(func=lambda a: __import__("serve.bench.overhead", fromlist=["run"]).run(a))
+
+    p = bench_sub.add_parser("cpu-share", help="CPU seconds per deployment during /v1/extract/batch; the ingress's share")
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the running graph (loopback)")
+    p.add_argument("--api-key", default=None)
+    p.add_argument("--documents", type=int, default=100, help="HTML postings per batch")
+    p.add_argument("--page-kib", type=float, default=16.0, help="page size: each posting in site chrome up to this")
+    p.add_argument("--rounds", type=int, default=3, help="batches sent")
+    p.add_argument("--mode", default="fast", choices=["fast", "auto", "llm", "deep"])
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--out", default="bench-results")
+    p.set_defaults(func=lambda a: __import__("serve.bench.cpu_share", fromlist=["run"]).run(a))
 
     p = bench_sub.add_parser("report", help="render the results tables into README.md and <results>/REPORT.md")
     p.add_argument("--results", default="bench-results")

@@ -89,7 +89,7 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     )
     extraction = serve.deployment(
         Extraction, name="Extraction", **_options(profile.extraction.resources, profile.extraction.scaling)
-    ).bind(profile, extractor, reasoner, router, monitor)
+    ).bind(profile, extractor, reasoner, router)
     ingress_cls = make_ingress_class(settings, frozenset({profile.extractor.model_id, profile.reasoner.model_id}))
     return serve.deployment(
         ingress_cls, name="Ingress", **_options(profile.ingress.resources, profile.ingress.scaling)

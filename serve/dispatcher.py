@@ -32,7 +32,7 @@ from deployments.router.features import RouteInput
 from serve.config import AUTO_MODEL_ID, LLMSpec, Profile
 from serve.conformance import forces_structure, structured_thinking_budget
 from serve.errors import BadRequest, NotFound, RateLimited, Unavailable, typed_handle_errors
-from serve.health import HealthCache
+from serve.health import HealthPicture
 from serve.limits import apply_generation_limits
 from serve.observability import replica_metric
 from serve.ray_private import NON_STREAMING_RESPONSE_TYPES, ErrorResponse, OpenAIHTTPException, openai_sse, sanitize_chat_request
@@ -71,7 +71,7 @@ class Dispatcher:
         settings: Environment settings (router timeout, the remote provider).
     """
 
-    def __init__(self, profile: Profile, llms: dict[str, Any], router: Any, health: HealthCache, settings: Settings) -> None:
+    def __init__(self, profile: Profile, llms: dict[str, Any], router: Any, health: HealthPicture, settings: Settings) -> None:
         self._profile = profile
         self.specs: dict[str, tuple[str, LLMSpec]] = {
             profile.extractor.model_id: ("extractor", profile.extractor),

@@ -55,7 +55,7 @@ class ExtractionEndpoints:
                 param="document", code="document_too_long",
             )
         self._dispatcher.admit(llm=item.mode != "fast")
-        return await within(self._extraction.extract.remote(item.model_dump(by_alias=True)),
+        return await within(self._extraction.extract.remote(item.model_dump(by_alias=True), self._health.snapshot()),
                             self._settings.extraction_timeout_s, "the extraction service")
 
     async def extract(self, body: ExtractRequest, request: Request) -> dict[str, Any]:

@@ -6,7 +6,8 @@ request, and ``/readyz`` needs both. Asking the deployments per request would pu
 hop in front of every request, so one background loop asks them every second and
 everyone reads what it last saw: each deployment's health check, and the monitor's
 admission state. A stalled answer counts as "down" for a deployment and leaves the last
-known thermal state in force.
+known thermal state in force. The Extraction replicas dispatch too; they get the
+ingress's picture with each document instead of probing the graph themselves.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional
 
 logger = logging.getLogger("ray.serve")
 
@@ -24,8 +26,51 @@ POLL_INTERVAL_S = 1.0
 PROBE_TIMEOUT_S = 2.0
 
 
-class HealthCache:
-    """Last known health of each deployment and the last known thermal state.
+@dataclass(frozen=True)
+class HealthSnapshot:
+    """What a health picture holds at one moment (it crosses handles with a request)."""
+
+    healthy: dict[str, Optional[bool]]
+    thermal: dict[str, Any]
+
+
+class HealthPicture:
+    """Last known health of each deployment and the last known thermal state: what the
+    dispatcher reads. On its own it is fed by :meth:`update`, with the picture another
+    replica's :class:`HealthCache` sent along with a request, so a deployment that
+    dispatches on the ingress's behalf (Extraction) runs no probe loop of its own.
+
+    Args:
+        names: The deployments it tracks.
+    """
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self._healthy: dict[str, Optional[bool]] = {name: None for name in names}
+        self.thermal: dict[str, Any] = {"level": "normal", "temperature_c": None}
+
+    def watch(self) -> None:
+        """Nothing to start: the picture arrives with requests."""
+
+    def healthy(self, name: str) -> bool:
+        """Whether ``name`` answered its last check (true until a check says otherwise)."""
+        return self._healthy.get(name) is not False
+
+    def statuses(self) -> dict[str, str]:
+        """``ok``, ``down`` or ``unknown`` (not checked yet) for every deployment."""
+        return {name: {True: "ok", False: "down", None: "unknown"}[value] for name, value in self._healthy.items()}
+
+    def snapshot(self) -> HealthSnapshot:
+        return HealthSnapshot(dict(self._healthy), dict(self.thermal))
+
+    def update(self, snapshot: Optional[HealthSnapshot]) -> None:
+        """Take a newer picture (the latest wins: every sender sees the same graph)."""
+        if snapshot is not None:
+            self._healthy.update({name: value for name, value in snapshot.healthy.items() if name in self._healthy})
+            self.thermal = dict(snapshot.thermal)
+
+
+class HealthCache(HealthPicture):
+    """The picture fed by one background loop that asks every deployment each second.
 
     Args:
         handles: Deployment handles by name (each answers ``check_health``).
@@ -36,12 +81,11 @@ class HealthCache:
 
     def __init__(self, handles: dict[str, Any], monitor: Any = None, *, probe_timeout_s: float = PROBE_TIMEOUT_S,
                  ready_message: Optional[str] = None) -> None:
+        super().__init__(handles)
         self._handles = dict(handles)
         self._timeout_s = probe_timeout_s
         self._ready_message = ready_message
         self._monitor = monitor
-        self._healthy: dict[str, Optional[bool]] = {name: None for name in handles}
-        self.thermal: dict[str, Any] = {"level": "normal", "temperature_c": None}
         self._task: Optional[asyncio.Task] = None
 
     def watch(self) -> None:
@@ -49,14 +93,6 @@ class HealthCache:
         if self._task is None:
             # A fresh context: the loop must not carry the first request's id in its logs.
             self._task = asyncio.get_running_loop().create_task(self._loop(), context=contextvars.Context())
-
-    def healthy(self, name: str) -> bool:
-        """Whether ``name`` answered its last check (true until a check says otherwise)."""
-        return self._healthy.get(name) is not False
-
-    def statuses(self) -> dict[str, str]:
-        """``ok``, ``down`` or ``unknown`` (not checked yet) for every deployment."""
-        return {name: {True: "ok", False: "down", None: "unknown"}[value] for name, value in self._healthy.items()}
 
     async def refresh(self) -> None:
         """Ask every deployment (concurrently) and the monitor once."""

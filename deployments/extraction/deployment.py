@@ -26,7 +26,7 @@ from deployments.router.features import route_input_from_chat
 from serve.config import AUTO_MODEL_ID, Profile
 from serve.dispatcher import Dispatcher
 from serve.errors import Unprocessable
-from serve.health import HealthCache
+from serve.health import HealthPicture, HealthSnapshot
 from serve.log_filters import quiet_probes
 from serve.protocol import ExtractRequest
 from serve.settings import load_settings
@@ -40,29 +40,32 @@ class Extraction:
         extractor: Handle to the extractor LLMServer.
         reasoner: Handle to the reasoner LLMServer.
         router: Handle to the Router deployment.
-        monitor: Handle to the GpuMonitor deployment.
     """
 
     def __init__(self, profile: Profile, extractor: DeploymentHandle, reasoner: DeploymentHandle,
-                 router: DeploymentHandle, monitor: DeploymentHandle) -> None:
+                 router: DeploymentHandle) -> None:
         quiet_probes()  # successful health probes stay out of the access log
         self._profile = profile
         settings = load_settings()
-        health = HealthCache({"extractor": extractor, "reasoner": reasoner}, monitor,
-                             probe_timeout_s=settings.readiness_timeout_s)
+        # The ingress sends its health picture with each document: no probe loop here.
+        self._health = HealthPicture(["extractor", "reasoner"])
         self._dispatcher = Dispatcher(profile, {profile.extractor.model_id: extractor, profile.reasoner.model_id: reasoner},
-                                      router, health, settings)
+                                      router, self._health, settings)
         self._limits = PipelineLimits.from_profile(profile)
 
     async def check_health(self) -> None:
         return None
 
-    async def extract(self, fields: dict[str, Any]) -> dict[str, Any]:
+    async def extract(self, fields: dict[str, Any], health: Optional[HealthSnapshot] = None) -> dict[str, Any]:
         """One document (an :class:`ExtractRequest` as a dict) → the response body.
+
+        ``health`` is the sending ingress's picture of the graph, which the dispatcher
+        reads to skip a model that is down and to degrade when the GPU runs hot.
 
         Raises:
             Unprocessable: the document has no title, or the schema cannot be filled.
         """
+        self._health.update(health)
         item = ExtractRequest.model_validate(fields)
         kwargs = dict(content_type=item.content_type, base_url=item.base_url, limits=self._limits)
         try:

@@ -31,7 +31,7 @@ import yaml
 
 from deployments.extraction.pipeline import PipelineLimits, extract_job_posting
 from deployments.extraction.record import FIELDS
-from serve.bench.meta import save_results
+from serve.bench.meta import loopback_client, save_results
 
 CORPUS_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "postings"
 RULES_FIELDS = ("salary_min", "salary_max", "salary_currency", "salary_period", "remote", "workplace_type", "employment_type")
@@ -156,19 +156,6 @@ def fast_throughput(corpus: list[dict[str, Any]], limits: PipelineLimits, *, sec
     return {"documents": done, "seconds": round(elapsed, 3), "docs_per_s": round(done / elapsed, 1)}
 
 
-def _loopback_client(url: str, api_key: Optional[str], timeout_s: float):
-    import httpx
-
-    from urllib.parse import urlparse
-
-    from serve.exposure import is_loopback
-
-    if not is_loopback(urlparse(url).hostname or ""):
-        raise SystemExit("bench extract only calls a graph on loopback")
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    return httpx.Client(base_url=url, headers=headers, timeout=timeout_s)
-
-
 def http_predictions(url: str, corpus: list[dict[str, Any]], mode: str, *, api_key: Optional[str], batch_size: int,
                      timeout_s: float) -> tuple[dict[str, Optional[dict[str, Any]]], dict[str, Optional[dict[str, Any]]], dict[str, Any]]:
     """Records from ``/v1/extract/batch`` in ``mode``: whole, and the LLM's fields alone.
@@ -182,7 +169,7 @@ def http_predictions(url: str, corpus: list[dict[str, Any]], mode: str, *, api_k
     statuses: dict[str, int] = defaultdict(int)
     targets: dict[str, int] = defaultdict(int)
     started = time.perf_counter()
-    with _loopback_client(url, api_key, timeout_s) as client:
+    with loopback_client(url, api_key=api_key, timeout_s=timeout_s, suite="extract") as client:
         for i in range(0, len(corpus), batch_size):
             chunk = corpus[i:i + batch_size]
             response = client.post("/v1/extract/batch", json={"documents": [{"document": d["document"]} for d in chunk], "mode": mode})
@@ -223,7 +210,7 @@ def http_throughput(url: str, corpus: list[dict[str, Any]], mode: str, *, api_ke
     """Documents/s through ``POST /v1/extract/batch`` on a running graph."""
     documents = [{"document": d["document"]} for d in corpus]
     statuses: dict[str, int] = defaultdict(int)
-    with _loopback_client(url, api_key, timeout_s) as client:
+    with loopback_client(url, api_key=api_key, timeout_s=timeout_s, suite="extract") as client:
         client.post("/v1/extract/batch", json={"documents": documents[:2], "mode": mode})  # warm-up
         done, started = 0, time.perf_counter()
         for _ in range(rounds):

@@ -23,11 +23,10 @@ import statistics
 import time
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import urlparse
 
 import numpy as np
 
-from serve.bench.meta import save_results
+from serve.bench.meta import require_loopback, save_results
 from serve.bench.stats import percentile
 
 SUBJECTS = ["The team", "Our customer", "The new intern", "A nurse", "The pipeline", "The warehouse robot", "My neighbour",
@@ -44,13 +43,6 @@ PLACES = ["in Pune", "before lunch", "after the storm", "in the basement", "over
 def sentences(n: int, seed: int = 7) -> list[str]:
     rng = random.Random(seed)
     return [f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(PLACES)} (note {i})." for i in range(n)]
-
-
-def _loopback(url: str) -> None:
-    from serve.exposure import is_loopback
-
-    if not is_loopback(urlparse(url).hostname or ""):
-        raise SystemExit("bench index only calls a graph on loopback")
 
 
 def embedding_throughput(url: str, encoder, model_id: str, *, batches: int, batch_size: int, clients: int,
@@ -203,7 +195,7 @@ def run(args) -> int:
                                          normalize=True, device=spec.device or "cpu")
     results: dict[str, Any] = {"profile": profile.name, "sizes": args.sizes, "niceness": os.nice(0)}
     if args.url:
-        _loopback(args.url)
+        require_loopback(args.url, "index")
         results["embeddings"] = embedding_throughput(args.url, encoder, spec.model_id, batches=args.batches,
                                                      batch_size=args.batch_size, clients=args.clients, api_key=args.api_key,
                                                      rounds=args.rounds)

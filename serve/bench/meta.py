@@ -8,7 +8,8 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
+from urllib.parse import urlparse
 
 from serve.config import PROJECT_ROOT
 
@@ -72,3 +73,20 @@ def save_results(out_dir: str | Path, suite: str, results: dict[str, Any], plot:
     write_result(out / f"{suite}.json", results)
     plot(results, out / f"{suite}.png")
     print(f"wrote {out / (suite + '.json')} and {out / (suite + '.png')}")
+
+
+def require_loopback(url: str, suite: str) -> None:
+    """Benchmarks call a graph on this machine only (never a URL from elsewhere)."""
+    from serve.exposure import is_loopback
+
+    if not is_loopback(urlparse(url).hostname or ""):
+        raise SystemExit(f"bench {suite} only calls a graph on loopback")
+
+
+def loopback_client(url: str, *, api_key: Optional[str], timeout_s: float, suite: str):
+    """An ``httpx.Client`` for a graph on loopback, with the API key when one is given."""
+    import httpx
+
+    require_loopback(url, suite)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return httpx.Client(base_url=url, headers=headers, timeout=timeout_s)

@@ -121,12 +121,21 @@ def _load_suite(data: dict[str, Any]) -> str:
     return _table(["model", "nominal rps", "offered", "goodput", "p50 / p99", "statuses"], rows)
 
 
+def _cpu_share(data: dict[str, Any]) -> str:
+    rows = [[group, f"{seconds:.2f}"] for group, seconds in data["cpu_s_by_group"].items()]
+    return (_table(["process", "CPU s"], rows)
+            + f"\n\n{data['documents']} HTML postings ({data['document_kib']} KiB each) in batches of "
+              f"{data['batch_documents']}, `{data['mode']}` mode, {data['docs_per_s']} documents/s: the ingress used "
+              f"**{100 * data['ingress_share']:.0f}%** of the serving processes' CPU time.")
+
+
 SUITES: dict[str, tuple[str, str, Callable[[dict[str, Any]], str]]] = {
     "overhead": ("Overhead against the engine alone", "python -m serve bench overhead", _overhead),
     "index": ("Embeddings and vector search", "python -m serve bench index --url http://127.0.0.1:8000", _index),
     "extract": ("Extraction", "python -m serve bench extract --url http://127.0.0.1:8000", _extract),
     "router": ("Routing", "python -m serve bench router", _router),
     "load": ("Load", "python -m serve bench load", _load_suite),
+    "cpu_share": ("Where the CPU goes during extraction", "python -m serve bench cpu-share", _cpu_share),
 }
 
 

@@ -21,7 +21,7 @@ from deployments.router.features import RouteInput
 from serve.config import load_profile
 from serve.dispatcher import Dispatcher
 from serve.errors import BadRequest, NotFound, RateLimited, Unavailable
-from serve.health import HealthCache
+from serve.health import HealthCache, HealthPicture
 from serve.settings import Settings
 from tests.support.models import EXTRACTOR, PROFILE, REASONER
 
@@ -194,6 +194,27 @@ def test_a_deployment_known_to_be_down_is_skipped_without_a_call():
     decision = run(dispatcher.resolve("auto", RouteInput(text="prove it")))
     dispatched = run(dispatcher.dispatch(chat(), "chat", decision))
     assert dispatched.hops == (f"{REASONER}=unavailable", f"{EXTRACTOR}=ok") and reasoner.bodies == []
+
+
+def test_a_picture_sent_by_the_ingress_steers_a_dispatcher_that_probes_nothing():
+    """The Extraction replicas' dispatcher: no loop, the ingress's picture per document."""
+    ingress_health = HealthCache({"extractor": FakeLlm(EXTRACTOR), "reasoner": FakeLlm(REASONER, fail=RayActorError()),
+                                  "router": FakeRouter()})
+    run(ingress_health.refresh())
+    ingress_health.thermal = {"level": "soft", "temperature_c": 85.0}
+    reasoner = FakeLlm(REASONER)
+    picture = HealthPicture(["extractor", "reasoner"])
+    dispatcher = Dispatcher(PROFILE_, {EXTRACTOR: FakeLlm(EXTRACTOR), REASONER: reasoner}, FakeRouter("reasoner"),
+                            picture, Settings(router_timeout_s=0.2))
+    assert picture.statuses() == {"extractor": "unknown", "reasoner": "unknown"}
+    picture.update(ingress_health.snapshot())
+    assert picture.statuses() == {"extractor": "ok", "reasoner": "down"}, "names it does not track are left out"
+    decision = run(dispatcher.resolve("auto", RouteInput(text="prove it")))
+    assert decision.target == EXTRACTOR and decision.reason.startswith("thermal: GPU at 85°C")
+    dispatched = run(dispatcher.dispatch(chat(), "chat", decision.model_copy(update={"target": REASONER, "role": "reasoner"})))
+    assert dispatched.hops == (f"{REASONER}=unavailable", f"{EXTRACTOR}=ok") and reasoner.bodies == []
+    picture.update(None)
+    assert picture.statuses()["reasoner"] == "down", "a request without a picture keeps the last one"
 
 
 def test_pinned_requests_never_fall_back():
