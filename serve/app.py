@@ -80,6 +80,7 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
             reasoner_max_model_len=profile.reasoner.max_model_len,
         ),
         embedder,
+        multilingual_embedder=profile.embedder.multilingual,
     )
     monitor = serve.deployment(
         GpuMonitor, name="GpuMonitor", num_replicas=1, **_options(profile.monitor.resources)

@@ -156,6 +156,12 @@ class EmbedderSpec(_Strict):
     )
     dimensions: int = Field(gt=0, description="Vector size the model produces.")
     normalize: bool = Field(True, description="L2-normalise vectors (cosine = dot).")
+    multilingual: bool = Field(
+        False,
+        description="The model embeds many languages and scripts (Qwen3-Embedding). False for English-only "
+        "models (all-MiniLM-L6-v2): the hybrid router then decides messages mostly in non-Latin scripts on its "
+        "heuristic alone, and retrieval over such text is weak.",
+    )
     max_batch_size: int = Field(
         64, ge=1, description="Most texts one forward pass holds."
     )

@@ -28,6 +28,7 @@ class Router:
         spec: The profile's router block.
         targets: Model ids and context limits of the two LLMs.
         embedder: Handle to the Embedder deployment (semantic and hybrid policies).
+        multilingual_embedder: Whether that embedder understands many languages.
         policy: Injectable policy (tests); built from ``spec.policy`` by default.
     """
 
@@ -37,12 +38,14 @@ class Router:
         targets: RouteTargets,
         embedder: Any = None,
         *,
+        multilingual_embedder: bool = False,
         policy: Optional[RoutingPolicy] = None,
     ) -> None:
         quiet_probes()  # successful health probes stay out of the access log
         self._spec = spec
         self._targets = targets
         self._embedder = embedder
+        self._multilingual = multilingual_embedder
         self._policy = policy
         self._ready = asyncio.Lock()
         self._warmup: Optional[asyncio.Task] = None
@@ -62,6 +65,7 @@ class Router:
                     vectors=np.asarray(result["vectors"], dtype=np.float32),
                     labels=tuple(int(e.label == "reasoner") for e in exemplars),
                     categories=tuple(e.category for e in exemplars),
+                    multilingual=self._multilingual,
                 )
                 self._policy = make_policy(self._spec.policy, self._spec, vectors)
                 logger.info("router policy %s ready with %d exemplars", self._spec.policy, len(exemplars))

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
-from deployments.router.features import RouteInput
+from deployments.router.features import RouteInput, reads_as_english
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,56 @@ _REASONING_CUES: dict[str, re.Pattern[str]] = {
 }
 
 
+# The same intents in Hindi, Marathi, Hinglish, German, Spanish, French and Portuguese
+# (written for routing, not translated from the evaluation set). Devanagari vowel signs
+# are not word characters to ``re``, so those words carry no ``\b`` and are chosen to be
+# distinctive as substrings.
+_INTL_CUES: dict[str, re.Pattern[str]] = {
+    "proof": re.compile(
+        r"\b(beweise|beweis|zeige,? dass|demuestra|demostrar|demostraci[oó]n|d[ée]montre[rz]?|prouve[rz]?|"
+        r"d[ée]monstration|demonstre|demonstra[cç][aã]o|mostre que|prove karo|saabit karo|irrationale?|irracional|irrationnel)\b"
+        r"|सिद्ध|अपरिमेय",
+        re.I,
+    ),
+    "step_by_step": re.compile(
+        r"\b(schritt f[üu]r schritt|schrittweise|rechenweg|begr[üu]nde|paso a paso|razona|justifica|"
+        r"[ée]tape par [ée]tape|raisonnement|justifie[rz]?|passo a passo|justifique|samjhao|logic (ke|se) (saath|samjhao))\b"
+        r"|चरण दर चरण|क्रमशः|पायरीपायरीने|टप्प्याटप्प्याने|कारण स्पष्ट|तर्क समझा",
+        re.I,
+    ),
+    "math": re.compile(
+        r"\b(berechne|löse|gleichung|wahrscheinlichkeit|zinseszins|calcula|resuelve|resu[ée]lvelo|ecuaci[oó]n|"
+        r"probabilidad|calcule[rz]?|r[ée]sous|r[ée]soudre|[ée]quation|probabilit[ée]|resolva|equa[cç][aã]o|"
+        r"probabilidade|juros compostos|hisaab|solve karo)\b"
+        r"|हल कर|हल कीज|गणना|समीकरण|प्रायिकता|सोडवा|गणित",
+        re.I,
+    ),
+    "logic": re.compile(
+        r"\b(r[äa]tsel|widerspruch|acertijo|paradoja|contradicci[oó]n|[ée]nigme|paradoxe|enigma|paradoxo|"
+        r"contradi[cç][aã]o|paheli)\b|पहेली|कोडे",
+        re.I,
+    ),
+    "debugging": re.compile(
+        r"\b(warum (h[äa]ngt|wirft|st[üu]rzt|ist|wird)|ursache|absturz|por qu[ée] (mi|el|la|se)|depura|"
+        r"pourquoi (mon|ma|le|la|est)|d[ée]bogue|fuite|por que (meu|minha|o|a)|depure|diagnosti\w*|kyun (ho|hai|nahi)|galti kya)\b"
+        r"|क्यों होता|गलती क्या|त्रुटि",
+        re.I,
+    ),
+    "planning": re.compile(
+        r"\b(plane (die|den|das|eine[n]?|mir)|planung|zeitplan|migrationsplan|strategie|planifica|planificar|estrategia|cronograma|optimiza|"
+        r"planifie[rz]?|plan de|strat[ée]gie|optimise[rz]?|planeje|plano de|elabore um plano|estrat[ée]gia|otimize|plan banao)\b"
+        r"|योजना|नियोजन",
+        re.I,
+    ),
+    "compare": re.compile(
+        r"\b(vergleiche|bewerte|analysiere|compara|eval[uú]a|analiza|compare[rz]?|[ée]value[rz]?|analyse[rz]?|"
+        r"avalie|analise|compare karo)\b|तुलना",
+        re.I,
+    ),
+}
+#: Every cue pattern, by intent: English first, then the other languages.
+CUE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (*_REASONING_CUES.items(), *_INTL_CUES.items())
+
 @dataclass(frozen=True)
 class HeuristicPolicy:
     """Weighted textual signals from the design: length, posting complexity, cues.
@@ -125,11 +175,9 @@ class HeuristicPolicy:
 
     def score(self, request: RouteInput) -> PolicyScore:
         text = request.text[:SCAN_CHARS]
-        cues = sorted(name for name, rx in _REASONING_CUES.items() if rx.search(text))
+        cues = sorted({name for name, rx in CUE_PATTERNS if rx.search(text)})
         # Distinct cue words, so "solve this equation" counts twice but "solve" twice once.
-        cue_hits = {
-            match.group(0).lower() for rx in _REASONING_CUES.values() for match in rx.finditer(text)
-        }
+        cue_hits = {match.group(0).lower() for _, rx in CUE_PATTERNS for match in rx.finditer(text)}
         length_ratio = min(len(request.text) / self.long_context_chars, 1.0)
         has_range = bool(_RANGE.search(text))
         has_equity = bool(_EQUITY.search(text))
@@ -205,24 +253,34 @@ class HybridPolicy:
     """A weighted blend: meaning from the semantic policy, hard signals from the heuristic.
 
     The heuristic sees what embeddings of a truncated prompt miss (length, compensation
-    ranges, equity, tables); the semantic policy sees what keyword rules miss.
+    ranges, equity, tables); the semantic policy sees what keyword rules miss. With an
+    English-only embedding model (``multilingual=False``), a message that does not read
+    as English (another script, or Latin script with none of English's everyday words)
+    is decided by the heuristic alone: the model's vectors for it carry too little
+    meaning to outvote the heuristic's cues, which are written in those languages too.
     """
 
     name = "hybrid"
     needs_embedding = True
 
-    def __init__(self, heuristic: HeuristicPolicy, semantic: SemanticPolicy, *, semantic_weight: float) -> None:
+    def __init__(self, heuristic: HeuristicPolicy, semantic: SemanticPolicy, *, semantic_weight: float,
+                 multilingual: bool = False) -> None:
         self._heuristic = heuristic
         self._semantic = semantic
         self._weight = semantic_weight
+        self._multilingual = multilingual
 
     def score(self, request: RouteInput) -> PolicyScore:
         h = self._heuristic.score(request)
         s = self._semantic.score(request)
-        score = self._weight * s.score + (1 - self._weight) * h.score
+        weight = self._weight
+        if not self._multilingual and not reads_as_english(request.last_user_text or request.text):
+            weight = 0.0
+        score = weight * s.score + (1 - weight) * h.score
         return PolicyScore(
             score=round(min(max(score, 0.0), 1.0), 4),
-            features={"semantic_score": s.score, "heuristic_score": h.score, "semantic": s.features, "heuristic": h.features},
+            features={"semantic_score": s.score, "heuristic_score": h.score, "semantic_weight": weight,
+                      "semantic": s.features, "heuristic": h.features},
         )
 
 
@@ -233,6 +291,8 @@ class ExemplarVectors:
     vectors: np.ndarray
     labels: tuple[int, ...]
     categories: tuple[str, ...]
+    #: Whether the model that embedded them understands many languages (``embedder.multilingual``).
+    multilingual: bool = False
 
 
 # Each factory takes the profile's ``RouterSpec``, the one place its defaults live.
@@ -247,7 +307,8 @@ def _semantic(spec, exemplars: Optional[ExemplarVectors]) -> RoutingPolicy:
 
 
 def _hybrid(spec, exemplars: Optional[ExemplarVectors]) -> RoutingPolicy:
-    return HybridPolicy(_heuristic(spec, exemplars), _semantic(spec, exemplars), semantic_weight=spec.hybrid_semantic_weight)
+    return HybridPolicy(_heuristic(spec, exemplars), _semantic(spec, exemplars), semantic_weight=spec.hybrid_semantic_weight,
+                        multilingual=exemplars.multilingual)
 
 
 PolicyFactory = Callable[[Any, Optional[ExemplarVectors]], RoutingPolicy]

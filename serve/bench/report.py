@@ -107,6 +107,11 @@ def _f1(metrics: Optional[dict[str, Any]]) -> str:
 def _router(data: dict[str, Any]) -> str:
     rows = [[name, r["accuracy"], r["reasoner_share"], f"{r['latency_ms_p50']} / {r['latency_ms_p99']} ms"] for name, r in data["policies"].items()]
     text = _table(["policy", "accuracy", f"sent to reasoner (true {data['reasoner_share_true']})", "decision p50 / p99"], rows)
+    policies = [name for name, r in data["policies"].items() if "category_accuracy" in r]
+    if policies:
+        categories = sorted({c for name in policies for c in data["policies"][name]["category_accuracy"]})
+        rows = [[c, *(f"{data['policies'][name]['category_accuracy'].get(c, '-')}" for name in policies)] for c in categories]
+        text += "\n\nAccuracy by category:\n\n" + _table(["category", *policies], rows)
     emb = data.get("embedding")
     if emb:
         text += (f"\n\nEmbedding one prompt (part of the semantic and hybrid decisions), same prompts in the same run: "

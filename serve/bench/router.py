@@ -46,6 +46,7 @@ def evaluate(policy, rows: list[dict], encoder, threshold: float, targets: Route
     """Score every row; returns accuracy, confusion, reasoner share, latency, and scores."""
     scores, latencies = [], []
     confusion = {"extractor": {"extractor": 0, "reasoner": 0}, "reasoner": {"extractor": 0, "reasoner": 0}}
+    by_category: dict[str, list[int]] = {}
     for row in rows:
         request = RouteInput(text=row["prompt"], last_user_text=row["prompt"])
         started = time.perf_counter()
@@ -56,11 +57,13 @@ def evaluate(policy, rows: list[dict], encoder, threshold: float, targets: Route
         latencies.append((time.perf_counter() - started) * 1000)
         scores.append(decision.score)
         confusion[row["label"]][decision.role] += 1
+        by_category.setdefault(row.get("category", "-"), []).append(int(decision.role == row["label"]))
     correct = confusion["extractor"]["extractor"] + confusion["reasoner"]["reasoner"]
     return {
         "accuracy": round(correct / len(rows), 4),
         "confusion": confusion,
         "reasoner_share": round((confusion["extractor"]["reasoner"] + confusion["reasoner"]["reasoner"]) / len(rows), 4),
+        "category_accuracy": {name: round(sum(hits) / len(hits), 4) for name, hits in sorted(by_category.items())},
         "latency_ms_p50": round(statistics.median(latencies), 3),
         "latency_ms_p99": round(percentile(latencies, 0.99), 3),
         "scores": scores,
@@ -137,6 +140,7 @@ def run(args) -> int:
         vectors=encoder.encode([e.prompt[: spec.embed_chars] for e in exemplars]),
         labels=tuple(int(e.label == "reasoner") for e in exemplars),
         categories=tuple(e.category for e in exemplars),
+        multilingual=profile.embedder.multilingual,
     )
     targets = RouteTargets(profile.extractor.model_id, profile.reasoner.model_id, profile.extractor.max_model_len, profile.reasoner.max_model_len)
     encoder.encode(["warm-up"])  # first call pays one-off allocation costs
@@ -170,5 +174,6 @@ def run(args) -> int:
         print(f"{name:>9}: accuracy {result['accuracy']:.3f}  reasoner share {result['reasoner_share']:.3f} "
               f"(true {results['reasoner_share_true']:.3f})  latency p50 {result['latency_ms_p50']:.2f} ms p99 {result['latency_ms_p99']:.2f} ms")
         print(f"{'':>11}confusion (rows = truth): extractor -> {c['extractor']}, reasoner -> {c['reasoner']}")
+        print(f"{'':>11}by category: " + ", ".join(f"{k} {v:.2f}" for k, v in result["category_accuracy"].items()))
     save_results(args.out, "router", results, plot)
     return 0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from deployments.router.exemplars import load_exemplars
-from deployments.router.features import RouteInput
+from deployments.router.features import RouteInput, latin_share, reads_as_english
 from deployments.router.policies import ExemplarVectors, HeuristicPolicy, HybridPolicy, SemanticPolicy, make_policy
 from serve.config import CONFIGS_DIR, PROJECT_ROOT, RouterSpec
 
@@ -60,6 +60,59 @@ def test_hybrid_blends_scores():
     assert verdict.score == pytest.approx(0.5 * verdict.features["semantic_score"] + 0.5, abs=1e-3)
 
 
+# Written for these tests: in neither the exemplars nor the evaluation set.
+REASONING_ELSEWHERE = [
+    "सिद्ध कीजिए कि 7 एक अभाज्य संख्या है।",                                   # Hindi: prove
+    "दोन शहरांमधील राहणीमानाच्या खर्चाची तुलना करा आणि निर्णय घ्या.",             # Marathi: compare
+    "Is puzzle ka jawab kya hai? Step by step samjhao.",                        # Hinglish
+    "Berechne die Fläche eines Kreises mit Radius 3 und begründe die Formel.",  # German
+    "Resuelve la ecuación x² − 5x + 6 = 0.",                                    # Spanish
+    "Pourquoi mon programme plante-t-il au démarrage ? Aide-moi à comprendre.", # French
+    "Compare as duas propostas e diga qual é a melhor estratégia.",             # Portuguese
+]
+LOOKUPS_ELSEWHERE = [
+    "इस कंपनी का पता क्या है?",
+    "माझा पत्ता लिहून घ्या.",
+    "Kal chhutti hai kya?",
+    "Wo ist der nächste Bahnhof?",
+    "¿Qué hora es en Lima?",
+    "Quel temps fait-il à Nice ?",
+    "Qual é o seu nome?",
+]
+
+
+@pytest.mark.parametrize("text", REASONING_ELSEWHERE)
+def test_reasoning_cues_are_heard_in_seven_more_languages(text):
+    verdict = HEURISTIC.score(RouteInput(text=text, last_user_text=text))
+    assert verdict.score >= 0.5 and verdict.features["reasoning_cues"], verdict.features
+
+
+@pytest.mark.parametrize("text", LOOKUPS_ELSEWHERE)
+def test_plain_requests_in_those_languages_stay_with_the_extractor(text):
+    assert HEURISTIC.score(RouteInput(text=text, last_user_text=text)).score < 0.5
+
+
+def test_what_reads_as_english_to_an_english_only_embedder():
+    assert latin_share("सिद्ध कीजिए") == 0.0 and latin_share("") == 1.0
+    assert reads_as_english("Why does my build fail on the CI server?")
+    assert reads_as_english("Sort these: 3, 1, 2")  # too short to tell: English
+    assert not reads_as_english("Warum hängt mein Programm beim Start?")
+    assert not reads_as_english("Привет, как дела сегодня?")
+    assert not reads_as_english("¿Por qué mi consulta tarda tanto en responder?")
+
+
+def test_hybrid_trusts_its_heuristic_where_an_english_only_embedder_cannot_read():
+    semantic = SemanticPolicy(VECTORS, LABELS, CATS, k=3)  # the vector below votes "extractor"
+    text = "सिद्ध कीजिए कि दो सम संख्याओं का योग सम होता है।"
+    english_only = HybridPolicy(HEURISTIC, semantic, semantic_weight=0.7)
+    verdict = english_only.score(request(0, 1, 0, text=text))
+    assert verdict.features["semantic_weight"] == 0.0 and verdict.score >= 0.5
+    multilingual = HybridPolicy(HEURISTIC, semantic, semantic_weight=0.7, multilingual=True)
+    assert multilingual.score(request(0, 1, 0, text=text)).score < 0.5, "a multilingual embedder keeps its say"
+    english = english_only.score(request(0, 1, 0, text="Prove that the sum of two even numbers is even."))
+    assert english.features["semantic_weight"] == 0.7
+
+
 def test_registry_builds_every_policy():
     vectors = ExemplarVectors(VECTORS, LABELS, CATS)
     for name in ("heuristic", "semantic", "hybrid"):
@@ -84,7 +137,7 @@ def test_evaluation_set_is_large_varied_and_disjoint_from_exemplars():
     assert len(rows) >= 300
     categories = Counter(r["category"] for r in rows)
     for needed in ("extraction", "classification", "lookup", "rewriting", "chitchat", "multilingual",
-                   "math", "proof", "logic", "debugging", "planning", "long_posting"):
+                   "math", "proof", "logic", "debugging", "planning", "long_posting", "multilingual_reasoning"):
         assert categories[needed] >= 10, needed
     exemplars = {e.prompt for e in load_exemplars(CONFIGS_DIR / "router" / "exemplars.txt")}
     assert not exemplars & {r["prompt"] for r in rows}
