@@ -56,13 +56,10 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     reasoner = build_llm_node(
         profile.reasoner, role="reasoner", device=profile.device, cache_dir=settings.cache_dir
     )
+    embedder_path = resolve_source(profile.embedder.source, cache_dir=settings.cache_dir)
     embedder = serve.deployment(
         Embedder, name="Embedder", **_options(profile.embedder.resources, profile.embedder.scaling)
-    ).bind(
-        profile.embedder,
-        resolve_source(profile.embedder.source, cache_dir=settings.cache_dir),
-        cache_dir=str(settings.cache_dir),
-    )
+    ).bind(profile.embedder, embedder_path, cache_dir=str(settings.cache_dir))
     collections = None
     if profile.collections.enabled:
         # One replica: it owns the collection files (and locks their directory).
@@ -81,6 +78,7 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
         ),
         embedder,
         multilingual_embedder=profile.embedder.multilingual,
+        local_encoder=(profile.embedder, embedder_path) if profile.router.embeds_in_process(profile.embedder) else None,
     )
     monitor = serve.deployment(
         GpuMonitor, name="GpuMonitor", num_replicas=1, **_options(profile.monitor.resources)

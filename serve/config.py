@@ -219,6 +219,12 @@ class RouterSpec(_Strict):
         description="Labeled exemplars (configs/-relative) for the semantic and hybrid policies.",
     )
     semantic_k: int = Field(7, ge=1, description="Exemplars that vote in the semantic policy.")
+    embed_in_process: Optional[bool] = Field(
+        None,
+        description="The Router embeds prompts with its own copy of the embedding model (one hop per "
+        "decision instead of three; the model's memory twice). null: when the embedder runs on the CPU, "
+        "where the copy is cheap; a GPU embedder stays the one copy on the card.",
+    )
     embed_chars: int = Field(
         400, ge=16, le=8000,
         description="Characters of the last user message the semantic policy embeds (exemplars are cut "
@@ -251,6 +257,13 @@ class RouterSpec(_Strict):
     )
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0.1))
     scaling: Scaling = Field(default_factory=Scaling)
+
+
+    def embeds_in_process(self, embedder: "EmbedderSpec") -> bool:
+        """Whether the Router holds its own encoder (a semantic or hybrid policy only)."""
+        if self.policy == "heuristic":
+            return False
+        return self.embed_in_process if self.embed_in_process is not None else embedder.resources.num_gpus == 0
 
 
 class ThermalSpec(_Strict):

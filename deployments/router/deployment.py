@@ -1,4 +1,12 @@
-"""The Router deployment: a thin Ray Serve wrapper around the pure routing logic."""
+"""The Router deployment: a thin Ray Serve wrapper around the pure routing logic.
+
+The semantic and hybrid policies need the prompt's embedding. When the profile's
+embedder runs on the CPU, the Router holds its own copy of that model (the same ONNX
+export, so the same vectors) and embeds the prompt in its own process: a decision is
+then one hop from the ingress instead of three (Ingress -> Router -> Embedder -> Router
+-> Ingress), and bulk embedding work queued at the Embedder never delays it. A GPU
+embedder stays the one copy on the card, called through its handle.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,7 @@ import asyncio
 import contextvars
 import dataclasses
 import logging
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
@@ -17,6 +25,10 @@ from deployments.router.policies import NEEDS_EXEMPLARS, ExemplarVectors, Routin
 from serve.config import CONFIGS_DIR, RouterSpec
 from serve.log_filters import quiet_probes
 from serve.observability import replica_metric
+
+if TYPE_CHECKING:
+    from deployments.embedder.encoder import Encoder
+    from serve.config import EmbedderSpec
 
 logger = logging.getLogger("ray.serve")
 
@@ -29,6 +41,9 @@ class Router:
         targets: Model ids and context limits of the two LLMs.
         embedder: Handle to the Embedder deployment (semantic and hybrid policies).
         multilingual_embedder: Whether that embedder understands many languages.
+        local_encoder: The embedder's spec and model path, to embed prompts in this
+            process instead of calling the Embedder (see the module docstring).
+        encoder: Injectable in-process encoder (tests).
         policy: Injectable policy (tests); built from ``spec.policy`` by default.
     """
 
@@ -39,6 +54,8 @@ class Router:
         embedder: Any = None,
         *,
         multilingual_embedder: bool = False,
+        local_encoder: Optional[tuple["EmbedderSpec", str]] = None,
+        encoder: Optional["Encoder"] = None,
         policy: Optional[RoutingPolicy] = None,
     ) -> None:
         quiet_probes()  # successful health probes stay out of the access log
@@ -46,6 +63,13 @@ class Router:
         self._targets = targets
         self._embedder = embedder
         self._multilingual = multilingual_embedder
+        if encoder is None and local_encoder is not None:
+            from deployments.embedder.encoder import make_encoder
+            from serve.settings import load_settings
+
+            embedder_spec, model_path = local_encoder
+            encoder = make_encoder(embedder_spec, model_path, cache_dir=load_settings().cache_dir)
+        self._encoder = encoder
         self._policy = policy
         self._ready = asyncio.Lock()
         self._warmup: Optional[asyncio.Task] = None
@@ -60,9 +84,8 @@ class Router:
         async with self._ready:
             if self._policy is None:
                 exemplars = load_exemplars(CONFIGS_DIR / self._spec.exemplars)
-                result = await self._embedder.embed.remote([e.prompt[: self._spec.embed_chars] for e in exemplars])
                 vectors = ExemplarVectors(
-                    vectors=np.asarray(result["vectors"], dtype=np.float32),
+                    vectors=await self._embed([e.prompt[: self._spec.embed_chars] for e in exemplars]),
                     labels=tuple(int(e.label == "reasoner") for e in exemplars),
                     categories=tuple(e.category for e in exemplars),
                     multilingual=self._multilingual,
@@ -75,8 +98,8 @@ class Router:
         """The routing decision for one request."""
         policy = await self._ensure_policy()
         if policy.needs_embedding and request.embedding is None:
-            result = await self._embedder.embed.remote([text_to_embed(request, self._spec.embed_chars)])
-            request = dataclasses.replace(request, embedding=tuple(result["vectors"][0].tolist()))
+            vector = (await self._embed([text_to_embed(request, self._spec.embed_chars)]))[0]
+            request = dataclasses.replace(request, embedding=vector)
         decision = decide(
             request,
             policy=policy,
@@ -85,6 +108,16 @@ class Router:
         )
         self._count_decision(decision)
         return decision
+
+    async def _embed(self, texts: list[str]) -> np.ndarray:
+        """Vectors for ``texts``: in this process when it holds an encoder, else from the
+        Embedder deployment."""
+        if self._encoder is not None:
+            # In a thread: ONNX Runtime and torch release the GIL, so health checks and
+            # other decisions keep being answered meanwhile.
+            return await asyncio.to_thread(self._encoder.encode, texts)
+        result = await self._embedder.embed.remote(texts)
+        return np.asarray(result["vectors"], dtype=np.float32)
 
     def _count_decision(self, decision: RouteDecision) -> None:
         replica_metric(

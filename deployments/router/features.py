@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 
 @dataclass(frozen=True)
@@ -23,8 +23,8 @@ class RouteInput:
     has_tools: bool = False
     wants_json: bool = False
     max_tokens: int | None = None
-    embedding: tuple[float, ...] | None = None
-    """The text's embedding, filled in by the router for policies that need one."""
+    embedding: Sequence[float] | None = None
+    """The text's embedding (a vector), filled in by the router for policies that need one."""
 
 
 def text_to_embed(request: RouteInput, max_chars: int) -> str:

@@ -1,0 +1,78 @@
+"""The Router deployment's class without Ray: where the prompt's vector comes from."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from deployments.router.decision import RouteTargets
+from deployments.router.deployment import Router
+from deployments.router.features import RouteInput
+from serve.config import EmbedderSpec, RouterSpec
+
+TARGETS = RouteTargets(extractor="ext", reasoner="rea", extractor_max_model_len=4096, reasoner_max_model_len=8192)
+
+
+class WordEncoder:
+    """Embeds a text by two words: +x for "prove", +y for "extract"; records each call."""
+
+    dimensions = 3
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def encode(self, texts):
+        self.calls.append(list(texts))
+        rows = [[float("prove" in t.lower()), float("extract" in t.lower()), 0.1] for t in texts]
+        vectors = np.asarray(rows, dtype=np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+class EmbedderHandle:
+    """Stands in for the Embedder's handle (``embed.remote``)."""
+
+    def __init__(self, encoder: WordEncoder) -> None:
+        self.encoder, self.texts = encoder, []
+        self.embed = type("Method", (), {"remote": lambda _self, texts: self._embed(texts)})()
+
+    async def _embed(self, texts):
+        self.texts.extend(texts)
+        return {"vectors": self.encoder.encode(texts), "tokens": len(texts)}
+
+
+@pytest.fixture(autouse=True)
+def no_metrics(monkeypatch):
+    monkeypatch.setattr(Router, "_count_decision", lambda self, decision: None)
+
+
+def decide(router: Router, text: str):
+    return asyncio.run(router.decide(RouteInput(text=text, last_user_text=text)))
+
+
+def test_a_router_with_its_own_encoder_never_calls_the_embedder():
+    spec = RouterSpec(policy="semantic", semantic_k=3)
+    encoder = WordEncoder()
+    router = Router(spec, TARGETS, None, encoder=encoder)  # no Embedder handle at all
+    assert decide(router, "Prove that this holds.").role == "reasoner"
+    assert decide(router, "Extract the city.").role == "extractor"
+    # The exemplars and both prompts went through the router's own encoder.
+    assert [len(call) for call in encoder.calls[1:]] == [1, 1] and len(encoder.calls[0]) > 100
+
+
+def test_without_one_it_asks_the_embedder_deployment():
+    spec = RouterSpec(policy="hybrid")
+    handle = EmbedderHandle(WordEncoder())
+    router = Router(spec, TARGETS, handle)
+    decision = decide(router, "Prove it, step by step.")
+    assert decision.role == "reasoner" and handle.texts[-1] == "Prove it, step by step."
+
+
+def test_the_profile_says_where_prompts_are_embedded():
+    cpu = EmbedderSpec(model_id="e", source="s", dimensions=3)
+    gpu = cpu.model_copy(update={"resources": cpu.resources.model_copy(update={"num_gpus": 0.1}), "device": "cuda"})
+    assert RouterSpec(policy="hybrid").embeds_in_process(cpu)
+    assert not RouterSpec(policy="hybrid").embeds_in_process(gpu)
+    assert RouterSpec(policy="hybrid", embed_in_process=True).embeds_in_process(gpu)
+    assert not RouterSpec(policy="heuristic").embeds_in_process(cpu), "the heuristic embeds nothing"
