@@ -3,7 +3,7 @@
 Commands:
     checkpoints   fetch and convert the real CPU model, build the tiny test checkpoints (idempotent)
     validate      load and validate a profile, print its resource plan
-    plan          print a GPU profile's memory plan (refuses one that does not fit)
+    plan          print a GPU profile's memory plan, or a CPU profile's core plan
     render-k8s    write the KubeRay manifests in k8s/ from a profile
     bench load    open-loop load sweep (or soak) against the running graph
     bench router  routing accuracy, confusion, reasoner share and latency per policy
@@ -65,8 +65,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if profile.device != "gpu":
-        print(f"profile {profile.name!r} runs on the CPU: there is no GPU memory to plan")
-        return 0
+        from serve.core_plan import build_core_plan
+
+        plan = build_core_plan(profile)
+        print(plan.table())
+        return 1 if plan.problems() else 0
     print(build_plan(profile).table())
     return 0
 
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("profile", help="profile name (cpu) or path to a YAML file")
     p.set_defaults(func=_cmd_validate)
 
-    p = sub.add_parser("plan", help="print a GPU profile's memory plan")
+    p = sub.add_parser("plan", help="print a GPU profile's memory plan or a CPU profile's core plan")
     p.add_argument("profile", help="profile name (gpu-16gb) or path (configs/gpu-16gb.yaml)")
     p.set_defaults(func=_cmd_plan)
 

@@ -105,4 +105,18 @@ def build_app(args: dict[str, Any]):
     problem = exposure_problem(serve_http_host(), settings)
     if problem:
         raise RuntimeError(f"refusing to start: {problem}")
+    if profile.device == "cpu":
+        _check_cores(profile)
     return build_graph(profile, settings)
+
+
+def _check_cores(profile: Profile) -> None:
+    """Refuse engine cores this machine does not allow; log the plan (and any sharing)."""
+    import logging
+
+    from serve.core_plan import build_core_plan
+
+    plan = build_core_plan(profile)
+    if plan.problems():
+        raise RuntimeError("refusing to start: the CPU engines' cores do not exist here\n" + plan.table())
+    logging.getLogger("ray.serve").info("%s", plan.table())

@@ -130,6 +130,13 @@ class LLMSpec(_Strict):
     env: dict[str, str] = Field(
         default_factory=dict, description="Environment variables for the engine."
     )
+    cpu_cores: Optional[str] = Field(
+        None, pattern=r"^(all|\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?){0,63})$",
+        description="CPU profiles: the cores the engine computes on, e.g. `0-3` or `0,2`, or `all` (every core "
+        "the graph may use when it starts); it runs one thread per core (vLLM's VLLM_CPU_OMP_THREADS_BIND). null leaves vLLM's `auto`, which under Ray gives every "
+        "engine the same single core. Engines may share cores: each then runs at about half speed while "
+        "both compute. `python -m serve plan <profile>` shows the assignment.",
+    )
     default_chat_template_kwargs: dict[str, Any] = Field(
         default_factory=dict,
         description=(
@@ -405,6 +412,8 @@ class Profile(_Strict):
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "Profile":
         ids = [self.extractor.model_id, self.reasoner.model_id, self.embedder.model_id]
+        if self.device == "gpu" and any(self.llm(role).cpu_cores for role in ("extractor", "reasoner")):
+            raise ValueError("cpu_cores binds CPU engines; a gpu profile's engines compute on the GPU")
         for role in ("extractor", "reasoner"):
             spec = self.llm(role)
             if spec.thinking_budget_tokens and not spec.reasoning_parser:

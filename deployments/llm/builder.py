@@ -72,12 +72,23 @@ def llm_config_dict(spec: LLMSpec, *, device: str, model_path: str) -> dict[str,
         "deployment_config": deployment_config,
     }
     # The engine processes vLLM starts inherit this and watch the replica (engine_watchdog).
-    config["runtime_env"] = {"env_vars": {**spec.env, ENGINE_WATCHDOG_ENV: "1"}}
+    config["runtime_env"] = {"env_vars": {**engine_env(spec, device), ENGINE_WATCHDOG_ENV: "1"}}
     if Path(model_path).is_dir():
         config["callback_config"] = {
             "callback_class": "deployments.llm.callbacks.LocalWeightsCallback"
         }
     return config
+
+
+def engine_env(spec: LLMSpec, device: str) -> dict[str, str]:
+    """The engine's environment: the profile's ``env``, and on CPU profiles the cores its
+    OpenMP threads bind to (one thread per core)."""
+    env = {key: str(value) for key, value in spec.env.items()}
+    if device == "cpu" and spec.cpu_cores:
+        from serve.core_plan import parse_cores
+
+        env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, parse_cores(spec.cpu_cores)))
+    return env
 
 
 def build_llm_node(spec: LLMSpec, *, role: str, device: str, cache_dir: Path):

@@ -260,7 +260,9 @@ def run(args) -> int:
                                "output_tokens": OUTPUT_TOKENS, "targets": {}, "start": {}}
     subprocess.run([_bin("ray"), "stop", "--force"], capture_output=True, timeout=120)
 
-    engine = {**{k: str(v) for k, v in spec.env.items()}}
+    from deployments.llm.builder import engine_env
+
+    engine = engine_env(spec, profile.device)  # the same cores and threads as the graph's engine
 
     def vllm_alone(log_name: str) -> dict[str, Any]:
         port = _free_port()

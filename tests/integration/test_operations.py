@@ -69,3 +69,28 @@ def test_serve_status_lists_every_deployment_healthy(graph):
 def test_dashboard_serve_api_lists_the_application(graph):
     app = serve_details(graph)  # raises unless the API answered 200 with the application
     assert set(app["deployments"]) == DEPLOYMENTS
+
+
+def test_each_cpu_engine_computes_on_the_cores_its_profile_names(graph):
+    """The engines' OpenMP threads: one per core of ``cpu_cores`` (``all`` here), not
+    vLLM's ``auto``, which under Ray gave both engines one thread on core 0."""
+    import psutil
+
+    from serve.config import load_profile
+    from serve.core_plan import parse_cores
+
+    profile = load_profile(PROFILE)
+    wanted = {parse_cores(profile.llm(role).cpu_cores) for role in ("extractor", "reasoner")}
+    assert len(wanted) == 1, "the test profile binds both engines alike"
+    cores = wanted.pop()
+    workers = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if "VLLM::Worker" in " ".join(proc.info["cmdline"] or []):
+                workers.append(proc.environ())
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    assert len(workers) == 2, "one engine worker per LLM"
+    for env in workers:
+        assert env["VLLM_CPU_OMP_THREADS_BIND"] == ",".join(map(str, cores))
+        assert env["OMP_NUM_THREADS"] == str(len(cores))

@@ -1,0 +1,96 @@
+"""CPU core plan: which cores each CPU engine computes on, as the GPU planner plans memory.
+
+vLLM's CPU engine binds one OpenMP thread to each core of ``VLLM_CPU_OMP_THREADS_BIND``.
+Left at ``auto`` it keeps a core for its scheduler and binds to what is left of the
+cores the process may use; under Ray, with fractional ``num_cpus``, every engine ended
+up with one thread on core 0 (DESIGN.md, "Facts measured"). So CPU profiles name the
+cores of each engine (``cpu_cores``), the graph passes them to the engine, and this
+plan checks them against the machine and says which engines share cores.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+ENGINES = ("extractor", "reasoner")
+
+
+def parse_cores(text: str) -> tuple[int, ...]:
+    """``"0-2,5"`` -> ``(0, 1, 2, 5)``; ``"all"`` -> every core this process may use (the
+    profile's pattern has already checked the syntax).
+
+    Raises:
+        ValueError: a range that runs backwards.
+    """
+    if text == "all":
+        return tuple(sorted(os.sched_getaffinity(0)))
+    cores: list[int] = []
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        low, high = int(first), int(last or first)
+        if high < low:
+            raise ValueError(f"core range {part!r} runs backwards")
+        cores.extend(range(low, high + 1))
+    return tuple(sorted(set(cores)))
+
+
+@dataclass(frozen=True)
+class CoreRow:
+    engine: str
+    model: str
+    cores: Optional[tuple[int, ...]]  # None: vLLM's auto binding
+
+
+@dataclass(frozen=True)
+class CorePlan:
+    """The engines' cores on a machine where this process may use the ``allowed`` cores."""
+
+    profile: str
+    allowed: tuple[int, ...]
+    rows: tuple[CoreRow, ...]
+
+    def shared(self) -> list[tuple[str, str, tuple[int, ...]]]:
+        """Pairs of engines that compute on some of the same cores, and those cores."""
+        out = []
+        for i, a in enumerate(self.rows):
+            for b in self.rows[i + 1:]:
+                common = tuple(sorted(set(a.cores or ()) & set(b.cores or ())))
+                if common:
+                    out.append((a.engine, b.engine, common))
+        return out
+
+    def problems(self) -> list[str]:
+        """Cores a profile names that this machine does not let the graph use."""
+        return [
+            f"{row.engine} ({row.model}) is bound to cores {list(row.cores)}, but this machine allows "
+            f"{list(self.allowed)}"
+            for row in self.rows
+            if row.cores and not set(row.cores) <= set(self.allowed)
+        ]
+
+    def table(self) -> str:
+        lines = [f"CPU core plan for profile {self.profile!r} (cores allowed here: {list(self.allowed)})",
+                 f"{'engine':<10} {'model':<32} {'cores':<14} threads"]
+        for row in self.rows:
+            cores = ",".join(map(str, row.cores)) if row.cores else "auto"
+            threads = str(len(row.cores)) if row.cores else "vLLM's choice"
+            lines.append(f"{row.engine:<10} {row.model[:32]:<32} {cores:<14} {threads}")
+        for a, b, common in self.shared():
+            lines.append(f"note: {a} and {b} share cores {list(common)}: while both compute, each runs at about "
+                         "half speed; while one is idle the other has them all")
+        problems = self.problems()
+        lines.append("verdict: " + ("fits" if not problems else "DOES NOT FIT"))
+        lines.extend(f"  - {p}" for p in problems)
+        return "\n".join(lines)
+
+
+def build_core_plan(profile, allowed: Optional[tuple[int, ...]] = None) -> CorePlan:
+    """The core plan of a CPU profile on this machine (or one that allows ``allowed``)."""
+    rows = tuple(
+        CoreRow(role, profile.llm(role).model_id,
+                parse_cores(profile.llm(role).cpu_cores) if profile.llm(role).cpu_cores else None)
+        for role in ENGINES
+    )
+    return CorePlan(profile.name, tuple(sorted(allowed if allowed is not None else os.sched_getaffinity(0))), rows)

@@ -1,0 +1,65 @@
+"""The CPU core plan: each CPU engine's cores, checked against the machine."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from deployments.llm.builder import engine_env
+from serve.config import load_profile
+from serve.core_plan import build_core_plan, parse_cores
+
+CPU = load_profile("cpu")
+
+
+def with_cores(extractor, reasoner):
+    return CPU.model_copy(update={
+        "extractor": CPU.extractor.model_copy(update={"cpu_cores": extractor}),
+        "reasoner": CPU.reasoner.model_copy(update={"cpu_cores": reasoner}),
+    })
+
+
+def test_core_lists_parse_like_taskset():
+    assert parse_cores("0-2,5") == (0, 1, 2, 5)
+    assert parse_cores("3,1,1") == (1, 3)
+    assert parse_cores("all") == tuple(sorted(os.sched_getaffinity(0)))
+    with pytest.raises(ValueError, match="backwards"):
+        parse_cores("3-1")
+
+
+def test_the_plan_says_which_engines_share_cores_and_refuses_missing_ones():
+    split = build_core_plan(with_cores("0-1", "2-3"), allowed=(0, 1, 2, 3))
+    assert split.shared() == [] and split.problems() == []
+    shared = build_core_plan(with_cores("0-2", "2-3"), allowed=(0, 1, 2, 3))
+    assert shared.shared() == [("extractor", "reasoner", (2,))]
+    assert "share cores [2]" in shared.table() and "verdict: fits" in shared.table()
+    missing = build_core_plan(with_cores("0-1", "4-5"), allowed=(0, 1, 2, 3))
+    assert missing.problems() == ["reasoner (qwen3-tiny-reasoner) is bound to cores [4, 5], but this machine allows [0, 1, 2, 3]"]
+    assert "DOES NOT FIT" in missing.table()
+    assert build_core_plan(with_cores(None, None), allowed=(0, 1)).rows[0].cores is None
+
+
+def test_the_engine_gets_one_thread_per_core_on_cpu_only():
+    spec = CPU.extractor.model_copy(update={"cpu_cores": "0,2-3"})
+    assert engine_env(spec, "cpu")["VLLM_CPU_OMP_THREADS_BIND"] == "0,2,3"
+    assert engine_env(spec, "cpu")["VLLM_CPU_KVCACHE_SPACE"] == CPU.extractor.env["VLLM_CPU_KVCACHE_SPACE"]
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in engine_env(spec, "gpu")
+    assert engine_env(CPU.extractor, "cpu")["VLLM_CPU_OMP_THREADS_BIND"] == ",".join(map(str, sorted(os.sched_getaffinity(0))))
+
+
+def test_the_cpu_profiles_bind_their_engines_deliberately():
+    for name in ("cpu", "cpu-tiny"):
+        profile = load_profile(name)
+        assert profile.extractor.cpu_cores and profile.reasoner.cpu_cores, name
+
+
+def test_a_gpu_profile_refuses_cpu_cores():
+    from pydantic import ValidationError
+
+    from serve.config import Profile
+
+    data = load_profile("gpu-16gb").model_dump()
+    data["extractor"]["cpu_cores"] = "0-1"
+    with pytest.raises(ValidationError, match="cpu_cores binds CPU engines"):
+        Profile.model_validate(data)
