@@ -2,14 +2,15 @@
 
 The ingress checks sizes and thermal admission, then hands each document to the
 Extraction deployment (``deployments/extraction/deployment.py``), which parses it on its
-own CPU replicas and calls the LLMs through its own dispatcher. A batch is fanned out
-document by document, so Serve spreads it over the Extraction replicas.
+own CPU replicas and calls the LLMs through its own dispatcher. A batch is sent in
+chunks of a few documents (one handle call each), so Serve spreads it over the
+Extraction replicas while the ingress pays for a handful of calls, not one per document.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Optional
 
 from fastapi import Request
 from pydantic import ValidationError
@@ -26,6 +27,8 @@ from serve.errors import (
 )
 from serve.protocol import ExtractBatchRequest, ExtractRequest
 
+#: Most documents one call to the Extraction deployment carries.
+MAX_CHUNK = 8
 
 
 def _failure(exc: BaseException, request_id: str, index: int) -> tuple[int, dict[str, Any]]:
@@ -47,20 +50,20 @@ class ExtractionEndpoints:
     """The extraction routes, mixed into the Ingress: they check sizes and admission and
     forward each document to the Extraction deployment (its ``_extraction`` handle)."""
 
-    async def _extract_one(self, item: ExtractRequest, request: Request) -> dict[str, Any]:
-        spec = self._profile.extraction
-        if len(item.document) > spec.max_document_chars:
+    def _check_size(self, item: ExtractRequest) -> None:
+        limit = self._profile.extraction.max_document_chars
+        if len(item.document) > limit:
             raise PayloadTooLarge(
-                f"document is {len(item.document)} characters; the limit is {spec.max_document_chars}",
+                f"document is {len(item.document)} characters; the limit is {limit}",
                 param="document", code="document_too_long",
             )
-        self._dispatcher.admit(llm=item.mode != "fast")
-        return await within(self._extraction.extract.remote(item.model_dump(by_alias=True), self._health.snapshot()),
-                            self._settings.extraction_timeout_s, "the extraction service")
 
     async def extract(self, body: ExtractRequest, request: Request) -> dict[str, Any]:
         """One document → a validated record with per-field sources (or a 4xx)."""
-        return await self._extract_one(body, request)
+        self._check_size(body)
+        self._dispatcher.admit(llm=body.mode != "fast")
+        return await within(self._extraction.extract.remote(body.model_dump(by_alias=True), self._health.snapshot()),
+                            self._settings.extraction_timeout_s, "the extraction service")
 
     async def job_posting_schema(self) -> dict[str, Any]:
         """The ``job_posting`` record's JSON schema, and a ``response_format`` for chat.
@@ -87,25 +90,57 @@ class ExtractionEndpoints:
                 f"{len(body.documents)} documents; at most {spec.max_batch_documents} per batch",
                 param="documents", code="too_many_documents",
             )
+        request_id = request.headers.get("x-request-id", "-")
+        results: list[Optional[dict[str, Any]]] = [None] * len(body.documents)
+        valid: list[tuple[int, ExtractRequest]] = []
+        for index, raw in enumerate(body.documents):
+            try:
+                valid.append((index, self._batch_item(index, raw, body)))
+            except Exception as exc:  # noqa: BLE001 - one document's failure is its own result
+                results[index] = _item_result(index, exc, request_id)
         gate = asyncio.Semaphore(spec.batch_concurrency)
 
-        async def one(index: int, raw: Any) -> dict[str, Any]:
-            try:
-                fields = {"document": raw} if isinstance(raw, str) else raw
-                if not isinstance(fields, dict):
-                    raise BadRequest(f"documents[{index}] must be a string or an object", param=f"documents[{index}]")
-                fields = {"schema": body.schema_, "mode": body.mode, **fields}
+        async def run(chunk: list[tuple[int, ExtractRequest]]) -> None:
+            async with gate:  # a chunk's documents run one after the other: at most batch_concurrency at once
                 try:
-                    item = ExtractRequest.model_validate(fields)
-                except ValidationError as exc:
-                    message, param = validation_problem(exc.errors(), f"documents[{index}]")
-                    raise BadRequest(message, param=param) from None
-                async with gate:
-                    return {"index": index, "status": 200, "result": await self._extract_one(item, request)}
-            except Exception as exc:  # noqa: BLE001 - one document's failure is its own result
-                status, envelope = _failure(exc, request.headers.get("x-request-id", "-"), index)
-                return {"index": index, "status": status, **envelope}
+                    self._dispatcher.admit(llm=any(item.mode != "fast" for _, item in chunk))
+                    outcomes = await within(
+                        self._extraction.extract_many.remote([item.model_dump(by_alias=True) for _, item in chunk],
+                                                             self._health.snapshot()),
+                        self._settings.extraction_timeout_s * len(chunk), "the extraction service")
+                except Exception as exc:  # noqa: BLE001 - the chunk's documents all fail with it
+                    outcomes = [exc] * len(chunk)
+            for (index, _), outcome in zip(chunk, outcomes):
+                results[index] = _item_result(index, outcome, request_id)
 
-        results = await asyncio.gather(*(one(i, raw) for i, raw in enumerate(body.documents)))
+        size = chunk_size(len(valid), spec.batch_concurrency)
+        await asyncio.gather(*(run(valid[i:i + size]) for i in range(0, len(valid), size)))
         ok = sum(r["status"] == 200 for r in results)
         return {"object": "list", "results": results, "succeeded": ok, "failed": len(results) - ok}
+
+    def _batch_item(self, index: int, raw: Any, body: ExtractBatchRequest) -> ExtractRequest:
+        """``documents[index]`` as a request of its own (the batch's schema and mode unless
+        it sets them), checked like one."""
+        fields = {"document": raw} if isinstance(raw, str) else raw
+        if not isinstance(fields, dict):
+            raise BadRequest(f"documents[{index}] must be a string or an object", param=f"documents[{index}]")
+        try:
+            item = ExtractRequest.model_validate({"schema": body.schema_, "mode": body.mode, **fields})
+        except ValidationError as exc:
+            message, param = validation_problem(exc.errors(), f"documents[{index}]")
+            raise BadRequest(message, param=param) from None
+        self._check_size(item)
+        return item
+
+
+def chunk_size(documents: int, concurrency: int) -> int:
+    """Documents per Extraction call: about two chunks per slot, so replicas stay busy
+    when documents take unequal time, and at most :data:`MAX_CHUNK`."""
+    return max(1, min(MAX_CHUNK, -(-documents // (2 * concurrency))))
+
+
+def _item_result(index: int, outcome: Any, request_id: str) -> dict[str, Any]:
+    if isinstance(outcome, BaseException):
+        status, envelope = _failure(outcome, request_id, index)
+        return {"index": index, "status": status, **envelope}
+    return {"index": index, "status": 200, "result": outcome}

@@ -205,3 +205,28 @@ def test_a_stalled_handle_call_becomes_a_retryable_503():
         return 7
 
     assert asyncio.run(within(quick(), 1, "the embedder")) == 7
+
+
+def test_typed_errors_cross_a_handle_as_values_intact():
+    """A batch chunk's results carry each document's error as a value (pickled by Ray)."""
+    import pickle
+
+    import cloudpickle
+
+    import serve.errors as errors
+
+    kinds = [cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.GraphError)]
+    assert len(kinds) >= 6
+    for cls in kinds:
+        sent = cls("no title found", param="document", code="extraction_failed")
+        got = pickle.loads(cloudpickle.dumps([sent]))[0]
+        assert (type(got), got.message, got.param, got.code, got.status_code) == (
+            cls, sent.message, sent.param, sent.code, sent.status_code)
+
+
+def test_a_batch_goes_to_extraction_in_a_few_chunks():
+    from serve.extract_api import MAX_CHUNK, chunk_size
+
+    assert chunk_size(100, 4) == MAX_CHUNK == 8  # 13 calls instead of 100
+    assert chunk_size(100, 16) == 4  # about two chunks per slot: 25 calls
+    assert chunk_size(3, 4) == 1 and chunk_size(0, 4) == 1
