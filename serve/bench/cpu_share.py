@@ -8,7 +8,7 @@ CPU time (user + system, from psutil) before and after. The result is the CPU se
 per deployment, and the ingress's share of all the serving processes' time.
 
 Serving processes are the Serve replicas, the HTTP proxy, the controller and the vLLM
-engines. Ray's own daemons (raylet, GCS, dashboard) are counted apart: they run
+engines (and vLLM's own API server, when ``bench overhead`` runs it alone). Ray's own daemons (raylet, GCS, dashboard) are counted apart: they run
 whatever the application does.
 """
 
@@ -39,6 +39,8 @@ def process_group(name: str, cmdline: str) -> Optional[str]:
         return replica.group(1)
     if "EngineCore" in title or "VLLM::" in title:
         return "vLLM engines"
+    if "vllm.entrypoints.openai.api_server" in title:
+        return "vLLM API server"
     if "ProxyActor" in title:
         return "HTTP proxy"
     if "ServeController" in title:

@@ -11,8 +11,9 @@ One run starts, one after the other, on the same machine and the same tiny model
 
 Each gets the same workload: streamed chat requests with a 256-token prompt and exactly
 128 output tokens (``ignore_eos``), closed loop at concurrency 1, 4 and 16. Reported:
-time to first token, time per output token, end-to-end p50/p99, output tokens/s, and
-the ratios of each target to (d). The graph's start-up is timed twice (cold: first
+time to first token, time per output token, end-to-end p50/p99, output tokens/s, the
+ratios of each target to (d), and the CPU milliseconds each process group spent per
+output token (where the time goes on a CPU box). The graph's start-up is timed twice (cold: first
 start after ``ray stop``; warm: started again right after).
 """
 
@@ -34,6 +35,7 @@ from typing import Any, Iterator, Optional
 import httpx
 import yaml
 
+from serve.bench.cpu_share import cpu_by_group, cpu_census
 from serve.bench.meta import save_results
 from serve.bench.stats import percentile
 from serve.config import PROJECT_ROOT, load_profile
@@ -199,7 +201,17 @@ def run_level(url: str, model: str, prompt: str, concurrency: int, requests: int
 
 
 def _levels(url: str, model: str, prompt: str, levels: list[int], per_client: int) -> list[dict[str, Any]]:
-    return [run_level(url, model, prompt, c, max(c * per_client, MIN_REQUESTS_PER_LEVEL)) for c in levels]
+    """Each level's figures, with the CPU census around it: the CPU seconds of every
+    serving process (engine, replicas, proxy, vLLM's API server) per output token."""
+    out = []
+    for concurrency in levels:
+        before = cpu_census()
+        row = run_level(url, model, prompt, concurrency, max(concurrency * per_client, MIN_REQUESTS_PER_LEVEL))
+        spent = cpu_by_group(before, cpu_census())
+        row["cpu_ms_per_token"] = {group: round(1000 * seconds / max(row["output_tokens"], 1), 3)
+                                   for group, seconds in spent.items() if group not in ("Ray daemons", "idle Ray workers")}
+        out.append(row)
+    return out
 
 
 def ratios_vs_best_d(targets: dict[str, Any]) -> dict[str, Any]:

@@ -60,8 +60,16 @@ def _overhead(data: dict[str, Any]) -> str:
     drift_text = (" (d)'s second run against its first, per concurrency (e2e p50 / throughput): "
                   + ", ".join(f"c={c} ×{v['e2e_p50']:.2f} / ×{v['throughput']:.2f}" for c, v in drift.items())
                   + "; ratios are against the better (d) run.") if drift else ""
-    return (_table(["target", "concurrency", "TTFT p50", "TPOT p50", "e2e p50 / p99", "output tok/s", "vs (d): e2e p50 / throughput"], rows)
+    text = (_table(["target", "concurrency", "TTFT p50", "TPOT p50", "e2e p50 / p99", "output tok/s", "vs (d): e2e p50 / throughput"], rows)
             + f"\n\nGraph start to `/readyz` 200: cold {start.get('cold_s')} s, warm {start.get('warm_s')} s.{routed}{drift_text}")
+    census = [(names[key], r) for key in ("d", "c", "b", "a") for r in data["targets"].get(key, {}).get("levels", [])
+              if r.get("cpu_ms_per_token")]
+    if census:
+        text += "\n\nCPU milliseconds per output token, by process (psutil, around each level):\n\n" + _table(
+            ["target", "concurrency", "processes"],
+            [[name, r["concurrency"], ", ".join(f"{group} {ms:.2f}" for group, ms in r["cpu_ms_per_token"].items() if ms >= 0.05)]
+             for name, r in census])
+    return text
 
 
 def _index(data: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from serve.bench.extract import load_corpus
     ("ray::RuntimeEnv", "ray::RuntimeEnvAgent", "Ray daemons"),
     ("gcs_server", "/x/ray/core/src/ray/gcs/gcs_server --log_dir=/tmp/ray", "Ray daemons"),
     ("ray::IDLE", "ray::IDLE", "idle Ray workers"),
+    ("python", "/w/.venv/bin/python -m vllm.entrypoints.openai.api_server --model /m --port 9", "vLLM API server"),
     ("bash", "bash -c make test", None),
     ("python", "python -m pytest tests/unit", None),
 ])
