@@ -166,8 +166,9 @@ class EmbedderSpec(_Strict):
     multilingual: bool = Field(
         False,
         description="The model embeds many languages and scripts (Qwen3-Embedding). False for English-only "
-        "models (all-MiniLM-L6-v2): the hybrid router then decides messages mostly in non-Latin scripts on its "
-        "heuristic alone, and retrieval over such text is weak.",
+        "models (all-MiniLM-L6-v2): the hybrid router then decides a message that does not read as English "
+        "(another script, or none of English's everyday words) on its heuristic alone, and retrieval over such "
+        "text is weak.",
     )
     max_batch_size: int = Field(
         64, ge=1, description="Most texts one forward pass holds."

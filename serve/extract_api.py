@@ -62,7 +62,7 @@ class ExtractionEndpoints:
         """One document → a validated record with per-field sources (or a 4xx)."""
         self._check_size(body)
         self._dispatcher.admit(llm=body.mode != "fast")
-        return await within(self._extraction.extract.remote(body.model_dump(by_alias=True), self._health.snapshot()),
+        return await within(self._extraction.extract.remote(body, self._health.snapshot()),
                             self._settings.extraction_timeout_s, "the extraction service")
 
     async def job_posting_schema(self) -> dict[str, Any]:
@@ -105,8 +105,7 @@ class ExtractionEndpoints:
                 try:
                     self._dispatcher.admit(llm=any(item.mode != "fast" for _, item in chunk))
                     outcomes = await within(
-                        self._extraction.extract_many.remote([item.model_dump(by_alias=True) for _, item in chunk],
-                                                             self._health.snapshot()),
+                        self._extraction.extract_many.remote([item for _, item in chunk], self._health.snapshot()),
                         self._settings.extraction_timeout_s * len(chunk), "the extraction service")
                 except Exception as exc:  # noqa: BLE001 - the chunk's documents all fail with it
                     outcomes = [exc] * len(chunk)

@@ -56,8 +56,8 @@ class Extraction:
     async def check_health(self) -> None:
         return None
 
-    async def extract(self, fields: dict[str, Any], health: Optional[HealthSnapshot] = None) -> dict[str, Any]:
-        """One document (an :class:`ExtractRequest` as a dict) → the response body.
+    async def extract(self, item: ExtractRequest, health: Optional[HealthSnapshot] = None) -> dict[str, Any]:
+        """One document, already validated by the ingress → the response body.
 
         ``health`` is the sending ingress's picture of the graph, which the dispatcher
         reads to skip a model that is down and to degrade when the GPU runs hot.
@@ -66,7 +66,9 @@ class Extraction:
             Unprocessable: the document has no title, or the schema cannot be filled.
         """
         self._health.update(health)
-        item = ExtractRequest.model_validate(fields)
+        return await self._extract(item)
+
+    async def _extract(self, item: ExtractRequest) -> dict[str, Any]:
         kwargs = dict(content_type=item.content_type, base_url=item.base_url, limits=self._limits)
         try:
             if item.schema_ == "job_posting":
@@ -78,17 +80,18 @@ class Extraction:
         except ExtractionFailed as exc:
             raise Unprocessable(exc.message, param=exc.param, code=exc.code) from None
 
-    async def extract_many(self, items: list[dict[str, Any]], health: Optional[HealthSnapshot] = None) -> list[Any]:
+    async def extract_many(self, items: list[ExtractRequest], health: Optional[HealthSnapshot] = None) -> list[Any]:
         """Several documents of one batch, one after the other: each one's response body,
         or the error it raised, as a value, so a bad document fails alone.
 
         The ingress sends a batch in chunks: one handle call per chunk instead of one per
         document was most of what the ingress spent on a batch of small pages.
         """
+        self._health.update(health)
         out: list[Any] = []
-        for fields in items:
+        for item in items:
             try:
-                out.append(await self.extract(fields, health))
+                out.append(await self._extract(item))
             except GraphError as exc:
                 out.append(exc)
             except Exception as exc:  # noqa: BLE001 - a bug in one document's path is that item's 500

@@ -14,6 +14,7 @@ from typing import Any
 
 from deployments.llm.engine_watchdog import ENV_VAR as ENGINE_WATCHDOG_ENV
 from serve.config import LLMSpec
+from serve.core_plan import parse_cores
 
 # The LLMServer replica actor itself needs a sliver of CPU; the engine's bundle gets the
 # rest of the profile's num_cpus.
@@ -85,8 +86,6 @@ def engine_env(spec: LLMSpec, device: str) -> dict[str, str]:
     OpenMP threads bind to (one thread per core)."""
     env = {key: str(value) for key, value in spec.env.items()}
     if device == "cpu" and spec.cpu_cores:
-        from serve.core_plan import parse_cores
-
         env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, parse_cores(spec.cpu_cores)))
     return env
 

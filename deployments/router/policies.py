@@ -175,9 +175,15 @@ class HeuristicPolicy:
 
     def score(self, request: RouteInput) -> PolicyScore:
         text = request.text[:SCAN_CHARS]
-        cues = sorted({name for name, rx in CUE_PATTERNS if rx.search(text)})
-        # Distinct cue words, so "solve this equation" counts twice but "solve" twice once.
-        cue_hits = {match.group(0).lower() for _, rx in CUE_PATTERNS for match in rx.finditer(text)}
+        # One pass per pattern gives both the intents heard and the distinct cue words, so
+        # "solve this equation" counts twice but "solve" twice once.
+        intents: set[str] = set()
+        cue_hits: set[str] = set()
+        for name, rx in CUE_PATTERNS:
+            for match in rx.finditer(text):
+                intents.add(name)
+                cue_hits.add(match.group(0).lower())
+        cues = sorted(intents)
         length_ratio = min(len(request.text) / self.long_context_chars, 1.0)
         has_range = bool(_RANGE.search(text))
         has_equity = bool(_EQUITY.search(text))
