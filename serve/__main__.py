@@ -3,7 +3,7 @@
 Commands:
     checkpoints   fetch and convert the real CPU model, build the tiny test checkpoints (idempotent)
     validate      load and validate a profile, print its resource plan
-    plan          print a GPU profile's memory plan, or a CPU profile's core plan
+    plan          print a GPU profile's memory plan, or a CPU profile's core plan, and the residency plan
     render-k8s    write the KubeRay manifests in k8s/ from a profile
     bench load    open-loop load sweep (or soak) against the running graph
     bench router  routing accuracy, confusion, reasoner share and latency per policy
@@ -11,6 +11,7 @@ Commands:
     bench index   embedding throughput vs in-process, search latency, HNSW recall
     bench overhead the graph against Ray Serve LLM alone and vllm serve alone
     bench cpu-share CPU time per deployment during an extraction batch
+    bench switch    time to first token of awake, sleeping and evicted on-demand models
     bench report  the README's results tables from the latest result files
 """
 
@@ -64,13 +65,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     except ProfileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from serve.residency_plan import build_residency_plan
+
+    residency = build_residency_plan(profile).table()
     if profile.device != "gpu":
         from serve.core_plan import build_core_plan
 
         plan = build_core_plan(profile)
-        print(plan.table())
+        print(plan.table() + "\n\n" + residency)
         return 1 if plan.problems() else 0
-    print(build_plan(profile).table())
+    print(build_plan(profile).table() + "\n\n" + residency)
     return 0
 
 
@@ -186,6 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--out", default="bench-results")
     p.set_defaults(func=lambda a: __import__("serve.bench.cpu_share", fromlist=["run"]).run(a))
+
+    p = bench_sub.add_parser("switch", help="time to first token: awake, asleep and evicted on-demand models")
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the running graph (loopback), e.g. on cpu-swap")
+    p.add_argument("--api-key", default=None)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--out", default="bench-results")
+    p.set_defaults(func=lambda a: __import__("serve.bench.switch", fromlist=["run"]).run(a))
 
     p = bench_sub.add_parser("report", help="render the results tables into README.md and <results>/REPORT.md")
     p.add_argument("--results", default="bench-results")

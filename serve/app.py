@@ -49,13 +49,17 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     from deployments.router.deployment import Router
     from serve.ingress import make_ingress_class
 
+    from deployments.residency.deployment import Residency
+
     settings = settings or load_settings()
-    extractor = build_llm_node(
-        profile.extractor, role="extractor", device=profile.device, cache_dir=settings.cache_dir
-    )
-    reasoner = build_llm_node(
-        profile.reasoner, role="reasoner", device=profile.device, cache_dir=settings.cache_dir
-    )
+    llms = {spec.role: build_llm_node(spec, device=profile.device, cache_dir=settings.cache_dir)
+            for spec in profile.models}
+    residency = None
+    if profile.on_demand:
+        # One replica: it holds the ledger of what is awake.
+        residency = serve.deployment(
+            Residency, name="Residency", num_replicas=1, **_options(profile.residency.resources)
+        ).bind(profile, llms)
     embedder_path = resolve_source(profile.embedder.source, cache_dir=settings.cache_dir)
     embedder = serve.deployment(
         Embedder, name="Embedder", **_options(profile.embedder.resources, profile.embedder.scaling)
@@ -88,11 +92,11 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     )
     extraction = serve.deployment(
         Extraction, name="Extraction", **_options(profile.extraction.resources, profile.extraction.scaling)
-    ).bind(profile, extractor, reasoner, router)
-    ingress_cls = make_ingress_class(settings, frozenset({profile.extractor.model_id, profile.reasoner.model_id}))
+    ).bind(profile, llms, router, residency)
+    ingress_cls = make_ingress_class(settings, frozenset(spec.model_id for spec in profile.models))
     return serve.deployment(
         ingress_cls, name="Ingress", **_options(profile.ingress.resources, profile.ingress.scaling)
-    ).bind(profile, extractor, reasoner, embedder, router, monitor, extraction, collections)
+    ).bind(profile, llms, embedder, router, monitor, extraction, collections, residency)
 
 
 def build_app(args: dict[str, Any]):

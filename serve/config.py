@@ -76,9 +76,21 @@ class Scaling(_Strict):
         return options
 
 
-class LLMSpec(_Strict):
-    """One vLLM-served model (the extractor or the reasoner)."""
+#: The two roles every profile has: the router's light and reasoning ends, the
+#: extraction pipeline's models, and each other's fallback.
+CORE_ROLES = ("extractor", "reasoner")
+#: The Ray GPU claim of an on-demand model (see ``LLMSpec.ray_gpus``).
+ON_DEMAND_RAY_GPUS = 0.01
 
+
+class LLMSpec(_Strict):
+    """One vLLM-served model: its role, weights, limits, resources and residency."""
+
+    role: str = Field(
+        pattern=r"^[a-z][a-z0-9_]{0,31}$",
+        description="The model's name in the graph: its deployment (capitalised), its `x-route` value and its "
+        "tier. Every profile has an `extractor` and a `reasoner`; other roles (e.g. `heavy`) are more models.",
+    )
     model_id: str = Field(description="The id clients use in the `model` field.")
     source: str = Field(
         description=(
@@ -144,11 +156,63 @@ class LLMSpec(_Strict):
             "{enable_thinking: false} to keep a hybrid Qwen3 model out of thinking mode."
         ),
     )
+    residency: Literal["resident", "on_demand"] = Field(
+        "resident",
+        description="`resident`: always awake. `on_demand`: starts asleep, is woken by the first request "
+        "that needs it (that request waits), sleeps after `idle_sleep_s` without requests, and is put to sleep "
+        "least-recently-used first when another model needs its memory (never while it has requests in flight).",
+    )
+    sleep_mode: Optional[Literal["level1", "level2", "stop"]] = Field(
+        None,
+        description="How an on-demand model sleeps: `level1` (vLLM sleep level 1: weights to host RAM, the "
+        "fastest wake; needs the host RAM), `level2` (weights dropped and reloaded), `stop` (the engine is shut "
+        "down and started again; the only one that frees memory on CPU, where vLLM ignores sleep). null: "
+        "`level1` on GPU profiles, `stop` on CPU profiles.",
+    )
+    idle_sleep_s: Optional[float] = Field(
+        None, gt=0, description="An on-demand model sleeps after this long without requests; null: only when evicted."
+    )
+    route_from_score: Optional[float] = Field(
+        None, ge=0, le=1,
+        description="`auto` tier: router scores at or above this go to this model (the highest tier that "
+        "applies wins). The extractor's tier starts at 0 and the reasoner's at `router.threshold`; other "
+        "models without it are reached only by name or `x-route`.",
+    )
+    host_memory_gib: Optional[float] = Field(
+        None, gt=0,
+        description="CPU profiles: host memory the engine holds while awake (weights, KV cache space, the "
+        "engine process). The residency plan sums it against `residency.budget_gib`; the manager's ledger "
+        "replaces it with the measured figure once the model has woken.",
+    )
 
     @property
     def is_test_checkpoint(self) -> bool:
         """True for the generated random-weight checkpoints."""
         return self.source.startswith("tiny:")
+
+    @property
+    def on_demand(self) -> bool:
+        """True when the residency manager wakes and sleeps this model."""
+        return self.residency == "on_demand"
+
+    def mechanism(self, device: str) -> str:
+        """How this model sleeps on ``device`` (the profile's choice, or the device's default)."""
+        return self.sleep_mode or ("level1" if device == "gpu" else "stop")
+
+    @property
+    def ray_gpus(self) -> float:
+        """The GPU fraction Ray reserves for the engine: its memory share when resident.
+
+        Models that take turns on a card cannot each claim their share from Ray (the
+        shares add up to more than the card); the residency manager keeps them within the
+        budget, vLLM still takes its share, and Ray gets a token claim.
+        """
+        return min(self.resources.num_gpus, ON_DEMAND_RAY_GPUS) if self.on_demand else self.resources.num_gpus
+
+    @property
+    def deployment_name(self) -> str:
+        """The Serve deployment that runs this model (``Extractor``, ``Heavy``...)."""
+        return self.role.capitalize()
 
 
 class EmbedderSpec(_Strict):
@@ -253,6 +317,11 @@ class RouterSpec(_Strict):
             "Reasoner requests in flight (per ingress replica) at which `auto` traffic "
             "degrades to the extractor."
         ),
+    )
+    residency_margin: float = Field(
+        0.1, ge=0, le=1,
+        description="A request whose score is within this of a sleeping model's tier boundary goes to the "
+        "awake tier below instead of waiting for a wake.",
     )
     hybrid_semantic_weight: float = Field(
         0.7, ge=0, le=1, description="Weight of the semantic score in the hybrid policy."
@@ -388,6 +457,24 @@ class ClusterSpec(_Strict):
     collections_gib: int = Field(20, ge=1, description="Size of the volume holding the collections.")
 
 
+class ResidencySpec(_Strict):
+    """The residency manager: which LLMs may be awake at once, and how requests wait for a wake."""
+
+    budget_gib: Optional[float] = Field(
+        None, gt=0,
+        description="Memory the LLM engines may hold at once: GPU memory on GPU profiles (null: "
+        "`gpu_memory_gib` less `gpu_headroom_gib` and the embedder), host memory on CPU profiles (null: no "
+        "limit, so on-demand models sleep only when idle).",
+    )
+    wake_timeout_s: float = Field(
+        180.0, gt=0,
+        description="Longest a request waits for its model to wake; then 503 with Retry-After.",
+    )
+    retry_after_s: int = Field(5, ge=1, description="Retry-After sent when a model cannot be woken now.")
+    idle_check_s: float = Field(1.0, gt=0, description="How often idle on-demand models are looked for.")
+    resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0.05))
+
+
 class Profile(_Strict):
     """A whole deployment profile (one YAML file in configs/)."""
 
@@ -400,8 +487,12 @@ class Profile(_Strict):
     gpu_headroom_gib: float = Field(
         0.5, ge=0, description="GPU memory left to nobody (display, other processes)."
     )
-    extractor: LLMSpec = Field(description="The fast structured-extraction model.")
-    reasoner: LLMSpec = Field(description="The thinking model for hard requests.")
+    models: list[LLMSpec] = Field(
+        min_length=2, max_length=16,
+        description="The LLMs, lightest tier first: an `extractor` (fast structured extraction, always "
+        "resident), a `reasoner` (the thinking model) and any more models, each resident or on demand.",
+    )
+    residency: ResidencySpec = Field(default_factory=ResidencySpec)
     embedder: EmbedderSpec
     router: RouterSpec = Field(default_factory=RouterSpec)
     monitor: MonitorSpec = Field(default_factory=MonitorSpec)
@@ -410,15 +501,32 @@ class Profile(_Strict):
     collections: CollectionsSpec = Field(default_factory=CollectionsSpec)
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate_role_keys(cls, raw: Any) -> Any:
+        """Profiles written before ``models:`` name ``extractor:`` and ``reasoner:`` at the top level."""
+        if not isinstance(raw, dict) or not any(role in raw for role in CORE_ROLES):
+            return raw
+        raw = dict(raw)
+        legacy = []
+        for role in CORE_ROLES:
+            if role in raw:
+                spec = raw.pop(role)
+                legacy.append({"role": role, **spec} if isinstance(spec, dict) else spec)
+        raw["models"] = legacy + list(raw.get("models") or [])
+        return raw
+
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "Profile":
-        ids = [self.extractor.model_id, self.reasoner.model_id, self.embedder.model_id]
-        if self.device == "gpu" and any(self.llm(role).cpu_cores for role in ("extractor", "reasoner")):
+        roles = [spec.role for spec in self.models]
+        missing = [role for role in CORE_ROLES if role not in roles]
+        if missing or len(set(roles)) != len(roles):
+            raise ValueError(f"models: roles must be unique and include {list(CORE_ROLES)}; got {roles}")
+        ids = [spec.model_id for spec in self.models] + [self.embedder.model_id]
+        if self.device == "gpu" and any(spec.cpu_cores for spec in self.models):
             raise ValueError("cpu_cores binds CPU engines; a gpu profile's engines compute on the GPU")
-        for role in ("extractor", "reasoner"):
-            spec = self.llm(role)
-            if spec.thinking_budget_tokens and not spec.reasoning_parser:
-                raise ValueError(f"{role}.thinking_budget_tokens needs {role}.reasoning_parser")
+        for spec in self.models:
+            self._check_llm(spec)
         if len(set(ids)) != len(ids) or AUTO_MODEL_ID in ids:
             raise ValueError(
                 f"model ids must be unique and not {AUTO_MODEL_ID!r}; got {ids}"
@@ -432,7 +540,8 @@ class Profile(_Strict):
             if gpu_users:
                 raise ValueError(f"device is cpu but {gpu_users} ask for num_gpus > 0")
         else:
-            total = sum(r.num_gpus for r in self.resources_by_deployment().values())
+            claims = {**self.resources_by_deployment(), **{m.role: Resources(num_gpus=m.ray_gpus) for m in self.models}}
+            total = sum(r.num_gpus for r in claims.values())
             if total > 1.0 + 1e-9:
                 raise ValueError(
                     f"GPU fractions add up to {total:.2f} of one GPU (must be <= 1.0)"
@@ -440,7 +549,19 @@ class Profile(_Strict):
             if self.gpu_memory_gib is None:
                 raise ValueError("gpu profiles must set gpu_memory_gib")
             self._check_gpu_plan()
+        self._check_residency_plan()
         return self
+
+    def _check_residency_plan(self) -> None:
+        from serve.residency_plan import build_residency_plan
+
+        if self.device == "cpu" and self.residency.budget_gib is not None:
+            unsized = [m.role for m in self.models if m.host_memory_gib is None]
+            if unsized:
+                raise ValueError(f"residency.budget_gib on a cpu profile needs host_memory_gib for {unsized}")
+        plan = build_residency_plan(self)
+        if plan.problems():
+            raise ValueError("the residency plan does not fit:\n" + plan.table())
 
     def _check_gpu_plan(self) -> None:
         from serve.planner import build_plan
@@ -448,8 +569,7 @@ class Profile(_Strict):
         missing = [
             node
             for node, facts in (
-                ("extractor", self.extractor.model_facts),
-                ("reasoner", self.reasoner.model_facts),
+                *((spec.role, spec.model_facts) for spec in self.models),
                 ("embedder", self.embedder.model_facts if self.embedder.resources.num_gpus else "-"),
             )
             if not facts
@@ -460,22 +580,56 @@ class Profile(_Strict):
         if plan.problems():
             raise ValueError("the GPU plan does not fit:\n" + plan.table())
 
+    def _check_llm(self, spec: LLMSpec) -> None:
+        where = f"models[{spec.role}]"
+        if spec.thinking_budget_tokens and not spec.reasoning_parser:
+            raise ValueError(f"{where}.thinking_budget_tokens needs reasoning_parser")
+        if spec.role == "extractor" and spec.on_demand:
+            raise ValueError(f"{where}: the extractor is every request's last local fallback; it must be resident")
+        if spec.role in CORE_ROLES and spec.route_from_score is not None:
+            raise ValueError(f"{where}.route_from_score: the extractor's tier starts at 0 and the reasoner's at "
+                             "router.threshold")
+        if not spec.on_demand and (spec.sleep_mode or spec.idle_sleep_s):
+            raise ValueError(f"{where}: sleep_mode and idle_sleep_s apply to residency on_demand only")
+        if spec.on_demand and (spec.scaling.autoscaling or spec.scaling.num_replicas != 1):
+            raise ValueError(f"{where}: an on-demand model runs one replica (the residency manager wakes it)")
+        if self.device == "cpu" and spec.mechanism("cpu") != "stop":
+            raise ValueError(f"{where}.sleep_mode: vLLM ignores sleep on CPU; only `stop` frees memory there")
+
     def resources_by_deployment(self) -> dict[str, Resources]:
-        """Per-replica resources of every node, by node name."""
+        """Per-replica resources of every node, by node name (LLMs by role)."""
         return {
-            "extractor": self.extractor.resources,
-            "reasoner": self.reasoner.resources,
+            **{spec.role: spec.resources for spec in self.models},
             "embedder": self.embedder.resources,
             "router": self.router.resources,
             "monitor": self.monitor.resources,
             "ingress": self.ingress.resources,
             "extraction": self.extraction.resources,
             "collections": self.collections.resources,
+            "residency": self.residency.resources,
         }
 
     def llm(self, role: str) -> LLMSpec:
-        """The LLM spec for ``role`` (extractor or reasoner)."""
-        return {"extractor": self.extractor, "reasoner": self.reasoner}[role]
+        """The LLM spec for ``role``."""
+        for spec in self.models:
+            if spec.role == role:
+                return spec
+        raise KeyError(role)
+
+    @property
+    def extractor(self) -> LLMSpec:
+        """The fast structured-extraction model (always resident)."""
+        return self.llm("extractor")
+
+    @property
+    def reasoner(self) -> LLMSpec:
+        """The thinking model for hard requests."""
+        return self.llm("reasoner")
+
+    @property
+    def on_demand(self) -> list[LLMSpec]:
+        """The models the residency manager wakes and sleeps."""
+        return [spec for spec in self.models if spec.on_demand]
 
 
 class ProfileError(ValueError):
@@ -510,8 +664,25 @@ def load_profile(name_or_path: str) -> Profile:
     try:
         return Profile.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<profile>'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        roles = _roles_in(raw)
+        problems = "; ".join(f"{_field_path(err['loc'], roles) or '<profile>'}: {err['msg']}" for err in exc.errors())
         raise ProfileError(f"profile {path} is invalid: {problems}") from None
+
+
+def _roles_in(raw: dict) -> list[Optional[str]]:
+    """The role of each entry of ``models`` (after the legacy keys move there), or None."""
+    migrated = Profile._migrate_role_keys(raw)
+    models = migrated.get("models") if isinstance(migrated, dict) else None
+    if not isinstance(models, list):
+        return []
+    return [entry.get("role") if isinstance(entry, dict) else None for entry in models]
+
+
+def _field_path(loc: tuple, roles: list[Optional[str]]) -> str:
+    """``models.0.max_model_len`` reads ``models[extractor].max_model_len``: a model is
+    named by its role, not by its place in the list."""
+    parts = [str(part) for part in loc]
+    if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):
+        role = roles[loc[1]] if loc[1] < len(roles) else None
+        parts = [f"models[{role if isinstance(role, str) else loc[1]}]", *parts[2:]]
+    return ".".join(parts)

@@ -14,9 +14,6 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-ENGINES = ("extractor", "reasoner")
-
-
 def parse_cores(text: str) -> tuple[int, ...]:
     """``"0-2,5"`` -> ``(0, 1, 2, 5)``; ``"all"`` -> every core this process may use (the
     profile's pattern has already checked the syntax).
@@ -89,8 +86,7 @@ class CorePlan:
 def build_core_plan(profile, allowed: Optional[tuple[int, ...]] = None) -> CorePlan:
     """The core plan of a CPU profile on this machine (or one that allows ``allowed``)."""
     rows = tuple(
-        CoreRow(role, profile.llm(role).model_id,
-                parse_cores(profile.llm(role).cpu_cores) if profile.llm(role).cpu_cores else None)
-        for role in ENGINES
+        CoreRow(spec.role, spec.model_id, parse_cores(spec.cpu_cores) if spec.cpu_cores else None)
+        for spec in profile.models
     )
     return CorePlan(profile.name, tuple(sorted(allowed if allowed is not None else os.sched_getaffinity(0))), rows)

@@ -5,13 +5,16 @@ handles. Every chat and completion request, and every LLM call of the extraction
 pipeline, goes through it:
 
 1. **resolve**: a pin (the ``x-route`` header or a model id) wins; ``auto`` asks the
-   Router (bounded in time: a stalled router means the extractor), then faces the GPU's
-   thermal state and the reasoner's load, either of which keeps it on the extractor;
+   Router (bounded in time: a stalled router means the extractor), places its score on
+   the profile's tiers (``serve/tiers.py``: awake-aware), then faces the GPU's thermal
+   state and the reasoner's load, either of which keeps it on the extractor;
 2. **admission**: thermal shedding (429 + ``Retry-After``) and the in-flight count,
    taken with no await in between so concurrent requests cannot all pass a soft limit;
-3. **forward** to the LLM deployment with that model's limits and defaults;
-4. **fall back** (``auto`` traffic only) to the other local model, then to the remote
-   provider, but only before the first byte: a started stream is never replayed.
+3. **forward** to the LLM deployment with that model's limits and defaults; an
+   on-demand model is leased from the residency manager first (which wakes it) and
+   given back after the answer's last byte;
+4. **fall back** (``auto`` traffic only) to the other resident models, then to the
+   remote provider, but only before the first byte: a started stream is never replayed.
 
 It returns protocol data (the reply as the OpenAI JSON object, or the SSE stream) and
 the final decision; it never builds HTTP responses and never changes its arguments.
@@ -37,8 +40,10 @@ from serve.limits import apply_generation_limits
 from serve.observability import replica_metric
 from serve.ray_private import NON_STREAMING_RESPONSE_TYPES, ErrorResponse, OpenAIHTTPException, openai_sse, sanitize_chat_request
 from serve.remote import REMOTE_HOP, forward_remote, remote_payload
+from serve.residency_client import Leases
 from serve.router_client import decide_in_time
 from serve.settings import Settings
+from serve.tiers import Tiers
 
 logger = logging.getLogger("ray.serve")
 
@@ -53,6 +58,8 @@ class Dispatched:
     """The OpenAI JSON object of a non-streaming answer."""
     stream: Optional[AsyncIterator[Any]] = field(default=None, repr=False)
     """The SSE text of a streaming answer (``data: ...`` chunks, then ``[DONE]``)."""
+    wake_ms: float = 0.0
+    """How long the request waited for its (on-demand) model to wake."""
 
 
 def structured_fields(body: Any) -> dict[str, Any]:
@@ -69,19 +76,20 @@ class Dispatcher:
         router: The Router deployment's handle.
         health: The replica's health and thermal picture.
         settings: Environment settings (router timeout, the remote provider).
+        residency: The residency manager's handle (None when every model is resident).
     """
 
-    def __init__(self, profile: Profile, llms: dict[str, Any], router: Any, health: HealthPicture, settings: Settings) -> None:
+    def __init__(self, profile: Profile, llms: dict[str, Any], router: Any, health: HealthPicture, settings: Settings,
+                 residency: Any = None) -> None:
         self._profile = profile
-        self.specs: dict[str, tuple[str, LLMSpec]] = {
-            profile.extractor.model_id: ("extractor", profile.extractor),
-            profile.reasoner.model_id: ("reasoner", profile.reasoner),
-        }
+        self.specs: dict[str, tuple[str, LLMSpec]] = {spec.model_id: (spec.role, spec) for spec in profile.models}
         # Configured once: every .options() call makes a new handle with its own pushers.
         self._llms = {model_id: handle.options(stream=True) for model_id, handle in llms.items()}
         self._router = router
         self._health = health
         self._settings = settings
+        self._leases = Leases(residency, profile.residency) if residency is not None else None
+        self._tiers = Tiers(profile)
         self.in_flight: dict[str, int] = {}
 
     # ---------------------------------------------------------------- resolve
@@ -114,7 +122,7 @@ class Dispatcher:
             self._health.watch()
             decision = await decide_in_time(self._router, route_input, profile=self._profile,
                                             timeout_s=self._settings.router_timeout_s)
-            return self._degraded(decision)
+            return self._degraded(self._tiers.place(decision, self._health))
         if requested in self.specs:
             return self.pinned(requested, "model named in request")
         if requested == self._profile.embedder.model_id:
@@ -173,16 +181,26 @@ class Dispatcher:
         body.model = target
         return body
 
-    async def _call_llm(self, body: Any, call_method: str, request_info: Any) -> tuple[Optional[dict], Optional[AsyncIterator]]:
-        """One LLM call: its reply, or its stream once the first chunk has arrived.
+    async def _call_llm(self, body: Any, call_method: str, request_info: Any) -> tuple[Optional[dict], Optional[AsyncIterator], float]:
+        """One LLM call: its reply, or its stream once the first chunk has arrived, and
+        how long it waited for the model to wake.
 
-        The in-flight count covers the whole answer (the last byte of a stream).
+        The in-flight count, and an on-demand model's lease, cover the whole answer (the
+        last byte of a stream).
         """
         target = body.model
         # Admission and the count happen with no await in between, so concurrent
         # requests cannot all pass a soft-limit check before any of them is counted.
         self.admit(llm=True)
         self._count_in_flight(target, +1)
+        leased = self._leases is not None and self.specs[target][1].on_demand
+        wake_ms = 0.0
+        try:
+            if leased:
+                wake_ms = await self._leases.acquire(target)
+        except BaseException:
+            self._count_in_flight(target, -1)
+            raise
         try:
             if call_method == "chat":
                 body = sanitize_chat_request(body)
@@ -193,10 +211,10 @@ class Dispatcher:
             if isinstance(head, ErrorResponse):
                 raise OpenAIHTTPException(message=head.error.message, status_code=head.error.code, type=head.error.type)
             if isinstance(head, NON_STREAMING_RESPONSE_TYPES):
-                self._count_in_flight(target, -1)
-                return head.model_dump(), None
+                self._finished(target, leased)
+                return head.model_dump(), None, wake_ms
         except BaseException:
-            self._count_in_flight(target, -1)
+            self._finished(target, leased)
             raise
 
         async def rest() -> AsyncIterator[Any]:
@@ -205,18 +223,28 @@ class Dispatcher:
                 async for chunk in chunks:
                     yield chunk
             finally:
-                self._count_in_flight(target, -1)
+                self._finished(target, leased)
 
-        return None, openai_sse(rest())
+        return None, openai_sse(rest()), wake_ms
 
     def _count_in_flight(self, target: str, delta: int) -> None:
         self.in_flight[target] = self.in_flight.get(target, 0) + delta
 
+    def _finished(self, target: str, leased: bool) -> None:
+        self._count_in_flight(target, -1)
+        if leased:
+            self._leases.release(target)
+
     # --------------------------------------------------------------- fallback
     def _chain(self, decision: RouteDecision) -> list[str]:
+        """The hops to try: the target, then (``auto`` only) the other resident models,
+        nearest tier first (a fallback never wakes a sleeping model), then the remote."""
         chain = [decision.target]
         if not decision.pinned and self._profile.router.fallback_to_other_local:
-            chain += [m for m in self.specs if m != decision.target]
+            order = list(self.specs)
+            here = order.index(decision.target) if decision.target in order else 0
+            chain += sorted((m for m in order if m != decision.target and not self.specs[m][1].on_demand),
+                            key=lambda m: (abs(order.index(m) - here), order.index(m) > here))
         if not decision.pinned and self._settings.fallback_url:
             chain.append(REMOTE_HOP)
         return chain
@@ -236,13 +264,14 @@ class Dispatcher:
         hops: list[str] = []
         for position, target in enumerate(chain):
             last = position == len(chain) - 1
+            wake_ms = 0.0
             try:
                 if target == REMOTE_HOP:
                     reply, stream = await self._call_remote(original, call_method, decision)
                 elif not self._health.healthy(self.specs[target][0]) and not last:
                     raise Unavailable(f"{target} is down", code="service_unavailable")
                 else:
-                    reply, stream = await self._call_llm(self.prepare(original, target), call_method, request_info)
+                    reply, stream, wake_ms = await self._call_llm(self.prepare(original, target), call_method, request_info)
             except (RateLimited, Unavailable, RayActorError) as exc:
                 outcome = _hop_outcome(exc)
                 if outcome is None:
@@ -252,7 +281,8 @@ class Dispatcher:
                     raise
                 continue
             self._record_hop(target, "ok", hops)
-            return Dispatched(decision=self._final(decision, target, hops), hops=tuple(hops), reply=reply, stream=stream)
+            return Dispatched(decision=self._final(decision, target, hops), hops=tuple(hops), reply=reply, stream=stream,
+                              wake_ms=wake_ms)
         raise Unavailable("no model could take the request", code="service_unavailable")
 
     async def _call_remote(self, original: Any, call_method: str, decision: RouteDecision):

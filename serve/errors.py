@@ -108,6 +108,14 @@ class Unavailable(GraphError):
     status_code = 503
 
 
+class ModelUnavailable(Unavailable):
+    """A model cannot take the request now: it is still waking, failed to wake, or cannot
+    fit beside the models in use. The message is ours (model ids, memory figures, what to
+    do) and names no internals, so clients see it."""
+
+    public_message = True
+
+
 class BadModelOutput(GraphError):
     """The model's output is not the structure the request forced (a JSON schema, a
     named tool call). The message is ours and names no internals, so clients see it."""

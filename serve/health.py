@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 logger = logging.getLogger("ray.serve")
@@ -32,6 +32,8 @@ class HealthSnapshot:
 
     healthy: dict[str, Optional[bool]]
     thermal: dict[str, Any]
+    model_states: dict[str, str] = field(default_factory=dict)
+    """The residency state of each LLM (``awake``, ``asleep``...), by model id."""
 
 
 class HealthPicture:
@@ -47,6 +49,7 @@ class HealthPicture:
     def __init__(self, names: Iterable[str]) -> None:
         self._healthy: dict[str, Optional[bool]] = {name: None for name in names}
         self.thermal: dict[str, Any] = {"level": "normal", "temperature_c": None}
+        self.model_states: dict[str, str] = {}
 
     def watch(self) -> None:
         """Nothing to start: the picture arrives with requests."""
@@ -55,18 +58,27 @@ class HealthPicture:
         """Whether ``name`` answered its last check (true until a check says otherwise)."""
         return self._healthy.get(name) is not False
 
+    def model_state(self, model_id: str) -> str:
+        """The residency state last seen for ``model_id`` (``awake`` when never reported:
+        resident models are awake, and a profile without on-demand models reports none)."""
+        return self.model_states.get(model_id, "awake")
+
+    def awake(self, model_id: str) -> bool:
+        return self.model_state(model_id) == "awake"
+
     def statuses(self) -> dict[str, str]:
         """``ok``, ``down`` or ``unknown`` (not checked yet) for every deployment."""
         return {name: {True: "ok", False: "down", None: "unknown"}[value] for name, value in self._healthy.items()}
 
     def snapshot(self) -> HealthSnapshot:
-        return HealthSnapshot(dict(self._healthy), dict(self.thermal))
+        return HealthSnapshot(dict(self._healthy), dict(self.thermal), dict(self.model_states))
 
     def update(self, snapshot: Optional[HealthSnapshot]) -> None:
         """Take a newer picture (the latest wins: every sender sees the same graph)."""
         if snapshot is not None:
             self._healthy.update({name: value for name, value in snapshot.healthy.items() if name in self._healthy})
             self.thermal = dict(snapshot.thermal)
+            self.model_states = dict(snapshot.model_states)
 
 
 class HealthCache(HealthPicture):
@@ -77,11 +89,13 @@ class HealthCache(HealthPicture):
         monitor: The GPU monitor's handle (answers ``admission``), or None.
         probe_timeout_s: How long one answer may take before it counts as a failure.
         ready_message: Logged once, the first time every deployment answers.
+        residency: The residency manager's handle (answers ``states``), or None.
     """
 
     def __init__(self, handles: dict[str, Any], monitor: Any = None, *, probe_timeout_s: float = PROBE_TIMEOUT_S,
-                 ready_message: Optional[str] = None) -> None:
+                 ready_message: Optional[str] = None, residency: Any = None) -> None:
         super().__init__(handles)
+        self._residency = residency
         self._handles = dict(handles)
         self._timeout_s = probe_timeout_s
         self._ready_message = ready_message
@@ -110,6 +124,12 @@ class HealthCache(HealthPicture):
                 self.thermal = await asyncio.wait_for(self._monitor.admission.remote(), self._timeout_s)
             except Exception as exc:  # noqa: BLE001 - keep the last known level
                 logger.warning("thermal state unavailable: %r", exc)
+        if self._residency is not None:
+            try:
+                states = await asyncio.wait_for(self._residency.states.remote(), self._timeout_s)
+                self.model_states = {row["model"]: row["state"] for row in states}
+            except Exception as exc:  # noqa: BLE001 - keep the last known states
+                logger.warning("model residency unavailable: %r", exc)
 
     @staticmethod
     async def _probe(handle: Any, timeout_s: float) -> bool:

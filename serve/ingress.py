@@ -35,6 +35,7 @@ from serve.health import HealthCache
 from serve.log_filters import quiet_probes
 from serve.middleware import MAX_HEADER_BYTES, ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware, HeaderLimitMiddleware
 from serve.model_cards import model_cards
+from serve.models_api import ModelEndpoints
 from serve.observability import RequestMetricsMiddleware
 from serve.protocol import (
     CHAT_ROLES,
@@ -45,12 +46,13 @@ from serve.protocol import (
     RetrievalOptions,
     unknown_role,
 )
-from serve.ray_private import ModelList, RawRequestInfo
+from serve.ray_private import RawRequestInfo
 from serve.settings import Settings, configured_api_keys, load_settings
 
 ROUTE_TARGET_HEADER = "x-route-target"
 ROUTE_REASON_HEADER = "x-route-reason"
 ROUTE_HOPS_HEADER = "x-route-hops"
+WAKE_HEADER = "x-model-wake-ms"
 
 
 def _check_roles(body: ChatCompletionRequest) -> None:
@@ -73,23 +75,25 @@ def _response(dispatched: Dispatched, reply: Optional[dict[str, Any]] = None, he
         ROUTE_HOPS_HEADER: ",".join(dispatched.hops),
         **(headers or {}),
     }
+    if dispatched.wake_ms:
+        all_headers[WAKE_HEADER] = f"{dispatched.wake_ms:.0f}"
     if dispatched.stream is not None:
         return StreamingResponse(dispatched.stream, media_type="text/event-stream", headers=all_headers)
     return JSONResponse(content=reply if reply is not None else dispatched.reply, headers=all_headers)
 
 
-class Ingress(ExtractionEndpoints, CollectionEndpoints):
+class Ingress(ModelEndpoints, ExtractionEndpoints, CollectionEndpoints):
     """HTTP entry point of the graph.
 
     Args:
         profile: The validated profile the graph was built from.
-        extractor: Handle to the extractor LLMServer.
-        reasoner: Handle to the reasoner LLMServer.
+        llms: The LLM deployments' handles by role.
         embedder: Handle to the Embedder deployment.
         router: Handle to the Router deployment.
         monitor: Handle to the GpuMonitor deployment.
         extraction: Handle to the Extraction deployment.
         collections: Handle to the Collections deployment (None when the profile has none).
+        residency: Handle to the residency manager (None when every model is resident).
 
     Environment settings are read in the replica, not bound: bound arguments are pickled
     into Serve's checkpoint, and the settings hold the API keys.
@@ -98,13 +102,13 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints):
     def __init__(
         self,
         profile: Profile,
-        extractor: DeploymentHandle,
-        reasoner: DeploymentHandle,
+        llms: dict[str, DeploymentHandle],
         embedder: DeploymentHandle,
         router: DeploymentHandle,
         monitor: DeploymentHandle,
         extraction: DeploymentHandle,
         collections: Optional[DeploymentHandle] = None,
+        residency: Optional[DeploymentHandle] = None,
     ) -> None:
         quiet_probes()  # successful health probes stay out of the access log
         self._profile = profile
@@ -114,10 +118,12 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints):
         self._monitor = monitor
         self._extraction = extraction
         self._collections = collections
-        deployments = {"extractor": extractor, "reasoner": reasoner, "embedder": embedder, "router": router,
-                       "monitor": monitor, "extraction": extraction}
+        self._residency = residency
+        deployments = {**llms, "embedder": embedder, "router": router, "monitor": monitor, "extraction": extraction}
         if collections is not None:
             deployments["collections"] = collections
+        if residency is not None:
+            deployments["residency"] = residency
         self._health = HealthCache(
             deployments,
             monitor, probe_timeout_s=self._settings.readiness_timeout_s,
@@ -126,24 +132,16 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints):
                 "OpenAI API under /v1 and its docs at /docs on Serve's HTTP address (http://127.0.0.1:8000 "
                 "by default); the Ray dashboard on port 8265."
             ),
+            residency=residency,
         )
         self._dispatcher = Dispatcher(
-            profile, {profile.extractor.model_id: extractor, profile.reasoner.model_id: reasoner},
-            router, self._health, self._settings,
+            profile, {profile.llm(role).model_id: handle for role, handle in llms.items()},
+            router, self._health, self._settings, residency,
         )
 
     async def check_health(self) -> None:
         """Serve's health check: the ingress answers (and its health loop is running)."""
         self._health.watch()
-
-    # ----------------------------------------------------------------- models
-    async def models(self) -> ModelList:
-        return ModelList(data=list(self._cards.values()))
-
-    async def model_data(self, model: str):
-        if model not in self._cards:
-            raise NotFound(f"model {model!r} does not exist; GET /v1/models lists the models", param="model", code="model_not_found")
-        return self._cards[model]
 
     # ------------------------------------------------------------------- chat
     async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
@@ -263,6 +261,8 @@ class Ingress(ExtractionEndpoints, CollectionEndpoints):
 
 ENDPOINTS = {
     "models": lambda app: app.get("/v1/models"),
+    "sleep_model": lambda app: app.post("/v1/models/{model:path}/sleep"),
+    "wake_model": lambda app: app.post("/v1/models/{model:path}/wake"),
     "model_data": lambda app: app.get("/v1/models/{model:path}"),
     "chat": lambda app: app.post("/v1/chat/completions"),
     "completions": lambda app: app.post("/v1/completions"),

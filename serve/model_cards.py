@@ -7,6 +7,7 @@ from typing import Any
 from deployments.llm.sources import source_provenance
 from serve.config import AUTO_MODEL_ID, LLMSpec, Profile
 from serve.ray_private import ModelCard
+from serve.tiers import Tiers
 
 TEST_CHECKPOINT_NOTE = (
     "Generated test checkpoint with RANDOM weights: every serving path is real, the "
@@ -19,17 +20,23 @@ def _card(model_id: str, metadata: dict[str, Any]) -> ModelCard:
     return ModelCard(id=model_id, object="model", owned_by="local-llm-graph", permission=[], metadata=metadata)
 
 
-def _llm_metadata(spec: LLMSpec, role: str) -> dict[str, Any]:
+def _llm_metadata(spec: LLMSpec, device: str) -> dict[str, Any]:
     meta: dict[str, Any] = {
-        "role": role,
+        "role": spec.role,
         "description": spec.description,
         "max_model_len": spec.max_model_len,
         "max_tokens_limit": spec.max_tokens_limit,
         "tools": bool(spec.tool_call_parser),
         "reasoning": bool(spec.reasoning_parser),
         "test_checkpoint": spec.is_test_checkpoint,
+        "residency": spec.residency,
+        "state": "asleep" if spec.on_demand else "awake",
         **source_provenance(spec.source),
     }
+    if spec.on_demand:
+        meta["sleeps_by"] = spec.mechanism(device)
+        if spec.idle_sleep_s is not None:
+            meta["idle_sleep_s"] = spec.idle_sleep_s
     if spec.is_test_checkpoint:
         meta["note"] = TEST_CHECKPOINT_NOTE
     return meta
@@ -40,10 +47,9 @@ def model_cards(profile: Profile) -> dict[str, ModelCard]:
     return {
         AUTO_MODEL_ID: _card(AUTO_MODEL_ID, {
             "role": "router", "policy": profile.router.policy,
-            "routes_to": [profile.extractor.model_id, profile.reasoner.model_id],
+            "routes_to": [tier.model for tier in Tiers(profile).tiers],
         }),
-        profile.extractor.model_id: _card(profile.extractor.model_id, _llm_metadata(profile.extractor, "extractor")),
-        profile.reasoner.model_id: _card(profile.reasoner.model_id, _llm_metadata(profile.reasoner, "reasoner")),
+        **{spec.model_id: _card(spec.model_id, _llm_metadata(spec, profile.device)) for spec in profile.models},
         profile.embedder.model_id: _card(profile.embedder.model_id, {
             "role": "embedder", "dimensions": profile.embedder.dimensions, **source_provenance(profile.embedder.source),
         }),

@@ -119,6 +119,8 @@ class PlanRow:
     kv_bytes: int
     overhead_bytes: int
     kv_bytes_per_token: int = 0
+    on_demand: bool = False
+    """Woken when needed: it takes turns with the other on-demand models (serve/residency_plan)."""
 
     @property
     def need_bytes(self) -> int:
@@ -151,12 +153,19 @@ class Plan:
     rows: tuple[PlanRow, ...]
 
     @property
+    def _at_once(self) -> list[PlanRow]:
+        """The rows that hold memory all the time: the resident models and the embedder.
+        On-demand models take turns in what is left; the residency plan
+        (``serve/residency_plan.py``) checks that each fits its turn."""
+        return [r for r in self.rows if not r.on_demand]
+
+    @property
     def allocated_fraction(self) -> float:
-        return sum(r.fraction for r in self.rows)
+        return sum(r.fraction for r in self._at_once)
 
     @property
     def unallocated_bytes(self) -> int:
-        return self.gpu_bytes - sum(r.share_bytes for r in self.rows)
+        return self.gpu_bytes - sum(r.share_bytes for r in self._at_once)
 
     def problems(self) -> list[str]:
         """Why the plan does not fit (empty when it does)."""
@@ -191,7 +200,7 @@ class Plan:
             )
         lines.append("-" * len(header))
         lines.append(
-            f"{'free':<10} {'(not allocated to any deployment)':<36} {1 - self.allocated_fraction:>6.2f} "
+            f"{'free':<10} {'(beside the resident models)':<36} {1 - self.allocated_fraction:>6.2f} "
             f"{self.unallocated_bytes / GIB:>8.2f}G   headroom wanted {self.headroom_bytes / GIB:.2f}G"
         )
         problems = self.problems()
@@ -216,8 +225,8 @@ def build_plan(profile) -> Plan:
     """The GPU plan of a ``serve.config.Profile`` with ``device: gpu``."""
     gpu_bytes = int(profile.gpu_memory_gib * GIB)
     rows = []
-    for node in ("extractor", "reasoner"):
-        spec = profile.llm(node)
+    for spec in profile.models:
+        node = spec.role
         facts = load_facts(spec.model_facts)
         kv_dtype = str(spec.engine_kwargs.get("kv_cache_dtype", "auto"))
         kv_per_token = facts.kv_bytes_per_token
@@ -233,6 +242,7 @@ def build_plan(profile) -> Plan:
                 kv_bytes=spec.max_model_len * spec.kv_full_length_seqs * kv_per_token,
                 overhead_bytes=int(spec.runtime_overhead_gib * GIB),
                 kv_bytes_per_token=kv_per_token,
+                on_demand=spec.on_demand,
             )
         )
     emb = profile.embedder

@@ -45,3 +45,13 @@ def openai_client(graph: RunningGraph):
     client = OpenAI(base_url=graph.api_url, api_key="unused-locally", http_client=hooked, max_retries=0)
     yield client
     hooked.close()
+
+
+#: Modules that deploy a graph of their own. They run first, before the shared ``cpu``
+#: graph starts: two graphs at once would not fit 2 cores and 24 GB.
+OWN_GRAPH_MODULES = ("tests/integration/test_residency.py",)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    own = [item for item in items if item.nodeid.startswith(OWN_GRAPH_MODULES)]
+    items[:] = own + [item for item in items if not item.nodeid.startswith(OWN_GRAPH_MODULES)]

@@ -37,20 +37,20 @@ class Extraction:
 
     Args:
         profile: The profile the graph was built from.
-        extractor: Handle to the extractor LLMServer.
-        reasoner: Handle to the reasoner LLMServer.
+        llms: The LLM deployments' handles by role (the pipeline calls the extractor and the reasoner).
         router: Handle to the Router deployment.
+        residency: Handle to the residency manager (None when every model is resident).
     """
 
-    def __init__(self, profile: Profile, extractor: DeploymentHandle, reasoner: DeploymentHandle,
-                 router: DeploymentHandle) -> None:
+    def __init__(self, profile: Profile, llms: dict[str, DeploymentHandle], router: DeploymentHandle,
+                 residency: Optional[DeploymentHandle] = None) -> None:
         quiet_probes()  # successful health probes stay out of the access log
         self._profile = profile
         settings = load_settings()
         # The ingress sends its health picture with each document: no probe loop here.
-        self._health = HealthPicture(["extractor", "reasoner"])
-        self._dispatcher = Dispatcher(profile, {profile.extractor.model_id: extractor, profile.reasoner.model_id: reasoner},
-                                      router, self._health, settings)
+        self._health = HealthPicture(list(llms))
+        self._dispatcher = Dispatcher(profile, {profile.llm(role).model_id: handle for role, handle in llms.items()},
+                                      router, self._health, settings, residency)
         self._limits = PipelineLimits.from_profile(profile)
 
     async def check_health(self) -> None:

@@ -19,8 +19,6 @@ from serve.core_plan import parse_cores
 # The LLMServer replica actor itself needs a sliver of CPU; the engine's bundle gets the
 # rest of the profile's num_cpus.
 _REPLICA_ACTOR_CPUS = 0.05
-
-
 def llm_config_dict(spec: LLMSpec, *, device: str, model_path: str) -> dict[str, Any]:
     """The ``LLMConfig`` (as a dict) for one LLM node.
 
@@ -55,7 +53,9 @@ def llm_config_dict(spec: LLMSpec, *, device: str, model_path: str) -> dict[str,
         # vLLM's share of GPU memory is the Ray fraction, so the scheduler's view and
         # the engine's allocation can never disagree.
         engine_kwargs.setdefault("gpu_memory_utilization", spec.resources.num_gpus)
-        bundle = {"CPU": engine_cpus, "GPU": spec.resources.num_gpus}
+        if spec.on_demand and spec.mechanism(device) != "stop":
+            engine_kwargs.setdefault("enable_sleep_mode", True)
+        bundle = {"CPU": engine_cpus, "GPU": spec.ray_gpus}
         accelerator = {"kind": "gpu"}
     else:
         bundle = {"CPU": engine_cpus}
@@ -90,8 +90,13 @@ def engine_env(spec: LLMSpec, device: str) -> dict[str, str]:
     return env
 
 
-def build_llm_node(spec: LLMSpec, *, role: str, device: str, cache_dir: Path):
-    """Bind one LLMServer deployment named after its role.
+def build_llm_node(spec: LLMSpec, *, device: str, cache_dir: Path):
+    """Bind one LLMServer deployment named after its role (``Extractor``, ``Heavy``...).
+
+    Every model's server reports its engine's memory to the residency manager, and an
+    on-demand model's server starts without an engine and sleeps and wakes it
+    (:mod:`deployments.llm.swappable`); on a GPU every engine starts while no other
+    engine on its card is starting.
 
     Returns:
         The bound ``Application`` to pass to the ingress.
@@ -99,17 +104,15 @@ def build_llm_node(spec: LLMSpec, *, role: str, device: str, cache_dir: Path):
     from ray.serve.llm import LLMConfig, build_llm_deployment
 
     from deployments.llm.sources import resolve_source
+    from deployments.llm.swappable import EngineLifecycle, make_server_cls
 
     model_path = resolve_source(spec.source, cache_dir=cache_dir)
     config = LLMConfig(**llm_config_dict(spec, device=device, model_path=model_path))
-    deployment_cls = None
-    if device == "gpu":
-        from deployments.llm.safe_start import make_serialized_server_cls
-
-        deployment_cls = make_serialized_server_cls()
+    deployment_cls = make_server_cls(EngineLifecycle(
+        start_awake=not spec.on_demand, mechanism=spec.mechanism(device), serialize_start=device == "gpu"))
     return build_llm_deployment(
         config,
         name_prefix="",
-        override_serve_options={"name": role.capitalize()},
+        override_serve_options={"name": spec.deployment_name},
         deployment_cls=deployment_cls,
     )

@@ -38,19 +38,3 @@ async def serialized_start(path: Path) -> AsyncIterator[None]:
         yield
     finally:
         lock.release()
-
-
-def make_serialized_server_cls():
-    """An LLMServer whose engine start holds the per-GPU start lock."""
-    import ray
-    from ray.serve.llm.deployment import LLMServer
-
-    class SerializedStartLLMServer(LLMServer):
-        """LLMServer that starts its engine only while no other engine on its GPU is starting."""
-
-        async def start(self):
-            gpu_ids = [str(g) for g in ray.get_gpu_ids()]
-            async with serialized_start(lock_path(gpu_ids)):
-                await super().start()
-
-    return SerializedStartLLMServer

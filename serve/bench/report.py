@@ -142,6 +142,22 @@ def _cpu_share(data: dict[str, Any]) -> str:
               f"**{100 * data['ingress_share']:.0f}%** of the serving processes' CPU time.")
 
 
+def _switch(data: dict[str, Any]) -> str:
+    from serve.bench.switch import SCENARIOS
+
+    rows = []
+    for model, row in data["models"].items():
+        for scenario in SCENARIOS:
+            cell = row["scenarios"][scenario]
+            if cell["n"]:
+                wake = f"{cell['wake_ms_p50']:.0f} ms" if cell["wake_ms_p50"] is not None else "-"
+                rows.append([model, row["mechanism"], scenario, f"{cell['ttft_p50_s']} s", f"{cell['ttft_max_s']} s", wake, cell["n"]])
+    return (_table(["model", "sleeps by", "before the request", "TTFT p50", "TTFT max", "x-model-wake-ms p50", "n"], rows)
+            + f"\n\nProfile `{data['profile']}`; `resident` is the always-awake extractor ({data['resident_model']}) in the "
+              "same rounds. `after eviction`: the model had been put to sleep to make room for another, and the request "
+              "first puts that one to sleep again.")
+
+
 SUITES: dict[str, tuple[str, str, Callable[[dict[str, Any]], str]]] = {
     "overhead": ("Overhead against the engine alone", "python -m serve bench overhead", _overhead),
     "index": ("Embeddings and vector search", "python -m serve bench index --url http://127.0.0.1:8000", _index),
@@ -149,6 +165,7 @@ SUITES: dict[str, tuple[str, str, Callable[[dict[str, Any]], str]]] = {
     "router": ("Routing", "python -m serve bench router", _router),
     "load": ("Load", "python -m serve bench load", _load_suite),
     "cpu_share": ("Where the CPU goes during extraction", "python -m serve bench cpu-share", _cpu_share),
+    "switch": ("Model switches", "python -m serve bench switch (graph on cpu-swap)", _switch),
 }
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from tests.support.profiles import llm_entry
+
 from serve.config import CONFIGS_DIR, Profile, ProfileError, load_profile
 
 
@@ -51,11 +53,11 @@ def _write_variant(tmp_path, mutate):
 
 
 def test_bad_field_names_file_and_field(tmp_path):
-    path = _write_variant(tmp_path, lambda raw: raw["extractor"].update(max_model_len="lots"))
+    path = _write_variant(tmp_path, lambda raw: llm_entry(raw, "extractor").update(max_model_len="lots"))
     with pytest.raises(ProfileError) as err:
         load_profile(str(path))
     assert str(path) in str(err.value)
-    assert "extractor.max_model_len" in str(err.value)
+    assert "models[extractor].max_model_len" in str(err.value)
 
 
 def test_unknown_field_is_rejected(tmp_path):
@@ -65,16 +67,16 @@ def test_unknown_field_is_rejected(tmp_path):
 
 
 def test_gpu_overcommit_is_refused(tmp_path):
-    path = _write_variant(tmp_path, lambda raw: raw["reasoner"]["resources"].update(num_gpus=0.6))
+    path = _write_variant(tmp_path, lambda raw: llm_entry(raw, "reasoner")["resources"].update(num_gpus=0.6))
     with pytest.raises(ProfileError, match="GPU fractions add up to 1.20"):
         load_profile(str(path))
 
 
 def test_duplicate_or_reserved_model_ids_are_refused(tmp_path):
-    path = _write_variant(tmp_path, lambda raw: raw["reasoner"].update(model_id=raw["extractor"]["model_id"]))
+    path = _write_variant(tmp_path, lambda raw: llm_entry(raw, "reasoner").update(model_id=llm_entry(raw, "extractor")["model_id"]))
     with pytest.raises(ProfileError, match="unique"):
         load_profile(str(path))
-    path = _write_variant(tmp_path, lambda raw: raw["extractor"].update(model_id="auto"))
+    path = _write_variant(tmp_path, lambda raw: llm_entry(raw, "extractor").update(model_id="auto"))
     with pytest.raises(ProfileError, match="unique"):
         load_profile(str(path))
 

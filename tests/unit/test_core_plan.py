@@ -8,16 +8,14 @@ import pytest
 
 from deployments.llm.builder import engine_env
 from serve.config import load_profile
+from tests.support.profiles import with_llm
 from serve.core_plan import build_core_plan, parse_cores
 
 CPU = load_profile("cpu")
 
 
 def with_cores(extractor, reasoner):
-    return CPU.model_copy(update={
-        "extractor": CPU.extractor.model_copy(update={"cpu_cores": extractor}),
-        "reasoner": CPU.reasoner.model_copy(update={"cpu_cores": reasoner}),
-    })
+    return with_llm(with_llm(CPU, "extractor", cpu_cores=extractor), "reasoner", cpu_cores=reasoner)
 
 
 def test_core_lists_parse_like_taskset():
@@ -60,6 +58,6 @@ def test_a_gpu_profile_refuses_cpu_cores():
     from serve.config import Profile
 
     data = load_profile("gpu-16gb").model_dump()
-    data["extractor"]["cpu_cores"] = "0-1"
+    data["models"][0]["cpu_cores"] = "0-1"
     with pytest.raises(ValidationError, match="cpu_cores binds CPU engines"):
         Profile.model_validate(data)

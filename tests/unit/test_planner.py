@@ -8,6 +8,8 @@ import sys
 import pytest
 import yaml
 
+from tests.support.profiles import llm_entry
+
 from serve.config import CONFIGS_DIR, PROJECT_ROOT, ProfileError, load_profile
 from serve.planner import GIB, build_plan, load_facts
 
@@ -40,7 +42,7 @@ def test_unquantized_weights_are_params_times_dtype():
 
 def test_fp8_kv_cache_halves_kv_bytes(tmp_path):
     raw = yaml.safe_load((CONFIGS_DIR / "gpu-16gb.yaml").read_text())
-    raw["extractor"]["engine_kwargs"]["kv_cache_dtype"] = "fp8"
+    llm_entry(raw, "extractor")["engine_kwargs"]["kv_cache_dtype"] = "fp8"
     path = tmp_path / "fp8.yaml"
     path.write_text(yaml.safe_dump(raw))
     row = build_plan(load_profile(str(path))).rows[0]
@@ -59,7 +61,7 @@ def test_reference_profile_fits_and_shares_match_fractions():
 
 def _overcommitted(tmp_path):
     raw = yaml.safe_load((CONFIGS_DIR / "gpu-16gb.yaml").read_text())
-    raw["extractor"]["max_model_len"] = 16384
+    llm_entry(raw, "extractor")["max_model_len"] = 16384
     path = tmp_path / "over.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

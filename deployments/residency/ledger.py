@@ -1,0 +1,123 @@
+"""The residency ledger: which LLM is awake, what it holds, and who must sleep for whom.
+
+Pure bookkeeping, no handles and no awaits, so the rules are unit-tested on their own
+(``tests/unit/test_residency_ledger.py``) and the manager deployment only carries them
+out. The memory of an awake model is the figure measured when it last woke (the engine
+processes' resident memory on CPU, their GPU memory by NVML on a GPU) and the plan's
+figure until then. A model that is waking or going to sleep still counts: its memory is
+not free until the transition is done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+from serve.errors import ModelUnavailable
+
+#: The states a model is in (``/v1/models`` ``metadata.state``).
+STATES = ("awake", "asleep", "waking", "sleeping")
+
+
+@dataclass
+class Entry:
+    """One LLM in the ledger."""
+
+    role: str
+    model_id: str
+    on_demand: bool
+    mechanism: str
+    planned_gib: float
+    idle_sleep_s: Optional[float] = None
+    state: str = "awake"
+    measured_gib: Optional[float] = None
+    in_flight: int = 0
+    last_used: float = 0.0
+    wakes: int = 0
+
+    @property
+    def held_gib(self) -> float:
+        """What the model holds while awake: measured once known, planned before."""
+        return self.measured_gib if self.measured_gib is not None else self.planned_gib
+
+    @property
+    def holds_memory(self) -> bool:
+        return self.state != "asleep"
+
+    def view(self) -> dict:
+        """What ``/v1/models`` and the operator endpoints show of it."""
+        return {"role": self.role, "model": self.model_id, "residency": "on_demand" if self.on_demand else "resident",
+                "state": self.state, "sleeps_by": self.mechanism if self.on_demand else None,
+                "memory_gib": round(self.held_gib, 3), "measured": self.measured_gib is not None,
+                "in_flight": self.in_flight, "wakes": self.wakes}
+
+
+class CannotFit(ModelUnavailable):
+    """A model cannot wake now: the budget is held by models with requests in flight."""
+
+
+class Ledger:
+    """The entries and the memory budget they share (None: no limit).
+
+    Args:
+        entries: One per LLM; resident ones start awake, on-demand ones asleep.
+        budget_gib: Memory the LLM engines may hold at once.
+        retry_after_s: Retry-After of a refusal.
+    """
+
+    def __init__(self, entries: Iterable[Entry], budget_gib: Optional[float], retry_after_s: int) -> None:
+        self.entries = {entry.model_id: entry for entry in entries}
+        self.budget_gib = budget_gib
+        self.retry_after_s = retry_after_s
+
+    def held_gib(self) -> float:
+        """Memory held now by every model not asleep."""
+        return sum(entry.held_gib for entry in self.entries.values() if entry.holds_memory)
+
+    def awake_count(self) -> int:
+        return sum(1 for entry in self.entries.values() if entry.holds_memory)
+
+    def evictions_for(self, wanted: Entry) -> list[Entry]:
+        """The models that must sleep before ``wanted`` wakes, least recently used first.
+
+        Only on-demand models that are awake, idle (no request in flight) and not
+        ``wanted`` itself may be evicted.
+
+        Raises:
+            CannotFit: even with every such model asleep there is not enough room;
+                the message names the shortfall and the models that hold the rest.
+        """
+        if self.budget_gib is None:
+            return []
+        short = self.held_gib() + wanted.held_gib - self.budget_gib
+        victims: list[Entry] = []
+        candidates = sorted(
+            (e for e in self.entries.values()
+             if e.on_demand and e.state == "awake" and e.in_flight == 0 and e is not wanted),
+            key=lambda e: e.last_used,
+        )
+        for candidate in candidates:
+            if short <= 1e-9:
+                break
+            victims.append(candidate)
+            short -= candidate.held_gib
+        if short > 1e-9:
+            holders = ", ".join(
+                f"{e.model_id} ({e.state}, {e.in_flight} in flight, {e.held_gib:.2f} GiB)"
+                for e in self.entries.values() if e.holds_memory and e not in victims
+            )
+            raise CannotFit(
+                f"model {wanted.model_id!r} needs {wanted.held_gib:.2f} GiB to wake, and the budget of "
+                f"{self.budget_gib:.2f} GiB is short by {short:.2f} GiB even with every idle model asleep; "
+                f"held by: {holders}. Retry when their requests finish.",
+                code="model_cannot_fit", headers={"Retry-After": str(self.retry_after_s)},
+            )
+        return victims
+
+    def idle(self, now: float) -> list[Entry]:
+        """On-demand models awake with no request for their ``idle_sleep_s``."""
+        return [
+            e for e in self.entries.values()
+            if e.on_demand and e.state == "awake" and e.in_flight == 0 and e.idle_sleep_s is not None
+            and now - e.last_used >= e.idle_sleep_s
+        ]

@@ -1,0 +1,74 @@
+"""``/v1/models`` and the operator's ``/v1/models/{id}/sleep`` and ``/wake``.
+
+The cards are built once from the profile (``serve/model_cards.py``); each LLM's
+``metadata.state`` is read live from the residency manager when the profile has
+on-demand models (with the health loop's last picture as the fallback when the manager
+does not answer in time). Sleep and wake are for an operator who wants a model warm
+before a batch, or its memory back now; like every route, they need an API key when the
+graph has keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serve.errors import BadRequest, NotFound, within
+from serve.ray_private import ModelCard, ModelList
+from serve.residency_client import HANDLE_SLACK_S, raise_if_error
+
+
+class ModelEndpoints:
+    """Mixed into the ingress: expects ``_profile``, ``_cards``, ``_residency``, ``_health``
+    and ``_settings``."""
+
+    async def models(self) -> ModelList:
+        return ModelList(data=list((await self._live_cards()).values()))
+
+    async def model_data(self, model: str):
+        cards = await self._live_cards()
+        if model not in cards:
+            raise NotFound(f"model {model!r} does not exist; GET /v1/models lists the models", param="model",
+                           code="model_not_found")
+        return cards[model]
+
+    async def sleep_model(self, model: str) -> dict[str, Any]:
+        """Put an on-demand model to sleep now; what its engine held before and after."""
+        self._check_on_demand(model)
+        return raise_if_error(await within(self._residency.sleep.remote(model), self._operator_timeout_s,
+                                           "the residency manager"))
+
+    async def wake_model(self, model: str) -> dict[str, Any]:
+        """Wake an on-demand model now (evicting idle ones if the budget needs it)."""
+        self._check_on_demand(model)
+        return raise_if_error(await within(self._residency.wake.remote(model), self._operator_timeout_s,
+                                           "the residency manager"))
+
+    @property
+    def _operator_timeout_s(self) -> float:
+        return self._profile.residency.wake_timeout_s + HANDLE_SLACK_S
+
+    def _check_on_demand(self, model: str) -> None:
+        specs = {spec.model_id: spec for spec in self._profile.models}
+        if model not in specs:
+            raise NotFound(f"model {model!r} is not an LLM of this graph; GET /v1/models lists the models",
+                           param="model", code="model_not_found")
+        if not specs[model].on_demand:
+            raise BadRequest(f"model {model!r} is resident: it is always awake", param="model", code="model_resident")
+
+    async def _live_cards(self) -> dict[str, ModelCard]:
+        if self._residency is None:
+            return self._cards
+        try:
+            rows = await within(self._residency.states.remote(), self._settings.readiness_timeout_s,
+                                "the residency manager")
+            states = {row["model"]: row for row in rows}
+        except Exception:  # noqa: BLE001 - the last picture the health loop saw will do
+            states = {model: {"state": state} for model, state in self._health.model_states.items()}
+        cards = {}
+        for model_id, card in self._cards.items():
+            live = states.get(model_id)
+            if live is not None:
+                extra = {key: live[key] for key in ("state", "memory_gib", "measured", "in_flight", "wakes") if key in live}
+                card = card.model_copy(update={"metadata": {**card.metadata, **extra}})
+            cards[model_id] = card
+        return cards

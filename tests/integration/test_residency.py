@@ -1,0 +1,213 @@
+"""More models than the memory holds: the ``cpu-swap`` graph under ``serve run``.
+
+Three LLMs, a host-memory budget that holds two awake: the extractor is resident, the
+reasoner and the heavy model are woken on demand, evicted least-recently-used, and the
+heavy one sleeps when idle. On CPU a model sleeps by ``stop`` (its engine process exits).
+The engines are counted from outside with psutil, so "never more than two awake" is the
+machine's word, not only the manager's. This module deploys its own graph; the conftest
+runs it before the shared ``cpu`` graph starts (both at once would not fit 2 cores).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import psutil
+import pytest
+
+from tests.support.graph import metrics_text, start_graph, stop_graph
+
+pytestmark = pytest.mark.integration
+
+PROFILE = "cpu-swap"
+EXTRACTOR, REASONER, HEAVY = "qwen3-tiny-extractor", "qwen3-tiny-reasoner", "qwen3-tiny-heavy"
+BUDGET_AWAKE = 2
+
+
+def engines() -> list[psutil.Process]:
+    """The vLLM engine-core processes alive on this machine (one per awake model)."""
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            title = " ".join(proc.info["cmdline"] or []) or proc.info["name"] or ""
+        except psutil.Error:
+            continue
+        if title.startswith("VLLM::EngineCore"):
+            found.append(proc)
+    return found
+
+
+def engine_rss_gib() -> float:
+    """Resident memory of every vLLM process (engine cores and their workers)."""
+    total = 0
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if " ".join(proc.info["cmdline"] or []).startswith("VLLM::"):
+                total += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    return total / 1024 ** 3
+
+
+class EngineCensus:
+    """Samples the engine count every 0.2 s for the whole module."""
+
+    def __init__(self) -> None:
+        self.most = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.most = max(self.most, len(engines()))
+            self.samples += 1
+            time.sleep(0.2)
+
+    def __enter__(self) -> "EngineCensus":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def swap(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("swap-graph")
+    env = {"LLMGRAPH_GPU_TELEMETRY_FILE": str(workdir / "gpu-telemetry.json"), "LLMGRAPH_DATA_DIR": str(workdir / "data")}
+    graph = start_graph(workdir, profile=PROFILE, env=env)
+    census = EngineCensus().__enter__()
+    yield graph, census
+    census.__exit__()
+    stop_graph(graph)
+    assert not graph.server_errors, f"requests answered 5xx: {graph.server_errors}"
+
+
+@pytest.fixture(scope="module")
+def http(swap):
+    graph, _ = swap
+    with httpx.Client(base_url=graph.base_url, timeout=180, event_hooks={"response": [graph.record]}) as client:
+        yield client
+
+
+def states(http) -> dict[str, dict]:
+    return {card["id"]: card["metadata"] for card in http.get("/v1/models").json()["data"]}
+
+
+def chat(http, model: str, **extra):
+    return http.post("/v1/chat/completions", json={
+        "model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4, **extra})
+
+
+def asleep(http, model: str) -> None:
+    answer = http.post(f"/v1/models/{model}/sleep")
+    assert answer.status_code == 200, answer.text
+    assert states(http)[model]["state"] == "asleep"
+
+
+def test_models_show_residency_and_state(http):
+    cards = states(http)
+    assert cards[EXTRACTOR]["residency"] == "resident" and cards[EXTRACTOR]["state"] == "awake"
+    for model in (REASONER, HEAVY):
+        assert cards[model]["residency"] == "on_demand" and cards[model]["sleeps_by"] == "stop"
+        assert cards[model]["state"] in ("asleep", "awake")
+    assert cards["auto"]["routes_to"] == [EXTRACTOR, REASONER, HEAVY]
+
+
+def test_a_request_to_a_sleeping_model_wakes_it_and_says_how_long_it_waited(http):
+    asleep(http, HEAVY)
+    answer = chat(http, HEAVY)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model"] == HEAVY
+    assert int(answer.headers["x-model-wake-ms"]) > 0
+    assert states(http)[HEAVY]["state"] == "awake"
+    again = chat(http, HEAVY)
+    assert again.status_code == 200 and "x-model-wake-ms" not in again.headers, "an awake model makes nobody wait"
+
+
+def test_four_concurrent_requests_to_a_sleeping_model_share_one_wake(http):
+    asleep(http, REASONER)
+    wakes_before = states(http)[REASONER]["wakes"]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: chat(http, REASONER), range(4)))
+    assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
+    assert all(int(a.headers["x-model-wake-ms"]) > 0 for a in answers)
+    assert states(http)[REASONER]["wakes"] == wakes_before + 1
+
+
+def test_waking_a_model_evicts_the_least_recently_used_idle_one(http, swap):
+    http.post(f"/v1/models/{REASONER}/wake").raise_for_status()
+    http.post(f"/v1/models/{HEAVY}/wake").raise_for_status()  # the reasoner sleeps for it
+    cards = states(http)
+    assert cards[HEAVY]["state"] == "awake" and cards[REASONER]["state"] == "asleep"
+    assert len(engines()) == BUDGET_AWAKE
+
+
+def test_sleep_returns_the_engines_memory(http):
+    http.post(f"/v1/models/{REASONER}/wake").raise_for_status()
+    before = engine_rss_gib()
+    answer = http.post(f"/v1/models/{REASONER}/sleep")
+    assert answer.status_code == 200, answer.text
+    result = answer.json()["result"]
+    freed = before - engine_rss_gib()
+    assert result["mechanism"] == "stop" and result["after"]["rss_gib"] < 0.1
+    assert freed >= 0.75 * result["before"]["rss_gib"], (before, freed, result)
+    assert answer.json()["state"] == "asleep"
+
+
+def test_a_wake_that_cannot_fit_is_refused_with_a_clear_503(http, swap):
+    graph, _ = swap
+    http.post(f"/v1/models/{REASONER}/wake").raise_for_status()  # the heavy model sleeps for it
+    body = {"model": REASONER, "messages": [{"role": "user", "content": "count"}], "max_tokens": 512, "stream": True,
+            "ignore_eos": True}
+    with httpx.Client(base_url=graph.base_url, timeout=120) as streaming:
+        with streaming.stream("POST", "/v1/chat/completions", json=body) as stream:
+            lines = stream.iter_lines()
+            next(lines)  # the reasoner now has a request in flight: it may not be evicted
+            refused = chat(http, HEAVY)
+            for _ in lines:
+                pass
+    assert refused.status_code == 503
+    error = refused.json()["error"]
+    assert error["code"] == "model_cannot_fit" and "Retry-After" in refused.headers
+    assert f"model '{HEAVY}' needs" in error["message"] and f"{REASONER} (awake, 1 in flight" in error["message"]
+
+
+def test_an_idle_model_sleeps_after_its_timeout(http):
+    idle_sleep_s = states(http)[HEAVY]["idle_sleep_s"]
+    http.post(f"/v1/models/{HEAVY}/wake").raise_for_status()
+    deadline = time.monotonic() + idle_sleep_s + 30
+    while time.monotonic() < deadline and states(http)[HEAVY]["state"] != "asleep":
+        time.sleep(2)
+    assert states(http)[HEAVY]["state"] == "asleep"
+
+
+def test_operators_are_told_what_they_cannot_do(http):
+    resident = http.post(f"/v1/models/{EXTRACTOR}/sleep")
+    assert resident.status_code == 400 and resident.json()["error"]["code"] == "model_resident"
+    unknown = http.post("/v1/models/no-such-model/wake")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+
+
+def test_the_awake_count_never_exceeded_the_budget_and_the_metrics_say_so(swap, http):
+    graph, census = swap
+    assert census.samples > 100
+    assert census.most <= BUDGET_AWAKE, f"{census.most} engines were alive at once"
+    names = ("llmgraph_model_state", "llmgraph_model_switches_total", "llmgraph_model_wake_seconds")
+    deadline = time.monotonic() + 60  # Ray exports metrics every few seconds
+    while True:
+        text = metrics_text(graph)
+        if all(name in text for name in names) or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    for name in names:
+        assert name in text, name
+    assert 'direction="wake"' in text
+    assert re.search(rf'llmgraph_model_state{{[^}}]*model="{HEAVY}"[^}}]*state="asleep"[^}}]*}} 1\.0', text), \
+        "the gauge says the heavy model is asleep"

@@ -1,0 +1,104 @@
+"""The dispatcher over an on-demand model: a lease around the whole answer, the wait
+reported, a refused wake falls back (``auto`` only), and a fallback never wakes a model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from deployments.router.decision import RouteDecision
+from deployments.router.features import RouteInput
+from serve.config import load_profile
+from serve.dispatcher import Dispatcher
+from serve.errors import Unavailable
+from serve.health import HealthPicture
+from serve.settings import Settings
+from tests.unit.test_dispatcher import FakeLlm, _Method, chat
+
+SWAP = load_profile("cpu-swap")
+EXTRACTOR, REASONER, HEAVY = (spec.model_id for spec in SWAP.models)
+
+
+class FakeResidency:
+    """The manager's handle: records leases; answers a wait, or a typed error as a value."""
+
+    def __init__(self, *, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.calls: list[tuple[str, str]] = []
+        self.acquire = _Method(self._acquire)
+        self.release = _Method(self._release)
+
+    async def _acquire(self, model_id: str):
+        self.calls.append(("acquire", model_id))
+        if self.refuse:
+            return Unavailable("no room", code="model_cannot_fit", headers={"Retry-After": "5"})
+        return 1234.5
+
+    async def _release(self, model_id: str):
+        self.calls.append(("release", model_id))
+
+
+class FakeRouter:
+    def __init__(self, score: float) -> None:
+        self.score = score
+        self.decide = _Method(self._decide)
+
+    async def _decide(self, _route_input):
+        return RouteDecision(target=REASONER, role="reasoner", reason="fake", policy="fake", score=self.score,
+                             threshold=0.5)
+
+
+def make(residency: FakeResidency, score: float = 0.97):
+    llms = {model: FakeLlm(model) for model in (EXTRACTOR, REASONER, HEAVY)}
+    health = HealthPicture(["extractor", "reasoner", "heavy"])
+    dispatcher = Dispatcher(SWAP, llms, FakeRouter(score), health, Settings(router_timeout_s=0.5), residency)
+    return dispatcher, llms
+
+
+async def drain(dispatched, residency: FakeResidency) -> None:
+    async for _ in dispatched.stream:
+        pass
+    for _ in range(100):  # the release runs in a task of its own
+        if residency.calls[-1][0] == "release":
+            return
+        await asyncio.sleep(0.01)
+
+
+def test_an_on_demand_model_is_leased_for_the_whole_stream_and_the_wait_reported():
+    async def scenario():
+        residency = FakeResidency()
+        dispatcher, _ = make(residency)
+        decision = await dispatcher.resolve("auto", RouteInput(text="prove"))
+        assert decision.target == HEAVY
+        dispatched = await dispatcher.dispatch(chat(stream=True), "chat", decision)
+        assert dispatched.wake_ms == 1234.5 and residency.calls == [("acquire", HEAVY)], "held while streaming"
+        await drain(dispatched, residency)
+        assert residency.calls == [("acquire", HEAVY), ("release", HEAVY)]
+    asyncio.run(scenario())
+
+
+def test_a_resident_model_never_calls_the_manager():
+    async def scenario():
+        residency = FakeResidency()
+        dispatcher, _ = make(residency)
+        decision = await dispatcher.resolve(EXTRACTOR, RouteInput(text="hi"))
+        dispatched = await dispatcher.dispatch(chat(), "chat", decision)
+        assert dispatched.wake_ms == 0 and residency.calls == []
+    asyncio.run(scenario())
+
+
+def test_a_refused_wake_sends_auto_traffic_to_resident_models_only():
+    async def scenario():
+        residency = FakeResidency(refuse=True)
+        dispatcher, llms = make(residency)
+        decision = await dispatcher.resolve("auto", RouteInput(text="prove"))
+        dispatched = await dispatcher.dispatch(chat(), "chat", decision)
+        assert dispatched.hops == (f"{HEAVY}=unavailable", f"{EXTRACTOR}=ok")
+        assert llms[REASONER].bodies == [], "the sleeping reasoner is not woken as a fallback"
+        assert residency.calls == [("acquire", HEAVY)], "a refused lease is not released"
+        pinned = await dispatcher.resolve(HEAVY, RouteInput(text="prove"))
+        with pytest.raises(Unavailable) as refused:
+            await dispatcher.dispatch(chat(), "chat", pinned)
+        assert refused.value.code == "model_cannot_fit" and refused.value.headers["Retry-After"] == "5"
+    asyncio.run(scenario())

@@ -1,0 +1,134 @@
+"""The residency manager with fake engines and no Ray: one wake serves every waiter, the
+victim sleeps before the wake, busy models are kept, and failures are typed.
+
+The fakes stand in for the LLM deployments' handles only (``engine_wake``,
+``engine_sleep``, ``engine_footprint``); the integration module ``test_residency``
+runs the same manager against real engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import deployments.residency.deployment as manager_module
+from deployments.residency.deployment import Residency
+from serve.config import load_profile
+from serve.errors import Conflict, Unavailable
+
+SWAP = load_profile("cpu-swap")
+EXTRACTOR, REASONER, HEAVY = (spec.model_id for spec in SWAP.models)
+
+
+class _Method:
+    def __init__(self, fn) -> None:
+        self.remote = fn
+
+
+class FakeEngine:
+    """An LLM replica's engine lifecycle, with a log of what happened in what order."""
+
+    def __init__(self, name: str, log: list, *, wake_s: float = 0.05, fail_wake: bool = False) -> None:
+        self.name, self.log, self.wake_s, self.fail_wake = name, log, wake_s, fail_wake
+        self.engine_wake = _Method(self._wake)
+        self.engine_sleep = _Method(self._sleep)
+        self.engine_footprint = _Method(self._footprint)
+
+    async def _wake(self):
+        self.log.append(("wake", self.name))
+        await asyncio.sleep(self.wake_s)
+        if self.fail_wake:
+            raise RuntimeError("engine start failed: out of memory")
+        return {"how": "start", "seconds": self.wake_s, "after": {"rss_gib": 2.4}}
+
+    async def _sleep(self):
+        self.log.append(("sleep", self.name))
+        await asyncio.sleep(0.02)
+        return {"mechanism": "stop", "seconds": 0.02, "before": {"rss_gib": 2.4}, "after": {"rss_gib": 0.01}}
+
+    async def _footprint(self):
+        return {"rss_gib": 2.4}
+
+
+class _Metric:
+    def inc(self, *a, **k): ...
+    def set(self, *a, **k): ...
+    def observe(self, *a, **k): ...
+
+
+@pytest.fixture(autouse=True)
+def no_ray_metrics(monkeypatch):
+    monkeypatch.setattr(manager_module, "replica_metric", lambda *a, **k: _Metric())
+
+
+async def make(profile=SWAP, **engine_options):
+    log: list = []
+    engines = {spec.role: FakeEngine(spec.model_id, log, **engine_options.get(spec.role, {})) for spec in profile.models}
+    residency = Residency.__new__(Residency)
+    await residency.__init__(profile, engines)
+    return residency, log
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_four_waiters_share_one_wake():
+    async def scenario():
+        residency, log = await make()
+        waits = await asyncio.gather(*(residency.acquire(REASONER) for _ in range(4)))
+        assert all(isinstance(w, float) and w > 0 for w in waits), waits
+        assert log == [("wake", REASONER)]
+        assert (await residency.states())[1]["in_flight"] == 4
+        for _ in range(4):
+            await residency.release(REASONER)
+        assert await residency.acquire(REASONER) == 0.0, "awake: no wait"
+    run(scenario())
+
+
+def test_the_victim_is_asleep_before_the_wake_starts():
+    async def scenario():
+        residency, log = await make()
+        await residency.acquire(REASONER)
+        await residency.release(REASONER)
+        await residency.acquire(HEAVY)
+        assert log == [("wake", REASONER), ("sleep", REASONER), ("wake", HEAVY)]
+        views = {row["model"]: row["state"] for row in await residency.states()}
+        assert views == {EXTRACTOR: "awake", REASONER: "asleep", HEAVY: "awake"}
+    run(scenario())
+
+
+def test_a_busy_model_is_neither_evicted_nor_put_to_sleep_by_an_operator():
+    async def scenario():
+        residency, log = await make()
+        await residency.acquire(REASONER)  # in flight
+        refused = await residency.acquire(HEAVY)
+        assert isinstance(refused, Unavailable) and refused.code == "model_cannot_fit"
+        busy = await residency.sleep(REASONER)
+        assert isinstance(busy, Conflict) and busy.code == "model_busy"
+        assert log == [("wake", REASONER)]
+        assert {row["model"]: row["in_flight"] for row in await residency.states()}[HEAVY] == 0, "a refusal holds no lease"
+    run(scenario())
+
+
+def test_a_wake_that_outlasts_the_timeout_is_a_503_with_retry_after():
+    async def scenario():
+        slow = SWAP.model_copy(update={"residency": SWAP.residency.model_copy(update={"wake_timeout_s": 0.05})})
+        residency, _ = await make(slow, reasoner={"wake_s": 0.5})
+        late = await residency.acquire(REASONER)
+        assert isinstance(late, Unavailable) and late.code == "model_waking" and late.headers["Retry-After"] == "5"
+        await asyncio.sleep(0.6)
+        assert {row["model"]: row["state"] for row in await residency.states()}[REASONER] == "awake", \
+            "the wake itself goes on for the next request"
+    run(scenario())
+
+
+def test_a_failed_wake_leaves_the_model_asleep_and_says_so():
+    async def scenario():
+        residency, _ = await make(reasoner={"fail_wake": True})
+        failed = await residency.acquire(REASONER)
+        assert isinstance(failed, Unavailable) and failed.code == "model_wake_failed"
+        assert "out of memory" not in failed.message, "internal error text stays in the log"
+        assert {row["model"]: row["state"] for row in await residency.states()}[REASONER] == "asleep"
+    run(scenario())
