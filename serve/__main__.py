@@ -5,6 +5,7 @@ Commands:
     validate      load and validate a profile, print its resource plan
     plan          print a GPU profile's memory plan, or a CPU profile's core plan, and the residency plan
     render-k8s    write the KubeRay manifests in k8s/ from a profile
+    gpu-check     the GPU profile on a real card, random weights (--dry-run: no GPU needed)
     bench load    open-loop load sweep (or soak) against the running graph
     bench router  routing accuracy, confusion, reasoner share and latency per policy
     bench extract extraction F1 per field and stage, documents/s for fast and auto
@@ -78,6 +79,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gpu_check(args: argparse.Namespace) -> int:
+    from serve.gpu_check import run
+    from serve.settings import load_settings
+
+    args.work = args.work or str(load_settings().cache_dir / "gpu-check")
+    return run(args)
+
+
 def _cmd_render_k8s(args: argparse.Namespace) -> int:
     from serve.config import PROJECT_ROOT, ProfileError
     from serve.k8s import render, write
@@ -117,6 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image", default=DEFAULT_IMAGE, help="container image with the project")
     p.add_argument("--out", help="output directory (default: k8s/ in the project)")
     p.set_defaults(func=_cmd_render_k8s)
+
+    p = sub.add_parser("gpu-check", help="the GPU profile on a real card with real-size random-weight models")
+    p.add_argument("--profile", default="gpu-16gb")
+    p.add_argument("--dry-run", action="store_true", help="every step that needs no GPU (runs anywhere)")
+    p.add_argument("--quick", action="store_true", help="the short version (about 8 minutes with the install)")
+    p.add_argument("--card-gib", type=float, default=None, help="dry run: plan for a card of this size")
+    p.add_argument("--work", default=None, help="where the checkpoints and the check profile go")
+    p.add_argument("--out", default="bench-results")
+    p.set_defaults(func=_cmd_gpu_check)
 
     bench = sub.add_parser("bench", help="benchmarks (JSON + PNG)")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

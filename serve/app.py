@@ -52,7 +52,8 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     from deployments.residency.deployment import Residency
 
     settings = settings or load_settings()
-    llms = {spec.role: build_llm_node(spec, device=profile.device, cache_dir=settings.cache_dir)
+    llms = {spec.role: build_llm_node(spec, device=profile.device, cache_dir=settings.cache_dir,
+                                      gpu_memory_gib=profile.gpu_memory_gib)
             for spec in profile.models}
     residency = None
     if profile.on_demand:

@@ -10,7 +10,7 @@ keeping two things consistent that users otherwise get wrong by hand: the Ray pl
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from deployments.llm.engine_watchdog import ENV_VAR as ENGINE_WATCHDOG_ENV
 from serve.config import LLMSpec
@@ -90,7 +90,7 @@ def engine_env(spec: LLMSpec, device: str) -> dict[str, str]:
     return env
 
 
-def build_llm_node(spec: LLMSpec, *, device: str, cache_dir: Path):
+def build_llm_node(spec: LLMSpec, *, device: str, cache_dir: Path, gpu_memory_gib: Optional[float] = None):
     """Bind one LLMServer deployment named after its role (``Extractor``, ``Heavy``...).
 
     Every model's server reports its engine's memory to the residency manager, and an
@@ -108,8 +108,10 @@ def build_llm_node(spec: LLMSpec, *, device: str, cache_dir: Path):
 
     model_path = resolve_source(spec.source, cache_dir=cache_dir)
     config = LLMConfig(**llm_config_dict(spec, device=device, model_path=model_path))
+    budget = spec.resources.num_gpus * gpu_memory_gib if device == "gpu" and gpu_memory_gib else None
     deployment_cls = make_server_cls(EngineLifecycle(
-        start_awake=not spec.on_demand, mechanism=spec.mechanism(device), serialize_start=device == "gpu"))
+        start_awake=not spec.on_demand, mechanism=spec.mechanism(device), serialize_start=device == "gpu",
+        memory_budget_gib=budget))
     return build_llm_deployment(
         config,
         name_prefix="",

@@ -38,11 +38,43 @@ _GIB = 1024 ** 3
 
 @dataclass(frozen=True)
 class EngineLifecycle:
-    """How one LLM replica's engine lives: whether it starts awake, and how it sleeps."""
+    """How one LLM replica's engine lives: whether it starts awake, how it sleeps, and
+    (on a GPU) how much of the card it may take."""
 
     start_awake: bool
     mechanism: str  # "level1", "level2" or "stop"
     serialize_start: bool  # GPU: engines start one at a time (deployments/llm/safe_start)
+    memory_budget_gib: Optional[float] = None
+    """GPU: the engine's share of the profile's ``gpu_memory_gib``. On a card of another
+    size vLLM gets the same GiB, not the same fraction (:func:`memory_utilization`)."""
+
+
+def memory_utilization(budget_gib: float, card_gib: float) -> float:
+    """vLLM's ``gpu_memory_utilization`` for ``budget_gib`` of a ``card_gib`` card.
+
+    A profile sized for a 16 GB card then takes 16 GB of an 80 or 141 GB one (so its plan
+    can be checked there, and a user can give the graph part of a shared card).
+
+    Raises:
+        ValueError: the card is smaller than the budget.
+    """
+    if budget_gib > card_gib:
+        raise ValueError(f"the engine's budget of {budget_gib:.2f} GiB is more than this card's {card_gib:.2f} GiB")
+    return round(budget_gib / card_gib, 4)
+
+
+def card_gib(index: int = 0) -> Optional[float]:
+    """Total memory of GPU ``index`` by NVML (GiB), or None without one."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no driver, no GPU
+        return None
+    try:
+        return pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index)).total / _GIB
+    finally:
+        pynvml.nvmlShutdown()
 
 
 def engine_footprint(root_pid: Optional[int] = None) -> dict[str, float]:
@@ -109,11 +141,22 @@ def make_server_cls(lifecycle: EngineLifecycle):
                 await self._start_engine_now()
 
         async def _start_engine_now(self) -> None:
+            self._fit_to_card()
             if self._lifecycle.serialize_start:
                 async with serialized_start(lock_path([str(g) for g in ray.get_gpu_ids()])):
                     await super().start()
             else:
                 await super().start()
+
+        def _fit_to_card(self) -> None:
+            """Give vLLM the profile's GiB, not its fraction, of the card found here."""
+            budget = self._lifecycle.memory_budget_gib
+            ids = ray.get_gpu_ids()
+            total = card_gib(int(ids[0]) if ids else 0) if budget else None
+            if budget and total:
+                share = memory_utilization(budget, total)
+                self._llm_config.engine_kwargs["gpu_memory_utilization"] = share
+                logger.info("GPU memory: %.2f GiB of this %.1f GiB card (gpu_memory_utilization %.4f)", budget, total, share)
 
         async def engine_state(self) -> str:
             """``awake`` or ``asleep``, as the engine itself is."""

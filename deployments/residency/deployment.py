@@ -26,7 +26,7 @@ import contextvars
 import functools
 import logging
 import time
-from typing import Any
+from typing import Any, Optional
 
 from deployments.residency.ledger import STATES, Entry, Ledger
 from serve.config import Profile
@@ -96,15 +96,11 @@ class Residency:
         entry = self._entry(model_id)
         entry.in_flight += 1  # counted first: a model with a lease is never put to sleep
         entry.last_used = time.monotonic()
-        if entry.state == "awake" and model_id not in self._transitions:
+        if entry.state == "awake" and self._running(entry) is None:
             return 0.0
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(self._ensure_awake(entry), self._spec.wake_timeout_s)
-        except asyncio.TimeoutError:
-            entry.in_flight -= 1
-            raise ModelUnavailable(f"model {model_id!r} did not wake within {self._spec.wake_timeout_s:.0f} s",
-                              code="model_waking", headers={"Retry-After": str(self._spec.retry_after_s)}) from None
+            await self._awake_in_time(entry)
         except BaseException:
             entry.in_flight -= 1
             raise
@@ -124,7 +120,7 @@ class Residency:
         started = time.perf_counter()
         entry.in_flight += 1  # not evicted by another wake while this one completes
         try:
-            await asyncio.wait_for(self._ensure_awake(entry), self._spec.wake_timeout_s)
+            await self._awake_in_time(entry)
         finally:
             entry.in_flight -= 1
             entry.last_used = time.monotonic()
@@ -141,8 +137,8 @@ class Residency:
         entry = self._entry(model_id)
         if not entry.on_demand:
             raise BadRequest(f"model {model_id!r} is resident: it stays awake", param="model", code="model_resident")
-        while model_id in self._transitions:
-            await asyncio.shield(self._transitions[model_id])
+        while (running := self._running(entry)) is not None:
+            await asyncio.shield(running)
         if entry.in_flight:
             raise Conflict(f"model {model_id!r} has {entry.in_flight} requests in flight; it sleeps once they finish",
                            code="model_busy")
@@ -155,11 +151,6 @@ class Residency:
         """Every LLM's residency, state and memory, in profile order."""
         return [entry.view() for entry in self._ledger.entries.values()]
 
-    async def ledger(self) -> dict[str, Any]:
-        """The budget and what is held against it."""
-        return {"budget_gib": self._ledger.budget_gib, "held_gib": round(self._ledger.held_gib(), 3),
-                "awake": self._ledger.awake_count(), "models": await self.states()}
-
     # -------------------------------------------------------------- transitions
     def _entry(self, model_id: str) -> Entry:
         try:
@@ -168,13 +159,29 @@ class Residency:
             raise NotFound(f"model {model_id!r} does not exist; GET /v1/models lists the models",
                            param="model", code="model_not_found") from None
 
+    async def _awake_in_time(self, entry: Entry) -> None:
+        """:meth:`_ensure_awake`, bounded by ``wake_timeout_s`` (the wake itself goes on)."""
+        try:
+            await asyncio.wait_for(self._ensure_awake(entry), self._spec.wake_timeout_s)
+        except asyncio.TimeoutError:
+            raise ModelUnavailable(f"model {entry.model_id!r} did not wake within {self._spec.wake_timeout_s:.0f} s",
+                                   code="model_waking", headers={"Retry-After": str(self._spec.retry_after_s)}) from None
+
+    def _running(self, entry: Entry) -> Optional[asyncio.Task]:
+        """The transition ``entry`` is in, if one is still running."""
+        task = self._transitions.get(entry.model_id)
+        return task if task is not None and not task.done() else None
+
     async def _ensure_awake(self, entry: Entry) -> None:
-        """Wait for ``entry`` to be awake: one wake serves every waiter."""
-        while entry.state != "awake" or entry.model_id in self._transitions:
-            running = self._transitions.get(entry.model_id)
+        """Wait for ``entry`` to be awake: one wake serves every waiter. A failed wake
+        fails its waiters; the next request tries again."""
+        while True:
+            running = self._running(entry)
             if running is None:
+                if entry.state == "awake":
+                    return
                 async with self._decide:
-                    if entry.model_id in self._transitions or entry.state == "awake":
+                    if self._running(entry) is not None or entry.state == "awake":
                         continue
                     victims = self._ledger.evictions_for(entry)  # raises CannotFit
                     for victim in victims:
@@ -185,7 +192,11 @@ class Residency:
     def _start(self, entry: Entry, work) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(work, context=contextvars.Context())
         self._transitions[entry.model_id] = task
-        task.add_done_callback(lambda _: self._transitions.pop(entry.model_id, None))
+
+        def forget(done: asyncio.Task) -> None:
+            if self._transitions.get(entry.model_id) is done:
+                del self._transitions[entry.model_id]
+        task.add_done_callback(forget)
         return task
 
     async def _transition(self, entry: Entry, work) -> Any:
@@ -242,12 +253,28 @@ class Residency:
         for state in STATES:
             gauge.set(1.0 if entry.state == state else 0.0, tags={"model": entry.model_id, "state": state})
 
+    async def _reconcile(self) -> None:
+        """Take each on-demand engine's own word for its state: a manager that was restarted
+        (its replica died) must not count an awake engine as asleep, or the budget lies."""
+        for entry in list(self._ledger.entries.values()):
+            if not entry.on_demand or self._running(entry) is not None:
+                continue
+            try:
+                state = await asyncio.wait_for(self._handles[entry.model_id].engine_state.remote(), MEASURE_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - the replica may still be starting: it starts asleep
+                logger.debug("asking %s for its state failed: %r", entry.model_id, exc)
+                continue
+            if state != entry.state and self._running(entry) is None:
+                logger.info("%s reports itself %s (the ledger had %s)", entry.model_id, state, entry.state)
+                self._set_state(entry, state)
+
     async def _idle_loop(self) -> None:
+        await self._reconcile()
         measured_at = 0.0
         while True:
             await asyncio.sleep(self._spec.idle_check_s)
             for entry in self._ledger.idle(time.monotonic()):
-                if entry.model_id not in self._transitions:
+                if self._running(entry) is None:
                     logger.info("%s idle for %.0f s: putting it to sleep", entry.model_id, entry.idle_sleep_s)
                     self._start(entry, self._sleep_engine(entry)).add_done_callback(_log_failure)
             if time.monotonic() - measured_at >= MEASURE_EVERY_S:
@@ -260,7 +287,7 @@ class Residency:
         """Replace the plan's figure with what each awake engine holds now (resident ones
         too: they never wake, so this is where the ledger learns their size)."""
         for entry in list(self._ledger.entries.values()):
-            if entry.state != "awake" or entry.model_id in self._transitions:
+            if entry.state != "awake" or self._running(entry) is not None:
                 continue
             try:
                 footprint = await asyncio.wait_for(self._handles[entry.model_id].engine_footprint.remote(), MEASURE_TIMEOUT_S)

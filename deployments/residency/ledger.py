@@ -74,9 +74,6 @@ class Ledger:
         """Memory held now by every model not asleep."""
         return sum(entry.held_gib for entry in self.entries.values() if entry.holds_memory)
 
-    def awake_count(self) -> int:
-        return sum(1 for entry in self.entries.values() if entry.holds_memory)
-
     def evictions_for(self, wanted: Entry) -> list[Entry]:
         """The models that must sleep before ``wanted`` wakes, least recently used first.
 

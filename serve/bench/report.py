@@ -17,6 +17,7 @@ from deployments.extraction.record import FIELDS
 from serve.config import PROJECT_ROOT
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+GPU_BEGIN, GPU_END = "<!-- gpu-check:begin -->", "<!-- gpu-check:end -->"
 
 
 def _load(folder: Path, suite: str) -> Optional[dict[str, Any]]:
@@ -182,6 +183,35 @@ def render(folder: Path) -> str:
     return "\n\n".join(blocks) if blocks else "_No results yet: run the benchmarks._"
 
 
+def render_gpu_check(folder: Path) -> str:
+    """The README's "Verified on a GPU" block: the last gpu-check run, or that none exists."""
+    data = _load(folder, "gpu-check")
+    if data is None:
+        return ("_No GPU run exists yet._ The GPU profiles' plans are computed from the models' published "
+                "architectures and checked by `python -m serve gpu-check --dry-run` in the test suite; nothing of "
+                "them has been measured on a card.")
+    meta, card = data["meta"], data["card"]
+    lines = [f"`python -m serve gpu-check{' --quick' if data.get('quick') else ''}` — {meta['date']}, "
+             f"{card['name']} ({card['memory_gib']} GiB, ~{card['bandwidth_gbs']:.0f} GB/s), commit {meta.get('commit', '?')}"]
+    if data.get("stopped_at"):
+        lines.append(f"\nThe run stopped at step `{data['stopped_at']}`.")
+    rows = [[name, f"{plan} GiB", f"{data.get('memory', {}).get(name, '-')} GiB"] for name, plan in data.get("plan", {}).items()]
+    if rows:
+        lines.append("\n" + _table(["engine", "plan", "NVML"], rows))
+    rows = [[model, r["tokens_per_s"], r["ceiling_tokens_per_s"], r["ttft_s"]] for model, r in data.get("decode", {}).items()]
+    if rows:
+        lines.append("\n" + _table(["model", "decode tokens/s (1 stream)", "bandwidth ceiling", "TTFT s"], rows))
+    return "\n".join(lines)
+
+
+def _replace_between(text: str, begin: str, end: str, block: str) -> str:
+    if begin not in text or end not in text:
+        return text
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{block}\n{end}{tail}"
+
+
 def run(args) -> int:
     """Entry point for ``python -m serve bench report``."""
     folder = Path(args.results)
@@ -190,9 +220,8 @@ def run(args) -> int:
     readme = PROJECT_ROOT / "README.md"
     text = readme.read_text()
     if BEGIN in text and END in text and not args.no_readme:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        readme.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
+        text = _replace_between(text, BEGIN, END, block)
+        readme.write_text(_replace_between(text, GPU_BEGIN, GPU_END, render_gpu_check(folder)))
         print(f"updated {readme} and {folder / 'REPORT.md'}")
     else:
         print(f"wrote {folder / 'REPORT.md'}")

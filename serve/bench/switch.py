@@ -82,9 +82,10 @@ def measure(client, rounds: int) -> dict[str, Any]:
             "mechanism": cards[model].get("sleeps_by"),
             "scenarios": {
                 s: {"n": len(samples[model][s]),
-                    "ttft_p50_s": _round(percentile(samples[model][s], 50)),
+                    "ttft_p50_s": _round(percentile(samples[model][s], 0.5)),
                     "ttft_max_s": _round(max(samples[model][s]) if samples[model][s] else None),
-                    "wake_ms_p50": _round(percentile([w for w in waits[model][s] if w is not None], 50))}
+                    "wake_ms_p50": _round(percentile([w for w in waits[model][s] if w is not None], 0.5)),
+                    "ttft_s": [_round(v) for v in samples[model][s]]}
                 for s in SCENARIOS
             },
         }

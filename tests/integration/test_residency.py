@@ -164,15 +164,18 @@ def test_sleep_returns_the_engines_memory(http):
 def test_a_wake_that_cannot_fit_is_refused_with_a_clear_503(http, swap):
     graph, _ = swap
     http.post(f"/v1/models/{REASONER}/wake").raise_for_status()  # the heavy model sleeps for it
-    body = {"model": REASONER, "messages": [{"role": "user", "content": "count"}], "max_tokens": 512, "stream": True,
-            "ignore_eos": True}
+    # Four sequences of 1,536 tokens: seconds of decoding, while the request below takes milliseconds.
+    body = {"model": REASONER, "messages": [{"role": "user", "content": "count"}], "max_tokens": 1536, "n": 4,
+            "stream": True, "ignore_eos": True}
     with httpx.Client(base_url=graph.base_url, timeout=120) as streaming:
         with streaming.stream("POST", "/v1/chat/completions", json=body) as stream:
             lines = stream.iter_lines()
-            next(lines)  # the reasoner now has a request in flight: it may not be evicted
+            next(lines)
+            busy = states(http)[REASONER]["in_flight"]
             refused = chat(http, HEAVY)
             for _ in lines:
                 pass
+    assert busy == 1, "the reasoner had the request in flight when the heavy model was asked for"
     assert refused.status_code == 503
     error = refused.json()["error"]
     assert error["code"] == "model_cannot_fit" and "Retry-After" in refused.headers
@@ -200,14 +203,15 @@ def test_the_awake_count_never_exceeded_the_budget_and_the_metrics_say_so(swap, 
     assert census.samples > 100
     assert census.most <= BUDGET_AWAKE, f"{census.most} engines were alive at once"
     names = ("llmgraph_model_state", "llmgraph_model_switches_total", "llmgraph_model_wake_seconds")
-    deadline = time.monotonic() + 60  # Ray exports metrics every few seconds
+    heavy_asleep = re.compile(rf'llmgraph_model_state{{[^}}]*model="{HEAVY}"[^}}]*state="asleep"[^}}]*}} 1\.0')
+    assert states(http)[HEAVY]["state"] == "asleep"
+    deadline = time.monotonic() + 60  # Ray exports metrics every few seconds; the gauges are set every 10 s
     while True:
         text = metrics_text(graph)
-        if all(name in text for name in names) or time.monotonic() > deadline:
+        if (all(name in text for name in names) and heavy_asleep.search(text)) or time.monotonic() > deadline:
             break
         time.sleep(3)
     for name in names:
         assert name in text, name
     assert 'direction="wake"' in text
-    assert re.search(rf'llmgraph_model_state{{[^}}]*model="{HEAVY}"[^}}]*state="asleep"[^}}]*}} 1\.0', text), \
-        "the gauge says the heavy model is asleep"
+    assert heavy_asleep.search(text), "the gauge says the heavy model is asleep"

@@ -74,3 +74,20 @@ def test_extract_report_shows_the_llm_stage_per_field_next_to_fast(tmp_path):
     assert "LLM stage with `smollm2-135m-instruct` on the 2 postings" in text
     assert "| title | 1.000 | 0.667 |" in text  # the LLM found one of two titles
     assert "| salary_min | 1.000 | 0.000 |" in text  # 18 is not 18.5, and 50000 was invented
+
+
+def test_the_gpu_section_says_when_no_gpu_run_exists_and_renders_one_that_does(tmp_path):
+    from serve.bench.report import render_gpu_check
+
+    assert "No GPU run exists yet" in render_gpu_check(tmp_path)
+    run = {
+        "card": {"name": "NVIDIA H200", "memory_gib": 139.8, "bandwidth_gbs": 4915.0}, "quick": True,
+        "plan": {"Extractor": 8.0, "Reasoner": 5.6}, "memory": {"Extractor": 7.7, "Reasoner": 5.4},
+        "decode": {"qwen3-8b-awq": {"ttft_s": 0.05, "tokens_per_s": 410.0, "ceiling_tokens_per_s": 806.0}},
+        "meta": {"date": "2026-12-01 10:00 UTC", "commit": "abc1234"},
+    }
+    (tmp_path / "gpu-check.json").write_text(json.dumps(run))
+    text = render_gpu_check(tmp_path)
+    assert "NVIDIA H200 (139.8 GiB" in text and "abc1234" in text and "gpu-check --quick" in text
+    assert "| Extractor | 8.0 GiB | 7.7 GiB |" in text
+    assert "| qwen3-8b-awq | 410.0 | 806.0 | 0.05 |" in text

@@ -34,17 +34,24 @@ class FakeEngine:
         self.engine_wake = _Method(self._wake)
         self.engine_sleep = _Method(self._sleep)
         self.engine_footprint = _Method(self._footprint)
+        self.engine_state = _Method(self._state)
+        self.awake = False
+
+    async def _state(self):
+        return "awake" if self.awake else "asleep"
 
     async def _wake(self):
         self.log.append(("wake", self.name))
         await asyncio.sleep(self.wake_s)
         if self.fail_wake:
             raise RuntimeError("engine start failed: out of memory")
+        self.awake = True
         return {"how": "start", "seconds": self.wake_s, "after": {"rss_gib": 2.4}}
 
     async def _sleep(self):
         self.log.append(("sleep", self.name))
         await asyncio.sleep(0.02)
+        self.awake = False
         return {"mechanism": "stop", "seconds": 0.02, "before": {"rss_gib": 2.4}, "after": {"rss_gib": 0.01}}
 
     async def _footprint(self):
@@ -62,9 +69,10 @@ def no_ray_metrics(monkeypatch):
     monkeypatch.setattr(manager_module, "replica_metric", lambda *a, **k: _Metric())
 
 
-async def make(profile=SWAP, **engine_options):
+async def make(profile=SWAP, engines=None, **engine_options):
     log: list = []
-    engines = {spec.role: FakeEngine(spec.model_id, log, **engine_options.get(spec.role, {})) for spec in profile.models}
+    engines = engines or {spec.role: FakeEngine(spec.model_id, log, **engine_options.get(spec.role, {}))
+                          for spec in profile.models}
     residency = Residency.__new__(Residency)
     await residency.__init__(profile, engines)
     return residency, log
@@ -118,6 +126,8 @@ def test_a_wake_that_outlasts_the_timeout_is_a_503_with_retry_after():
         residency, _ = await make(slow, reasoner={"wake_s": 0.5})
         late = await residency.acquire(REASONER)
         assert isinstance(late, Unavailable) and late.code == "model_waking" and late.headers["Retry-After"] == "5"
+        operator = await residency.wake(REASONER)
+        assert isinstance(operator, Unavailable) and operator.code == "model_waking", "an operator's wake too"
         await asyncio.sleep(0.6)
         assert {row["model"]: row["state"] for row in await residency.states()}[REASONER] == "awake", \
             "the wake itself goes on for the next request"
@@ -131,4 +141,19 @@ def test_a_failed_wake_leaves_the_model_asleep_and_says_so():
         assert isinstance(failed, Unavailable) and failed.code == "model_wake_failed"
         assert "out of memory" not in failed.message, "internal error text stays in the log"
         assert {row["model"]: row["state"] for row in await residency.states()}[REASONER] == "asleep"
+    run(scenario())
+
+
+def test_a_restarted_manager_takes_the_engines_word_for_what_is_awake():
+    async def scenario():
+        first, log = await make()
+        await first.acquire(HEAVY)
+        await first.release(HEAVY)
+        engines = {spec.role: first._handles[spec.model_id] for spec in SWAP.models}  # the same replicas
+        restarted, _ = await make(engines=engines)
+        await restarted._reconcile()
+        views = {row["model"]: row["state"] for row in await restarted.states()}
+        assert views[HEAVY] == "awake", "otherwise the budget would count the heavy model's memory as free"
+        await restarted.acquire(REASONER)
+        assert ("sleep", HEAVY) in log, "so waking the reasoner evicts it"
     run(scenario())

@@ -1,4 +1,5 @@
-"""What an LLM replica reports of its engine: the memory of the processes under it."""
+"""What an LLM replica knows of its engine: the memory of the processes under it, and the
+share of the card it may take."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 import time
+
+import pytest
 
 from deployments.llm.swappable import engine_footprint
 
@@ -34,3 +37,12 @@ def test_the_footprint_is_the_resident_memory_of_the_processes_below_the_replica
     finally:
         os.killpg(replica.pid, signal.SIGKILL)
         replica.wait()
+
+
+def test_a_profile_sized_for_16_gb_takes_16_gb_of_a_bigger_card():
+    from deployments.llm.swappable import memory_utilization
+
+    assert memory_utilization(8.0, 16.0) == 0.5, "on the card it was sized for: the profile's fraction"
+    assert memory_utilization(8.0, 141.0) == round(8 / 141, 4)
+    with pytest.raises(ValueError, match="more than this card's 12.00 GiB"):
+        memory_utilization(16.0, 12.0)
