@@ -55,18 +55,21 @@ class Step:
 
 
 STEPS = (
-    Step("install", 100, 300, True, "the gpu extra (ray[serve,llm], vllm) in .venv-gpu when vllm is missing: pip, "
+    Step("install", 90, 300, True, "the gpu extra (ray[serve,llm], vllm) in .venv-gpu when vllm is missing: pip, "
          "from the package index or a wheelhouse (--find-links)"),
     Step("checkpoints", 10, 30, False, "config.json + tokenizer per model, from configs/models (no weights); the "
          "embedder's random weights are written on the GPU machine"),
     Step("plan", 5, 5, False, "memory and residency plans on this card; each engine's gpu_memory_utilization"),
     Step("card", 5, 5, True, "NVML: name, memory, memory bandwidth (bus width x memory clock)"),
-    Step("start", 180, 420, True, "serve run on the check profile until /readyz; engines start one at a time"),
-    Step("memory", 10, 10, True, "NVML memory of each engine's processes against the planner's figure"),
-    Step("decode", 45, 180, True, "single-stream decode tokens/s per model against the bandwidth ceiling"),
-    Step("concurrency", 45, 240, True, "throughput at 16 concurrent streams per model, every engine co-located"),
+    Step("start", 150, 420, True, "serve run on the check profile until /readyz; engines start one at a time"),
+    Step("memory", 5, 10, True, "NVML memory of each engine's processes against the planner's figure"),
+    Step("decode", 30, 180, True, "single-stream decode tokens/s per model against the bandwidth ceiling"),
+    Step("concurrency", 30, 240, True, "throughput at 16 concurrent streams per model, every engine co-located"),
+    Step("auto", 10, 30, True, "time to first token: model auto (routed to the extractor) against the extractor named"),
     Step("telemetry", 0, 0, True, "temperature, power and throttle reasons sampled during decode and concurrency"),
-    Step("stop", 30, 30, True, "Ctrl-C serve run; engines gone"),
+    Step("stop", 20, 30, True, "Ctrl-C serve run; engines gone"),
+    Step("vllm-alone", 90, 240, True, "vllm serve alone on the extractor, same engine arguments and memory: e2e at one "
+         "client and throughput at 16, against the graph with the model named (targets <= 1.05x and >= 0.95x)"),
 )
 
 
@@ -164,6 +167,26 @@ def utilization_table(profile: Profile, card_gib: float) -> list[dict[str, Any]]
     return rows
 
 
+def vllm_serve_command(profile: Profile, role: str, card_gib: float, port: int) -> list[str]:
+    """``vllm serve`` with the engine arguments the graph gives ``role``'s engine, and the
+    same GiB of this card: the baseline for the graph's overhead."""
+    from deployments.llm.builder import llm_config_dict
+    from deployments.llm.swappable import memory_utilization
+
+    spec = profile.llm(role)
+    engine = dict(llm_config_dict(spec, device="gpu", model_path=spec.source)["engine_kwargs"])
+    engine["gpu_memory_utilization"] = memory_utilization(spec.resources.num_gpus * profile.gpu_memory_gib, card_gib)
+    command = ["vllm", "serve", spec.source, "--served-model-name", spec.model_id, "--host", "127.0.0.1",
+               "--port", str(port)]
+    for key, value in engine.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            command.append(flag)
+        elif value not in (False, None):
+            command += [flag, json.dumps(value) if isinstance(value, (dict, list)) else str(value)]
+    return command
+
+
 def bandwidth_ceiling_tps(weight_bytes: int, bandwidth_gbs: float) -> float:
     """Single-stream decode cannot beat reading every weight once per token."""
     return bandwidth_gbs * 1e9 / weight_bytes
@@ -189,6 +212,7 @@ def dry_run(args) -> int:
     for spec in profile.models:
         facts = load_facts(spec.model_facts)
         print(f"  {spec.model_id:<28} {facts.weight_bytes / GIB:6.2f} GiB  {bandwidth_ceiling_tps(facts.weight_bytes, 4800):7.0f} tokens/s")
+    print("\nthe baseline, on this card:\n  " + " ".join(vllm_serve_command(profile, "extractor", card, 8001)))
     budget_key = "quick_s" if args.quick else "full_s"
     print(f"\nsteps ({'--quick' if args.quick else 'full'}):")
     for step in STEPS:
@@ -200,6 +224,7 @@ def dry_run(args) -> int:
         "profile": profile.name, "card_gib": card, "utilization": utilization_table(profile, card),
         "steps": [{"name": s.name, "budget_s": getattr(s, budget_key), "needs_gpu": s.needs_gpu} for s in STEPS],
         "residency_problems": build_residency_plan(profile).problems(), "gpu_problems": build_plan(profile).problems(),
+        "baseline": vllm_serve_command(profile, "extractor", card, 8001),
     }, indent=2))
     return 0
 

@@ -182,19 +182,98 @@ def real_run(args, card: dict[str, Any]) -> int:
                                               "tokens_per_s": round(sum(c for _, c, _ in done) / (time.perf_counter() - started), 1)}
         step("concurrency", measure_concurrency)
         results["concurrency"] = concurrency
+        extractor = profile.extractor.model_id
+        results["auto"] = step("auto", lambda: {
+            "auto_ttft_p50_s": _ttft_p50(client, "auto"), "named_ttft_p50_s": _ttft_p50(client, extractor)})
+        graph_side = _overhead_probe(client, extractor)
         stop.set()
         results["telemetry"] = [s for s in samples if s][-60:]
+        step("stop", lambda: _stop(process, budgets["stop"]))
+        process = None
+        alone = step("vllm-alone", lambda: _vllm_alone(profile, card, work, budgets["vllm-alone"]))
+        results["overhead"] = {
+            "graph": graph_side, "vllm_alone": alone,
+            "e2e_ratio_1_client": round(graph_side["e2e_p50_s"] / alone["e2e_p50_s"], 3),
+            "throughput_ratio_16": round(graph_side["tokens_per_s_16"] / alone["tokens_per_s_16"], 3),
+        }
     except (RuntimeError, SystemExit) as exc:
         results["stopped_at"] = str(exc)
     finally:
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(budgets["stop"])
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        if process is not None:
+            _stop(process, budgets["stop"])
     save_results(args.out, "gpu-check", results, plot)
     return 0 if "stopped_at" not in results else 1
+
+
+def _stop(process: subprocess.Popen, grace_s: float) -> None:
+    """SIGINT (serve run and vllm serve shut down cleanly on it), then SIGKILL the group."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
+def _ttft_p50(client: httpx.Client, model: str, rounds: int = 5) -> float:
+    from serve.bench.stats import percentile
+
+    body = {"messages": [{"role": "user", "content": "Classify: refund please"}], "max_tokens": 8}
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        with client.stream("POST", "/v1/chat/completions", json={**body, "model": model, "stream": True}) as reply:
+            for line in reply.iter_lines():
+                if line.startswith("data:"):
+                    times.append(time.perf_counter() - started)
+                    break
+    return round(percentile(times, 0.5), 4)
+
+
+def _overhead_probe(client: httpx.Client, model: str) -> dict[str, float]:
+    """The same load for the graph and for vllm serve: e2e of one client (p50 of 5
+    requests of 128 tokens) and tokens/s with 16 concurrent streams of 128 tokens."""
+    from serve.bench.stats import percentile
+
+    body = {"model": model, "messages": [{"role": "user", "content": "Write a story."}], "max_tokens": 128,
+            "ignore_eos": True}
+    e2e = []
+    for _ in range(5):
+        started = time.perf_counter()
+        client.post("/v1/chat/completions", json=body).raise_for_status()
+        e2e.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(STREAMS) as pool:
+        done = list(pool.map(lambda _: _stream(client, model, 128), range(STREAMS)))
+    return {"e2e_p50_s": round(percentile(e2e, 0.5), 4),
+            "tokens_per_s_16": round(sum(c for _, c, _ in done) / (time.perf_counter() - started), 1)}
+
+
+def _vllm_alone(profile, card: dict[str, Any], work: Path, budget_s: float) -> dict[str, float]:
+    from serve.gpu_check import vllm_serve_command
+
+    command = vllm_serve_command(profile, "extractor", card["memory_gib"], PORT + 1)
+    command[0] = str(Path(sys.executable).parent / "vllm")
+    with open(work / "vllm-alone.log", "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{PORT + 1}", timeout=600)
+        deadline = time.monotonic() + budget_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"vllm serve exited with {process.returncode}")
+            try:
+                if client.get("/v1/models").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"vllm serve not ready after {budget_s:.0f} s")
+            time.sleep(2)
+        return _overhead_probe(client, profile.extractor.model_id)
+    finally:
+        _stop(process, 30)
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

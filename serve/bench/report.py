@@ -201,6 +201,14 @@ def render_gpu_check(folder: Path) -> str:
     rows = [[model, r["tokens_per_s"], r["ceiling_tokens_per_s"], r["ttft_s"]] for model, r in data.get("decode", {}).items()]
     if rows:
         lines.append("\n" + _table(["model", "decode tokens/s (1 stream)", "bandwidth ceiling", "TTFT s"], rows))
+    overhead, auto = data.get("overhead"), data.get("auto")
+    if overhead:
+        lines.append(f"\nThe graph with the model named against `vllm serve` alone, same engine arguments and memory: "
+                     f"e2e at one client ×{overhead['e2e_ratio_1_client']} (target ≤ 1.05), throughput at 16 "
+                     f"×{overhead['throughput_ratio_16']} (target ≥ 0.95).")
+    if auto:
+        lines.append(f"\n`auto` time to first token {auto['auto_ttft_p50_s']} s against {auto['named_ttft_p50_s']} s "
+                     "with the model named.")
     return "\n".join(lines)
 
 

@@ -84,6 +84,8 @@ def test_the_gpu_section_says_when_no_gpu_run_exists_and_renders_one_that_does(t
         "card": {"name": "NVIDIA H200", "memory_gib": 139.8, "bandwidth_gbs": 4915.0}, "quick": True,
         "plan": {"Extractor": 8.0, "Reasoner": 5.6}, "memory": {"Extractor": 7.7, "Reasoner": 5.4},
         "decode": {"qwen3-8b-awq": {"ttft_s": 0.05, "tokens_per_s": 410.0, "ceiling_tokens_per_s": 806.0}},
+        "overhead": {"e2e_ratio_1_client": 1.03, "throughput_ratio_16": 0.97},
+        "auto": {"auto_ttft_p50_s": 0.031, "named_ttft_p50_s": 0.022},
         "meta": {"date": "2026-12-01 10:00 UTC", "commit": "abc1234"},
     }
     (tmp_path / "gpu-check.json").write_text(json.dumps(run))
@@ -91,3 +93,5 @@ def test_the_gpu_section_says_when_no_gpu_run_exists_and_renders_one_that_does(t
     assert "NVIDIA H200 (139.8 GiB" in text and "abc1234" in text and "gpu-check --quick" in text
     assert "| Extractor | 8.0 GiB | 7.7 GiB |" in text
     assert "| qwen3-8b-awq | 410.0 | 806.0 | 0.05 |" in text
+    assert "e2e at one client ×1.03 (target ≤ 1.05), throughput at 16 ×0.97" in text
+    assert "`auto` time to first token 0.031 s against 0.022 s" in text

@@ -21,6 +21,11 @@ def test_the_dry_run_builds_checkpoints_the_engine_can_read_and_plans_for_the_ca
     assert by_role["extractor"]["gpu_memory_utilization"] == round(8 / 141, 4), "16 GiB of the 141, not half the card"
     assert sum(step["budget_s"] for step in plan["steps"]) <= 8 * 60, "--quick fits in 8 minutes"
 
+    baseline = " ".join(plan["baseline"])
+    for flag in ("--load-format dummy", "--gpu-memory-utilization 0.0567", "--max-model-len 8192", "--max-num-seqs 16",
+                 "--quantization awq_marlin", "--served-model-name qwen3-8b-awq"):
+        assert flag in baseline, f"vllm serve alone gets the graph's engine arguments: {flag}"
+
     profile = load_profile(str(tmp_path / "gpu-16gb-check.yaml"))
     for spec in profile.models:
         assert spec.engine_kwargs["load_format"] == "dummy"
