@@ -66,10 +66,13 @@ STEPS = (
     Step("decode", 30, 180, True, "single-stream decode tokens/s per model against the bandwidth ceiling"),
     Step("concurrency", 30, 240, True, "throughput at 16 concurrent streams per model, every engine co-located"),
     Step("auto", 10, 30, True, "time to first token: model auto (routed to the extractor) against the extractor named"),
+    Step("switch", 0, 180, True, "profiles with on-demand models: time to first token awake, asleep and after an "
+         "eviction, per mechanism (bench switch, one round)"),
     Step("telemetry", 0, 0, True, "temperature, power and throttle reasons sampled during decode and concurrency"),
     Step("stop", 20, 30, True, "Ctrl-C serve run; engines gone"),
-    Step("vllm-alone", 90, 240, True, "vllm serve alone on the extractor, same engine arguments and memory: e2e at one "
-         "client and throughput at 16, against the graph with the model named (targets <= 1.05x and >= 0.95x)"),
+    Step("vllm-alone", 90, 360, True, "vllm serve alone on the extractor (full: on every LLM), same engine arguments "
+         "and memory: e2e at one client and throughput at 16, against the graph with the model named (targets <= 1.05x "
+         "and >= 0.95x) and against the co-located throughput"),
 )
 
 

@@ -185,16 +185,24 @@ def real_run(args, card: dict[str, Any]) -> int:
         extractor = profile.extractor.model_id
         results["auto"] = step("auto", lambda: {
             "auto_ttft_p50_s": _ttft_p50(client, "auto"), "named_ttft_p50_s": _ttft_p50(client, extractor)})
+        if profile.on_demand:
+            from serve.bench.switch import measure as measure_switch
+
+            results["switch"] = step("switch", lambda: measure_switch(client, rounds=1))
         graph_side = _overhead_probe(client, extractor)
         stop.set()
         results["telemetry"] = [s for s in samples if s][-60:]
         step("stop", lambda: _stop(process, budgets["stop"]))
         process = None
-        alone = step("vllm-alone", lambda: _vllm_alone(profile, card, work, budgets["vllm-alone"]))
+        roles = ["extractor"] if args.quick else [spec.role for spec in profile.models]
+        alone = step("vllm-alone", lambda: {
+            role: _vllm_alone(profile, role, card, work, budgets["vllm-alone"] / len(roles)) for role in roles})
+        results["alone"] = alone
+        extractor_alone = alone["extractor"]
         results["overhead"] = {
-            "graph": graph_side, "vllm_alone": alone,
-            "e2e_ratio_1_client": round(graph_side["e2e_p50_s"] / alone["e2e_p50_s"], 3),
-            "throughput_ratio_16": round(graph_side["tokens_per_s_16"] / alone["tokens_per_s_16"], 3),
+            "graph": graph_side, "vllm_alone": extractor_alone,
+            "e2e_ratio_1_client": round(graph_side["e2e_p50_s"] / extractor_alone["e2e_p50_s"], 3),
+            "throughput_ratio_16": round(graph_side["tokens_per_s_16"] / extractor_alone["tokens_per_s_16"], 3),
         }
     except (RuntimeError, SystemExit) as exc:
         results["stopped_at"] = str(exc)
@@ -250,12 +258,13 @@ def _overhead_probe(client: httpx.Client, model: str) -> dict[str, float]:
             "tokens_per_s_16": round(sum(c for _, c, _ in done) / (time.perf_counter() - started), 1)}
 
 
-def _vllm_alone(profile, card: dict[str, Any], work: Path, budget_s: float) -> dict[str, float]:
+def _vllm_alone(profile, role: str, card: dict[str, Any], work: Path, budget_s: float) -> dict[str, float]:
+    """``role``'s engine alone on the card under ``vllm serve``, probed like the graph."""
     from serve.gpu_check import vllm_serve_command
 
-    command = vllm_serve_command(profile, "extractor", card["memory_gib"], PORT + 1)
+    command = vllm_serve_command(profile, role, card["memory_gib"], PORT + 1)
     command[0] = str(Path(sys.executable).parent / "vllm")
-    with open(work / "vllm-alone.log", "wb") as log:
+    with open(work / f"vllm-alone-{role}.log", "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{PORT + 1}", timeout=600)
@@ -271,7 +280,7 @@ def _vllm_alone(profile, card: dict[str, Any], work: Path, budget_s: float) -> d
             if time.monotonic() > deadline:
                 raise TimeoutError(f"vllm serve not ready after {budget_s:.0f} s")
             time.sleep(2)
-        return _overhead_probe(client, profile.extractor.model_id)
+        return _overhead_probe(client, profile.llm(role).model_id)
     finally:
         _stop(process, 30)
 
