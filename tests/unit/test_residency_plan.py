@@ -71,8 +71,8 @@ def test_a_cpu_budget_needs_every_models_size_and_a_cpu_model_sleeps_by_stop(tmp
 
 def test_a_budget_too_small_for_an_on_demand_model_is_refused_with_its_shortfall(tmp_path):
     with pytest.raises(ProfileError) as err:
-        load_profile(_variant(tmp_path, "cpu-swap", lambda raw: llm_entry(raw, "heavy").update(host_memory_gib=3.5)))
-    assert "qwen3-tiny-heavy (heavy) needs 3.50 GiB awake" in str(err.value)
+        load_profile(_variant(tmp_path, "cpu-swap", lambda raw: llm_entry(raw, "heavy").update(host_memory_gib=3.6)))
+    assert "qwen3-tiny-heavy (heavy) needs 3.60 GiB awake" in str(err.value)
     assert "short by 0.50 GiB" in str(err.value)
 
 
