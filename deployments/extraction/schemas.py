@@ -32,6 +32,12 @@ DEFAULT_MAX_ITEMS = 8
 DEFAULT_MAX_STRING = 80
 #: Nesting depth accepted in a caller's schema.
 MAX_SCHEMA_DEPTH = 8
+#: JSON nesting (objects and arrays) looked at before any validator recurses into a
+#: caller's schema: a schema level takes two (``properties`` and the sub-schema), and a
+#: validator recurses through several frames per level, so a deep schema must be refused
+#: before it is validated (a 30-level one made jsonschema's meta-validation overflow the
+#: stack).
+MAX_JSON_DEPTH = 2 * MAX_SCHEMA_DEPTH + 4
 #: Largest caller schema (serialized JSON); chat's response_format has the same bound.
 MAX_SCHEMA_CHARS = 64 * 1024
 #: Longest ``pattern`` accepted in a caller's schema; chat's regex has the same bound.
@@ -192,6 +198,19 @@ def _check_references(schema: dict[str, Any]) -> None:
             raise SchemaRefused(f"$ref {ref!r} at {path} does not resolve inside the schema", keyword="$ref", path=path) from None
 
 
+def _nests_deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` has objects or arrays nested more than ``limit`` deep (iterative:
+    the nesting a request can carry never reaches the interpreter's stack)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return False
+
+
 def check_caller_schema(schema: Any) -> None:
     """Refuse a schema that is invalid or that the decoder cannot enforce.
 
@@ -203,10 +222,14 @@ def check_caller_schema(schema: Any) -> None:
 
     if not isinstance(schema, dict):
         raise SchemaRefused("schema must be a JSON object (a JSON schema)", keyword="type", path="#")
+    if _nests_deeper_than(schema, MAX_JSON_DEPTH):
+        raise SchemaRefused(f"schema nests deeper than {MAX_SCHEMA_DEPTH} levels", keyword="depth", path="#")
     if len(json.dumps(schema, default=str)) > MAX_SCHEMA_CHARS:
         raise SchemaRefused(f"schema is larger than {MAX_SCHEMA_CHARS} characters", keyword="size", path="#")
     try:
         Draft202012Validator.check_schema(schema)
+    except RecursionError:
+        raise SchemaRefused(f"schema nests deeper than {MAX_SCHEMA_DEPTH} levels", keyword="depth", path="#") from None
     except SchemaError as exc:
         where = "#/" + "/".join(str(p) for p in exc.path) if exc.path else "#"
         raise SchemaRefused(f"schema is not a valid JSON schema at {where}: {exc.message}",

@@ -273,6 +273,20 @@ def test_the_schema_checks_are_bounded(node):
     schemas.token_budget(schemas.decoding_schema(schema))
 
 
+def test_a_schema_nested_past_the_limit_is_refused_before_any_validator_recurses_into_it():
+    node = {"type": "string", "$ref": "#"}
+    for _ in range(40):  # a chain hypothesis once drew: jsonschema's meta-validation overflowed the stack on it
+        node = {"type": "object", "properties": {"a": node}}
+    with pytest.raises(schemas.SchemaRefused) as refused:
+        schemas.check_caller_schema(node)
+    assert refused.value.keyword == "depth" and "nests deeper than 8 levels" in str(refused.value)
+    deeper = node
+    for _ in range(5000):  # far past the interpreter's stack, and still well inside the body limit
+        deeper = {"type": "object", "properties": {"a": deeper}}
+    with pytest.raises(schemas.SchemaRefused):
+        schemas.check_caller_schema(deeper)
+
+
 filters = st.recursive(
     st.dictionaries(st.text(max_size=12), st.none() | st.integers() | st.text(max_size=200)
                     | st.dictionaries(st.sampled_from(["$eq", "$ne", "$gt", "$in", "$nin", "$lte", "$bad"]),
