@@ -82,6 +82,11 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def states_of(residency: Residency) -> dict[str, str]:
+    """Each model's state as the manager reports it."""
+    return {row["model"]: row["state"] for row in await residency.states()}
+
+
 def test_four_waiters_share_one_wake():
     async def scenario():
         residency, log = await make()
@@ -102,7 +107,7 @@ def test_the_victim_is_asleep_before_the_wake_starts():
         await residency.release(REASONER)
         await residency.acquire(HEAVY)
         assert log == [("wake", REASONER), ("sleep", REASONER), ("wake", HEAVY)]
-        views = {row["model"]: row["state"] for row in await residency.states()}
+        views = await states_of(residency)
         assert views == {EXTRACTOR: "awake", REASONER: "asleep", HEAVY: "awake"}
     run(scenario())
 
@@ -129,7 +134,7 @@ def test_a_wake_that_outlasts_the_timeout_is_a_503_with_retry_after():
         operator = await residency.wake(REASONER)
         assert isinstance(operator, Unavailable) and operator.code == "model_waking", "an operator's wake too"
         await asyncio.sleep(0.6)
-        assert {row["model"]: row["state"] for row in await residency.states()}[REASONER] == "awake", \
+        assert (await states_of(residency))[REASONER] == "awake", \
             "the wake itself goes on for the next request"
     run(scenario())
 
@@ -140,7 +145,7 @@ def test_a_failed_wake_leaves_the_model_asleep_and_says_so():
         failed = await residency.acquire(REASONER)
         assert isinstance(failed, Unavailable) and failed.code == "model_wake_failed"
         assert "out of memory" not in failed.message, "internal error text stays in the log"
-        assert {row["model"]: row["state"] for row in await residency.states()}[REASONER] == "asleep"
+        assert (await states_of(residency))[REASONER] == "asleep"
     run(scenario())
 
 
@@ -152,7 +157,7 @@ def test_a_restarted_manager_takes_the_engines_word_for_what_is_awake():
         engines = {spec.role: first._handles[spec.model_id] for spec in SWAP.models}  # the same replicas
         restarted, _ = await make(engines=engines)
         await restarted._reconcile()
-        views = {row["model"]: row["state"] for row in await restarted.states()}
+        views = await states_of(restarted)
         assert views[HEAVY] == "awake", "otherwise the budget would count the heavy model's memory as free"
         await restarted.acquire(REASONER)
         assert ("sleep", HEAVY) in log, "so waking the reasoner evicts it"
