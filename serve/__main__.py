@@ -195,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="cpu")
     p.add_argument("--levels", type=ints, default=[1, 4, 16], help="concurrency levels")
     p.add_argument("--per-client", type=int, default=3, help="requests per client at each level")
+    p.add_argument("--targets", type=lambda s: set(s.split(",")), default=set("abcd"),
+                   help="which of a,b,c,d to run (default all; a partial run is for trying a change, not for the README)")
     p.add_argument("--out", default="bench-results")
     p.set_defaults(func=lambda a: __import__("serve.bench.overhead", fromlist=["run"]).run(a))
 

@@ -75,12 +75,7 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
         Router, name="Router", **_options(profile.router.resources, profile.router.scaling)
     ).bind(
         profile.router,
-        RouteTargets(
-            extractor=profile.extractor.model_id,
-            reasoner=profile.reasoner.model_id,
-            extractor_max_model_len=profile.extractor.max_model_len,
-            reasoner_max_model_len=profile.reasoner.max_model_len,
-        ),
+        RouteTargets.of(profile),
         embedder,
         multilingual_embedder=profile.embedder.multilingual,
         local_encoder=(profile.embedder, embedder_path) if profile.router.embeds_in_process(profile.embedder) else None,

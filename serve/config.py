@@ -143,9 +143,11 @@ class LLMSpec(_Strict):
         default_factory=dict, description="Environment variables for the engine."
     )
     cpu_cores: Optional[str] = Field(
-        None, pattern=r"^(all|\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?){0,63})$",
-        description="CPU profiles: the cores the engine computes on, e.g. `0-3` or `0,2`, or `all` (every core "
-        "the graph may use when it starts); it runs one thread per core (vLLM's VLLM_CPU_OMP_THREADS_BIND). null leaves vLLM's `auto`, which under Ray gives every "
+        None, pattern=r"^(all|rest|\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?){0,63})$",
+        description="CPU profiles: the cores the engine computes on, e.g. `0-3` or `0,2`, `all` (every core "
+        "the graph may use when it starts) or `rest` (all but the first, left to Ray, the replicas and the HTTP proxy); "
+        "it runs one thread per core (vLLM's VLLM_CPU_OMP_THREADS_BIND) and its scheduler is pinned to the same cores. "
+        "null leaves vLLM's `auto`, which under Ray gives every "
         "engine the same single core. Engines may share cores: each then runs at about half speed while "
         "both compute. `python -m serve plan <profile>` shows the assignment.",
     )

@@ -4,8 +4,14 @@ vLLM's CPU engine binds one OpenMP thread to each core of ``VLLM_CPU_OMP_THREADS
 Left at ``auto`` it keeps a core for its scheduler and binds to what is left of the
 cores the process may use; under Ray, with fractional ``num_cpus``, every engine ended
 up with one thread on core 0 (DESIGN.md, "Facts measured"). So CPU profiles name the
-cores of each engine (``cpu_cores``), the graph passes them to the engine, and this
-plan checks them against the machine and says which engines share cores.
+cores of each engine (``cpu_cores``), the graph passes them to the engine (its threads
+and its scheduler: :mod:`deployments.llm.engine_cores`), and this plan checks them
+against the machine and says which engines share cores.
+
+The cores no engine computes on are the control plane's: Ray's daemons, the replicas,
+the HTTP proxy. They wake hundreds of times a second even when idle; on an engine's core
+each wake-up preempts a thread the whole token waits for. ``rest`` (every core but the
+first) is how the CPU profiles leave them one.
 """
 
 from __future__ import annotations
@@ -15,14 +21,16 @@ from dataclasses import dataclass
 from typing import Optional
 
 def parse_cores(text: str) -> tuple[int, ...]:
-    """``"0-2,5"`` -> ``(0, 1, 2, 5)``; ``"all"`` -> every core this process may use (the
-    profile's pattern has already checked the syntax).
+    """``"0-2,5"`` -> ``(0, 1, 2, 5)``; ``"all"`` -> every core this process may use;
+    ``"rest"`` -> all of them but the first, which is left to the control plane (all of
+    them on a one-core machine). The profile's pattern has already checked the syntax.
 
     Raises:
         ValueError: a range that runs backwards.
     """
-    if text == "all":
-        return tuple(sorted(os.sched_getaffinity(0)))
+    if text in ("all", "rest"):
+        allowed = tuple(sorted(os.sched_getaffinity(0)))
+        return allowed[1:] if text == "rest" and len(allowed) > 1 else allowed
     cores: list[int] = []
     for part in text.split(","):
         first, _, last = part.partition("-")
@@ -58,6 +66,11 @@ class CorePlan:
                     out.append((a.engine, b.engine, common))
         return out
 
+    def control(self) -> tuple[int, ...]:
+        """The allowed cores no engine computes on: Ray's, the replicas', the proxy's."""
+        engines = {core for row in self.rows for core in (row.cores or ())}
+        return tuple(core for core in self.allowed if core not in engines)
+
     def problems(self) -> list[str]:
         """Cores a profile names that this machine does not let the graph use."""
         return [
@@ -77,6 +90,11 @@ class CorePlan:
         for a, b, common in self.shared():
             lines.append(f"note: {a} and {b} share cores {list(common)}: while both compute, each runs at about "
                          "half speed; while one is idle the other has them all")
+        if all(row.cores for row in self.rows):
+            control = self.control()
+            lines.append(f"control plane (Ray, replicas, HTTP proxy): cores {list(control)}" if control else
+                         "note: every core computes for an engine, so Ray, the replicas and the HTTP proxy preempt "
+                         "engine threads, and each token waits for them; leave them a core (cpu_cores: rest)")
         problems = self.problems()
         lines.append("verdict: " + ("fits" if not problems else "DOES NOT FIT"))
         lines.extend(f"  - {p}" for p in problems)

@@ -47,6 +47,7 @@ from serve.protocol import (
     unknown_role,
 )
 from serve.ray_private import RawRequestInfo
+from serve.router_client import InProcessRouter
 from serve.settings import Settings, configured_api_keys, load_settings
 
 ROUTE_TARGET_HEADER = "x-route-target"
@@ -134,14 +135,22 @@ class Ingress(ModelEndpoints, ExtractionEndpoints, CollectionEndpoints):
             ),
             residency=residency,
         )
+        self._local_router = None
+        if profile.router.embeds_in_process(profile.embedder):
+            from deployments.llm.sources import resolve_source
+
+            self._local_router = InProcessRouter(profile, resolve_source(profile.embedder.source, cache_dir=self._settings.cache_dir))
         self._dispatcher = Dispatcher(
             profile, {profile.llm(role).model_id: handle for role, handle in llms.items()},
-            router, self._health, self._settings, residency,
+            self._local_router or router, self._health, self._settings, residency,
         )
 
     async def check_health(self) -> None:
-        """Serve's health check: the ingress answers (and its health loop is running)."""
+        """Serve's health check: the ingress answers (and its health loop is running);
+        the first one also starts the in-process router's warm-up."""
         self._health.watch()
+        if self._local_router is not None:
+            await self._local_router.warm_up()
 
     # ------------------------------------------------------------------- chat
     async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:

@@ -83,6 +83,9 @@ class OnnxEncoder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = cpu_threads or 0
         options.inter_op_num_threads = 1
+        # ONNX Runtime's threads spin for a while after each run, waiting for more work: on a
+        # CPU box that is a core taken from the LLM engine that computes the request next.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         try:
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+from deployments.llm.engine_cores import ENV_VAR as ENGINE_CORES_ENV
 from deployments.llm.engine_watchdog import ENV_VAR as ENGINE_WATCHDOG_ENV
 from serve.config import LLMSpec
 from serve.core_plan import parse_cores
@@ -83,10 +84,13 @@ def llm_config_dict(spec: LLMSpec, *, device: str, model_path: str) -> dict[str,
 
 def engine_env(spec: LLMSpec, device: str) -> dict[str, str]:
     """The engine's environment: the profile's ``env``, and on CPU profiles the cores its
-    OpenMP threads bind to (one thread per core)."""
+    OpenMP threads bind to (one thread per core) and its processes are pinned to
+    (:mod:`deployments.llm.engine_cores`)."""
     env = {key: str(value) for key, value in spec.env.items()}
     if device == "cpu" and spec.cpu_cores:
-        env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, parse_cores(spec.cpu_cores)))
+        cores = ",".join(map(str, parse_cores(spec.cpu_cores)))
+        env["VLLM_CPU_OMP_THREADS_BIND"] = cores
+        env[ENGINE_CORES_ENV] = cores
     return env
 
 

@@ -24,6 +24,13 @@ class RouteTargets:
     extractor_max_model_len: int
     reasoner_max_model_len: int
 
+    @classmethod
+    def of(cls, profile) -> "RouteTargets":
+        """The targets of a profile (``serve.config.Profile``)."""
+        return cls(extractor=profile.extractor.model_id, reasoner=profile.reasoner.model_id,
+                   extractor_max_model_len=profile.extractor.max_model_len,
+                   reasoner_max_model_len=profile.reasoner.max_model_len)
+
 
 class RouteDecision(BaseModel):
     """Where a request goes and why: the router's answer, the dispatcher's final word

@@ -36,7 +36,7 @@ import httpx
 import yaml
 
 from serve.bench.cpu_share import cpu_by_group, cpu_census
-from serve.bench.meta import save_results
+from serve.bench.meta import save_results, write_result
 from serve.bench.stats import percentile
 from serve.config import PROJECT_ROOT, load_profile
 
@@ -291,49 +291,59 @@ def run(args) -> int:
         with _server(command, env=engine, ready_path="/v1/models", port=port, ray=False, log=workdir / log_name) as (url, ready_s):
             return {"ready_s": round(ready_s, 1), "levels": _levels(url, spec.model_id, prompt, args.levels, args.per_client)}
 
-    print("(d) vllm serve alone ...", flush=True)
-    results["targets"]["d"] = vllm_alone("vllm.log")
+    wanted = args.targets
+    if "d" in wanted:
+        print("(d) vllm serve alone ...", flush=True)
+        results["targets"]["d"] = vllm_alone("vllm.log")
 
-    print("(c) Ray Serve LLM app ...", flush=True)
-    port = _free_port()
-    config = _serve_config("serve.bench.serve_llm_app:build", {"profile": profile.name}, port, workdir)
-    with _server([_bin("serve"), "run", str(config)], env=ray_env, ready_path="/v1/models", port=port, ray=True, log=workdir / "serve-llm.log") as (url, ready_s):
-        results["targets"]["c"] = {"ready_s": round(ready_s, 1), "levels": _levels(url, spec.model_id, prompt, args.levels, args.per_client)}
+    if "c" in wanted:
+        print("(c) Ray Serve LLM app ...", flush=True)
+        port = _free_port()
+        config = _serve_config("serve.bench.serve_llm_app:build", {"profile": profile.name}, port, workdir)
+        with _server([_bin("serve"), "run", str(config)], env=ray_env, ready_path="/v1/models", port=port, ray=True, log=workdir / "serve-llm.log") as (url, ready_s):
+            results["targets"]["c"] = {"ready_s": round(ready_s, 1), "levels": _levels(url, spec.model_id, prompt, args.levels, args.per_client)}
 
-    print("(a, b) the graph ...", flush=True)
-    port = _free_port()
-    config = _serve_config("serve.app:build_app", {"profile": profile.name}, port, workdir)
-    graph_cmd = [_bin("serve"), "run", str(config)]
-    with _server(graph_cmd, env=ray_env, ready_path="/readyz", port=port, ray=True, log=workdir / "graph-cold.log") as (url, ready_s):
-        results["start"]["cold_s"] = round(ready_s, 1)
-        route = httpx.post(f"{url}/v1/route", json={"model": "auto", "messages": [{"role": "user", "content": prompt}]}, timeout=60).json()
-        print(f"    auto routes the workload to {route['target']} ({route['reason']})", flush=True)
-        a_levels, b_levels = [], []
-        for level in args.levels:  # a and b interleaved per level: same conditions
-            a_levels += _levels(url, "auto", prompt, [level], args.per_client)
-            b_levels += _levels(url, spec.model_id, prompt, [level], args.per_client)
-        results["targets"]["a"] = {"levels": a_levels, "route": {k: route[k] for k in ("target", "reason")}}
-        results["targets"]["b"] = {"levels": b_levels}
-    with _server(graph_cmd, env=ray_env, ready_path="/readyz", port=port, ray=True, log=workdir / "graph-warm.log") as (_, ready_s):
-        results["start"]["warm_s"] = round(ready_s, 1)
+    if wanted & {"a", "b"}:
+        print("(a, b) the graph ...", flush=True)
+        port = _free_port()
+        config = _serve_config("serve.app:build_app", {"profile": profile.name}, port, workdir)
+        graph_cmd = [_bin("serve"), "run", str(config)]
+        with _server(graph_cmd, env=ray_env, ready_path="/readyz", port=port, ray=True, log=workdir / "graph-cold.log") as (url, ready_s):
+            results["start"]["cold_s"] = round(ready_s, 1)
+            route = httpx.post(f"{url}/v1/route", json={"model": "auto", "messages": [{"role": "user", "content": prompt}]}, timeout=60).json()
+            print(f"    auto routes the workload to {route['target']} ({route['reason']})", flush=True)
+            for level in args.levels:  # a and b interleaved per level: same conditions
+                for key, model in (("a", "auto"), ("b", spec.model_id)):
+                    if key in wanted:
+                        results["targets"].setdefault(key, {"levels": []})["levels"] += _levels(url, model, prompt, [level], args.per_client)
+            if "a" in wanted:
+                results["targets"]["a"]["route"] = {k: route[k] for k in ("target", "reason")}
+        if wanted >= {"a", "b"}:
+            with _server(graph_cmd, env=ray_env, ready_path="/readyz", port=port, ray=True, log=workdir / "graph-warm.log") as (_, ready_s):
+                results["start"]["warm_s"] = round(ready_s, 1)
 
-    # (d) once more at the end: if the machine's background load drifted during the run,
-    # the two (d) runs disagree, and the ratios are taken against the better of them.
-    print("(d) vllm serve alone, again ...", flush=True)
-    results["targets"]["d_again"] = vllm_alone("vllm-again.log")
-    results["ratios_vs_d"] = ratios_vs_best_d(results["targets"])
-    results["d_drift"] = {
-        str(first["concurrency"]): {"e2e_p50": round(again["e2e_p50_s"] / first["e2e_p50_s"], 3),
-                                    "throughput": round(again["throughput_tok_s"] / first["throughput_tok_s"], 3)}
-        for first, again in zip(results["targets"]["d"]["levels"], results["targets"]["d_again"]["levels"])
-    }
-    for key in ("d", "d_again", "c", "b", "a"):
+    if "d" in wanted:
+        # (d) once more at the end: if the machine's background load drifted during the run,
+        # the two (d) runs disagree, and the ratios are taken against the better of them.
+        print("(d) vllm serve alone, again ...", flush=True)
+        results["targets"]["d_again"] = vllm_alone("vllm-again.log")
+        results["ratios_vs_d"] = ratios_vs_best_d(results["targets"])
+        results["d_drift"] = {
+            str(first["concurrency"]): {"e2e_p50": round(again["e2e_p50_s"] / first["e2e_p50_s"], 3),
+                                        "throughput": round(again["throughput_tok_s"] / first["throughput_tok_s"], 3)}
+            for first, again in zip(results["targets"]["d"]["levels"], results["targets"]["d_again"]["levels"])
+        }
+    for key in [k for k in ("d", "d_again", "c", "b", "a") if k in results["targets"]]:
         for r in results["targets"][key]["levels"]:
-            ratio = results["ratios_vs_d"].get(key, {}).get(str(r["concurrency"]))
+            ratio = results.get("ratios_vs_d", {}).get(key, {}).get(str(r["concurrency"]))
             tail = f"  vs d: e2e x{ratio['e2e_p50']}, throughput x{ratio['throughput']}" if ratio else ""
             print(f"({key[0]}) {TARGETS[key[0]]:<20} c={r['concurrency']:<3} ttft {r['ttft_p50_s'] * 1000:7.1f} ms  tpot {r['tpot_p50_ms']:6.1f} ms  "
                   f"e2e p50 {r['e2e_p50_s']:.2f} s p99 {r['e2e_p99_s']:.2f} s  {r['throughput_tok_s']:7.1f} tok/s{tail}")
-    print(f"graph start: cold {results['start']['cold_s']} s, warm {results['start']['warm_s']} s")
-    print(f"(d) second run / first run: {results['d_drift']}")
-    save_results(args.out, "overhead", results, plot)
+    print(f"graph start: {results['start']}")
+    if "d_drift" in results:
+        print(f"(d) second run / first run: {results['d_drift']}")
+    if wanted >= set(TARGETS):
+        save_results(args.out, "overhead", results, plot)
+    else:  # a partial run is for trying a change: its figures are printed, not published
+        write_result(Path(args.out) / "overhead-partial.json", results)
     return 0

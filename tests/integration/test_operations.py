@@ -72,8 +72,9 @@ def test_dashboard_serve_api_lists_the_application(graph):
 
 
 def test_each_cpu_engine_computes_on_the_cores_its_profile_names(graph):
-    """The engines' OpenMP threads: one per core of ``cpu_cores`` (``all`` here), not
-    vLLM's ``auto``, which under Ray gave both engines one thread on core 0."""
+    """The engines' OpenMP threads: one per core of ``cpu_cores`` (``rest`` here), not
+    vLLM's ``auto``, which under Ray gave both engines one thread on core 0; and every
+    engine process, scheduler included, computes on those cores only."""
     import psutil
 
     from serve.config import load_profile
@@ -83,14 +84,19 @@ def test_each_cpu_engine_computes_on_the_cores_its_profile_names(graph):
     wanted = {parse_cores(profile.llm(role).cpu_cores) for role in ("extractor", "reasoner")}
     assert len(wanted) == 1, "the test profile binds both engines alike"
     cores = wanted.pop()
-    workers = []
+    workers, pinned = [], {}
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if "VLLM::Worker" in " ".join(proc.info["cmdline"] or []):
+            title = " ".join(proc.info["cmdline"] or [])
+            if "VLLM::Worker" in title:
                 workers.append(proc.environ())
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            if "VLLM::" in title:
+                pinned[proc.pid] = {tuple(sorted(os.sched_getaffinity(int(t)))) for t in os.listdir(f"/proc/{proc.pid}/task")}
+        except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError, FileNotFoundError):
             continue
     assert len(workers) == 2, "one engine worker per LLM"
+    assert len(pinned) == 4, "an EngineCore and a Worker per LLM"
+    assert all(set().union(*affinities) <= set(cores) for affinities in pinned.values()), pinned
     for env in workers:
         assert env["VLLM_CPU_OMP_THREADS_BIND"] == ",".join(map(str, cores))
         assert env["OMP_NUM_THREADS"] == str(len(cores))

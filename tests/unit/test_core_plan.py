@@ -22,6 +22,8 @@ def test_core_lists_parse_like_taskset():
     assert parse_cores("0-2,5") == (0, 1, 2, 5)
     assert parse_cores("3,1,1") == (1, 3)
     assert parse_cores("all") == tuple(sorted(os.sched_getaffinity(0)))
+    allowed = tuple(sorted(os.sched_getaffinity(0)))
+    assert parse_cores("rest") == (allowed[1:] or allowed)
     with pytest.raises(ValueError, match="backwards"):
         parse_cores("3-1")
 
@@ -38,12 +40,23 @@ def test_the_plan_says_which_engines_share_cores_and_refuses_missing_ones():
     assert build_core_plan(with_cores(None, None), allowed=(0, 1)).rows[0].cores is None
 
 
+def test_the_plan_names_the_control_planes_cores_and_warns_when_engines_take_them_all():
+    apart = build_core_plan(with_cores("1-3", "3"), allowed=(0, 1, 2, 3))
+    assert apart.control() == (0,)
+    assert "control plane (Ray, replicas, HTTP proxy): cores [0]" in apart.table()
+    everything = build_core_plan(with_cores("0-1", "1"), allowed=(0, 1))
+    assert everything.control() == ()
+    assert "every core computes for an engine" in everything.table() and "cpu_cores: rest" in everything.table()
+
+
 def test_the_engine_gets_one_thread_per_core_on_cpu_only():
     spec = CPU.extractor.model_copy(update={"cpu_cores": "0,2-3"})
     assert engine_env(spec, "cpu")["VLLM_CPU_OMP_THREADS_BIND"] == "0,2,3"
+    assert engine_env(spec, "cpu")["LLMGRAPH_ENGINE_CORES"] == "0,2,3", "the scheduler is pinned to the same cores"
     assert engine_env(spec, "cpu")["VLLM_CPU_KVCACHE_SPACE"] == CPU.extractor.env["VLLM_CPU_KVCACHE_SPACE"]
-    assert "VLLM_CPU_OMP_THREADS_BIND" not in engine_env(spec, "gpu")
-    assert engine_env(CPU.extractor, "cpu")["VLLM_CPU_OMP_THREADS_BIND"] == ",".join(map(str, sorted(os.sched_getaffinity(0))))
+    assert not {"VLLM_CPU_OMP_THREADS_BIND", "LLMGRAPH_ENGINE_CORES"} & set(engine_env(spec, "gpu"))
+    allowed = sorted(os.sched_getaffinity(0))
+    assert engine_env(CPU.extractor, "cpu")["VLLM_CPU_OMP_THREADS_BIND"] == ",".join(map(str, allowed[1:] or allowed))
 
 
 def test_the_cpu_profiles_bind_their_engines_deliberately():
