@@ -20,8 +20,9 @@ from ray.llm._internal.serve.core.ingress.utils import (
     _sanitize_chat_completion_request as sanitize_chat_request,
 )
 from ray.llm._internal.serve.core.protocol import RawRequestInfo
+from ray.llm._internal.serve.utils.batcher import Batcher
 
 __all__ = [
-    "CallbackBase", "ErrorResponse", "ModelCard", "ModelList", "NON_STREAMING_RESPONSE_TYPES", "OpenAIHTTPException",
+    "Batcher", "CallbackBase", "ErrorResponse", "ModelCard", "ModelList", "NON_STREAMING_RESPONSE_TYPES", "OpenAIHTTPException",
     "RawRequestInfo", "openai_sse", "sanitize_chat_request",
 ]

@@ -92,8 +92,9 @@ class SentenceTransformerEncoder:
         return sum(len(ids) for ids in encoded["input_ids"])
 
 
-def make_encoder(spec, model_path: str, *, cache_dir: Path) -> Encoder:
-    """The encoder a profile's ``embedder:`` block asks for.
+def make_encoder(spec, model_path: str, *, cache_dir: Path, int8: bool = False) -> Encoder:
+    """The encoder a profile's ``embedder:`` block asks for (``int8``: the router's copy,
+    with int8 weights when the backend is ONNX).
 
     ``backend: onnx`` runs the model in ONNX Runtime (CPU); if it cannot be exported or
     does not match PyTorch, the embedder logs why and serves with PyTorch instead, so a
@@ -103,7 +104,8 @@ def make_encoder(spec, model_path: str, *, cache_dir: Path) -> Encoder:
         from deployments.embedder.onnx_encoder import OnnxEncoder, OnnxUnavailable
 
         try:
-            return OnnxEncoder(model_path, cache_dir=cache_dir, normalize=spec.normalize, cpu_threads=spec.cpu_threads)
+            return OnnxEncoder(model_path, cache_dir=cache_dir, normalize=spec.normalize, cpu_threads=spec.cpu_threads,
+                               int8=int8)
         except OnnxUnavailable as exc:
             logger.warning("embedder %s: ONNX backend unavailable, using PyTorch: %s", spec.model_id, exc)
     return SentenceTransformerEncoder(model_path, normalize=spec.normalize, device=spec.device, cpu_threads=spec.cpu_threads)

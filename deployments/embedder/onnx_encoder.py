@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 EXPORT_RECIPE = 2
 #: Largest absolute difference from PyTorch's (normalised) vectors accepted at load.
 PARITY_TOLERANCE = 1e-4
+#: With int8 weights, the least cosine similarity to PyTorch's vectors accepted at load
+#: (all-MiniLM-L6-v2: 0.92 at worst over 40 varied sentences; routing accuracy 0.956
+#: against 0.947 at full precision on the evaluation set).
+INT8_MIN_COSINE = 0.9
 _PROBES = (
     "Senior backend engineer, $150k-$180k plus equity, remote in the US.",
     "Prove that the square root of 2 is irrational.",
@@ -60,12 +64,14 @@ class OnnxEncoder:
         cache_dir: Where exported graphs are kept (``<cache_dir>/onnx``).
         normalize: L2-normalise the vectors.
         cpu_threads: ONNX Runtime intra-op threads (None: one per core).
+        int8: Run int8 weights (dynamic quantization of the export, cached beside it).
 
     Raises:
         OnnxUnavailable: export, load or the parity check failed.
     """
 
-    def __init__(self, model_path: str, *, cache_dir: Path, normalize: bool, cpu_threads: Optional[int] = None) -> None:
+    def __init__(self, model_path: str, *, cache_dir: Path, normalize: bool, cpu_threads: Optional[int] = None,
+                 int8: bool = False) -> None:
         try:
             import onnxruntime as ort
             import torch
@@ -80,6 +86,9 @@ class OnnxEncoder:
         self.max_tokens_per_text = self._model.max_seq_length
         self._inputs = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in self._prepare(["x"])]
         path = self._exported(Path(cache_dir), model_path)
+        self.int8 = int8
+        if int8:
+            path = self._quantized(path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = cpu_threads or 0
         options.inter_op_num_threads = 1
@@ -140,6 +149,29 @@ class OnnxEncoder:
                 logger.info("exported the embedding model to %s", target)
         return target
 
+    @staticmethod
+    def _quantized(exported: Path) -> Path:
+        """The int8 version of an exported model (cached beside it, written atomically)."""
+        from filelock import FileLock
+
+        target = exported.with_name("model.int8.onnx")
+        with FileLock(str(exported.parent / ".lock")):
+            if not target.exists():
+                tmp = exported.with_name(f"model.int8.onnx.tmp-{os.getpid()}")
+                try:
+                    import onnx
+                    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                    # Fused nodes lack inferred types; their weights are float32.
+                    quantize_dynamic(str(exported), str(tmp), weight_type=QuantType.QInt8,
+                                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                    os.replace(tmp, target)
+                except Exception as exc:
+                    raise OnnxUnavailable(f"int8 quantization failed: {type(exc).__name__}: {exc}") from exc
+                finally:
+                    tmp.unlink(missing_ok=True)
+        return target
+
     def _export(self, path: Path) -> None:
         import warnings
 
@@ -187,6 +219,11 @@ class OnnxEncoder:
         with torch.inference_mode():
             reference = self._model.encode(list(_PROBES), normalize_embeddings=True, convert_to_numpy=True)
         vectors = self._run(self._prepare(list(_PROBES)), normalize=True)
+        if self.int8:
+            cosine = float((vectors * reference).sum(axis=1).min())
+            if not cosine >= INT8_MIN_COSINE:
+                raise OnnxUnavailable(f"int8 vectors have cosine {cosine:.3f} to PyTorch's (< {INT8_MIN_COSINE})")
+            return
         gap = float(np.abs(vectors - reference).max())
         if not gap <= PARITY_TOLERANCE:
             raise OnnxUnavailable(f"ONNX vectors differ from PyTorch's by {gap:.2e} (> {PARITY_TOLERANCE})")

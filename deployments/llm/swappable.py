@@ -158,6 +158,13 @@ def make_server_cls(lifecycle: EngineLifecycle):
                 self._llm_config.engine_kwargs["gpu_memory_utilization"] = share
                 logger.info("GPU memory: %.2f GiB of this %.1f GiB card (gpu_memory_utilization %.4f)", budget, total, share)
 
+        def _batch_output_stream(self, generator):
+            """Ray Serve LLM's batches, but the first token goes out as it comes
+            (:mod:`deployments.llm.streaming`)."""
+            from deployments.llm.streaming import first_chunks_at_once
+
+            return first_chunks_at_once(generator, self._get_batch_interval_ms())
+
         async def engine_state(self) -> str:
             """``awake`` or ``asleep``, as the engine itself is."""
             return "asleep" if self._asleep else "awake"

@@ -68,7 +68,7 @@ class Router:
             from serve.settings import load_settings
 
             embedder_spec, model_path = local_encoder
-            encoder = make_encoder(embedder_spec, model_path, cache_dir=load_settings().cache_dir)
+            encoder = make_encoder(embedder_spec, model_path, cache_dir=load_settings().cache_dir, int8=spec.embed_int8)
         self._encoder = encoder
         self._policy = policy
         self._ready = asyncio.Lock()

@@ -124,7 +124,7 @@ def _router(data: dict[str, Any]) -> str:
     emb = data.get("embedding")
     if emb:
         text += (f"\n\nEmbedding one prompt (part of the semantic and hybrid decisions), same prompts in the same run: "
-                 f"ONNX Runtime p50 {emb['onnx']['p50_ms']} / p99 {emb['onnx']['p99_ms']} ms against PyTorch "
+                 f"ONNX Runtime{' with int8 weights (the router’s own copy)' if data.get('encoder_backend') == 'onnx-int8' else ''} p50 {emb['onnx']['p50_ms']} / p99 {emb['onnx']['p99_ms']} ms against PyTorch "
                  f"p50 {emb['torch']['p50_ms']} / p99 {emb['torch']['p99_ms']} ms.")
     return text
 

@@ -35,7 +35,9 @@ POLICIES = ("heuristic", "semantic", "hybrid")
 def encoder_backend(encoder) -> str:
     from deployments.embedder.onnx_encoder import OnnxEncoder
 
-    return "onnx" if isinstance(encoder, OnnxEncoder) else "torch"
+    if not isinstance(encoder, OnnxEncoder):
+        return "torch"
+    return "onnx-int8" if encoder.int8 else "onnx"
 
 
 def load_eval(path: Path) -> list[dict]:
@@ -134,8 +136,11 @@ def run(args) -> int:
         raise SystemExit(f"{len(overlap)} evaluation prompts are also exemplars; the figures would be inflated")
 
     cache_dir = load_settings().cache_dir
-    # The encoder the Embedder deployment builds from this profile (backend included).
-    encoder = make_encoder(profile.embedder, resolve_source(profile.embedder.source, cache_dir=cache_dir), cache_dir=cache_dir)
+    # The encoder the Router embeds with: its own copy (int8 where the profile says so), or
+    # the one the Embedder deployment builds from this profile (backend included).
+    int8 = spec.embed_int8 and spec.embeds_in_process(profile.embedder)
+    encoder = make_encoder(profile.embedder, resolve_source(profile.embedder.source, cache_dir=cache_dir), cache_dir=cache_dir,
+                           int8=int8)
     vectors = ExemplarVectors(
         vectors=encoder.encode([e.prompt[: spec.embed_chars] for e in exemplars]),
         labels=tuple(int(e.label == "reasoner") for e in exemplars),
@@ -150,7 +155,7 @@ def run(args) -> int:
         "reasoner_share_true": round(sum(r["label"] == "reasoner" for r in rows) / len(rows), 4),
         "policies": {},
     }
-    if encoder_backend(encoder) == "onnx":
+    if encoder_backend(encoder).startswith("onnx"):
         from deployments.embedder.encoder import SentenceTransformerEncoder
 
         baseline = SentenceTransformerEncoder(

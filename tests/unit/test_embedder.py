@@ -114,6 +114,21 @@ def test_onnx_backend_matches_pytorch_and_reuses_its_export(minilm_path, tmp_pat
     assert np.abs(again.encode(["hello world"]) - raw).max() < 1e-4
 
 
+def test_the_routers_int8_copy_keeps_the_meaning_and_is_cached_beside_the_export(minilm_path, tmp_path):
+    """int8 weights for the router's own copy: vectors close to full precision (what the
+    routing accuracy in bench router rests on), the quantized file written once."""
+    from deployments.embedder.onnx_encoder import INT8_MIN_COSINE, OnnxEncoder
+
+    full = OnnxEncoder(minilm_path, cache_dir=tmp_path, normalize=True)
+    int8 = OnnxEncoder(minilm_path, cache_dir=tmp_path, normalize=True, int8=True)
+    texts = ["Prove that there are infinitely many primes.", "What is the capital of France?",
+             "Senior data engineer, Berlin, 70.000-85.000 EUR", "Erkläre Schritt für Schritt, warum der Himmel blau ist."]
+    cosines = (full.encode(texts) * int8.encode(texts)).sum(axis=1)
+    assert cosines.min() >= INT8_MIN_COSINE, cosines
+    assert len(list(tmp_path.glob("onnx/*/model.int8.onnx"))) == 1
+    assert int8.int8 and not full.int8
+
+
 def test_onnx_backend_falls_back_to_pytorch_when_export_fails(minilm_path, tmp_path, monkeypatch, caplog):
     from deployments.embedder.encoder import SentenceTransformerEncoder, make_encoder
     from deployments.embedder.onnx_encoder import OnnxEncoder
