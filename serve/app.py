@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from serve.config import Profile, load_profile
+from serve.core_plan import control_plane_env
 from serve.settings import Settings, load_settings
 
 
@@ -27,11 +28,11 @@ class AppArgs(BaseModel):
     )
 
 
-def _options(resources, scaling=None, **extra: Any) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "ray_actor_options": {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus},
-        **extra,
-    }
+def _options(resources, scaling=None, env: Optional[dict[str, str]] = None, **extra: Any) -> dict[str, Any]:
+    actor: dict[str, Any] = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
+    if env:
+        actor["runtime_env"] = {"env_vars": env}
+    options: dict[str, Any] = {"ray_actor_options": actor, **extra}
     if scaling is not None:
         options.update(scaling.deployment_options())
     return options
@@ -52,14 +53,16 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     from deployments.residency.deployment import Residency
 
     settings = settings or load_settings()
-    llms = {spec.role: build_llm_node(spec, device=profile.device, cache_dir=settings.cache_dir,
+    # Every replica but the Embedder (which computes) keeps off the CPU engines' cores.
+    control = control_plane_env(profile)
+    llms = {spec.role: build_llm_node(spec, device=profile.device, cache_dir=settings.cache_dir, extra_env=control,
                                       gpu_memory_gib=profile.gpu_memory_gib)
             for spec in profile.models}
     residency = None
     if profile.on_demand:
         # One replica: it holds the ledger of what is awake.
         residency = serve.deployment(
-            Residency, name="Residency", num_replicas=1, **_options(profile.residency.resources)
+            Residency, name="Residency", num_replicas=1, **_options(profile.residency.resources, env=control)
         ).bind(profile, llms)
     embedder_path = resolve_source(profile.embedder.source, cache_dir=settings.cache_dir)
     embedder = serve.deployment(
@@ -69,10 +72,10 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     if profile.collections.enabled:
         # One replica: it owns the collection files (and locks their directory).
         collections = serve.deployment(
-            Collections, name="Collections", num_replicas=1, **_options(profile.collections.resources)
+            Collections, name="Collections", num_replicas=1, **_options(profile.collections.resources, env=control)
         ).bind(profile.collections, profile.embedder, str(settings.data_dir), embedder)
     router = serve.deployment(
-        Router, name="Router", **_options(profile.router.resources, profile.router.scaling)
+        Router, name="Router", **_options(profile.router.resources, profile.router.scaling, env=control)
     ).bind(
         profile.router,
         RouteTargets.of(profile),
@@ -81,17 +84,17 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
         local_encoder=(profile.embedder, embedder_path) if profile.router.embeds_in_process(profile.embedder) else None,
     )
     monitor = serve.deployment(
-        GpuMonitor, name="GpuMonitor", num_replicas=1, **_options(profile.monitor.resources)
+        GpuMonitor, name="GpuMonitor", num_replicas=1, **_options(profile.monitor.resources, env=control)
     ).bind(
         profile.monitor,
         str(settings.gpu_telemetry_file) if settings.gpu_telemetry_file else None,
     )
     extraction = serve.deployment(
-        Extraction, name="Extraction", **_options(profile.extraction.resources, profile.extraction.scaling)
+        Extraction, name="Extraction", **_options(profile.extraction.resources, profile.extraction.scaling, env=control)
     ).bind(profile, llms, router, residency)
     ingress_cls = make_ingress_class(settings, frozenset(spec.model_id for spec in profile.models))
     return serve.deployment(
-        ingress_cls, name="Ingress", **_options(profile.ingress.resources, profile.ingress.scaling)
+        ingress_cls, name="Ingress", **_options(profile.ingress.resources, profile.ingress.scaling, env=control)
     ).bind(profile, llms, embedder, router, monitor, extraction, collections, residency)
 
 

@@ -16,9 +16,14 @@ first) is how the CPU profiles leave them one.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Optional
+
+#: The cores the graph's own replicas keep to (set in their runtime environment).
+CONTROL_CORES_ENV = "LLMGRAPH_CONTROL_CORES"
+logger = logging.getLogger(__name__)
 
 def parse_cores(text: str) -> tuple[int, ...]:
     """``"0-2,5"`` -> ``(0, 1, 2, 5)``; ``"all"`` -> every core this process may use;
@@ -108,3 +113,37 @@ def build_core_plan(profile, allowed: Optional[tuple[int, ...]] = None) -> CoreP
         for spec in profile.models
     )
     return CorePlan(profile.name, tuple(sorted(allowed if allowed is not None else os.sched_getaffinity(0))), rows)
+
+
+def control_plane_env(profile) -> dict[str, str]:
+    """The environment that keeps the graph's own replicas off the engines' cores: on a
+    CPU profile whose engines all name their cores and leave some free; else nothing."""
+    if profile.device != "cpu":
+        return {}
+    plan = build_core_plan(profile)
+    control = plan.control()
+    if not control or not all(row.cores for row in plan.rows):
+        return {}
+    return {CONTROL_CORES_ENV: ",".join(map(str, control))}
+
+
+def pin_this_process(cores: set[int]) -> None:
+    """Every thread of this process (those already running too) onto ``cores``."""
+    for thread in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(int(thread), cores)
+
+
+def keep_to_control_plane() -> None:
+    """Called first in each of the graph's replicas (not the Embedder, which computes):
+    keep this process to the control plane's cores, so that its request handling and
+    background loops never preempt an engine's thread. The kernel would mostly place it
+    there anyway, but not when the control plane's cores are busy, and on 2 cores that
+    is whenever the engine streams to 8 clients. Engines a replica starts are pinned back
+    to their own cores by :mod:`deployments.llm.engine_cores`."""
+    wanted = os.environ.get(CONTROL_CORES_ENV)
+    if not wanted:
+        return
+    try:
+        pin_this_process({int(core) for core in wanted.split(",")})
+    except (OSError, ValueError) as exc:
+        logger.warning("could not keep this replica to cores %s: %s", wanted, exc)

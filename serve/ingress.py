@@ -32,6 +32,7 @@ from serve.dispatcher import Dispatched, Dispatcher, structured_fields
 from serve.errors import BadRequest, NotFound, install_error_handlers, validation_problem, within
 from serve.extract_api import ExtractionEndpoints
 from serve.health import HealthCache
+from serve.core_plan import keep_to_control_plane
 from serve.log_filters import quiet_probes
 from serve.middleware import MAX_HEADER_BYTES, ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware, HeaderLimitMiddleware
 from serve.model_cards import model_cards
@@ -112,6 +113,7 @@ class Ingress(ModelEndpoints, ExtractionEndpoints, CollectionEndpoints):
         residency: Optional[DeploymentHandle] = None,
     ) -> None:
         quiet_probes()  # successful health probes stay out of the access log
+        keep_to_control_plane()  # off the engines' cores (serve/core_plan.py)
         self._profile = profile
         self._settings = load_settings()
         self._cards = model_cards(profile)

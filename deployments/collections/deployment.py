@@ -25,6 +25,7 @@ from deployments.embedder.collection import CollectionStore, StoreError, StorePa
 from deployments.embedder.filters import FilterError, compile_filter
 from serve.config import CollectionsSpec, EmbedderSpec
 from serve.errors import BadRequest, Conflict, GraphError, NotFound, PayloadTooLarge, Unavailable, within
+from serve.core_plan import keep_to_control_plane
 from serve.log_filters import quiet_probes
 from serve.observability import replica_metric
 from serve.settings import load_settings
@@ -51,6 +52,7 @@ class Collections:
 
     def __init__(self, spec: CollectionsSpec, embedder_spec: EmbedderSpec, data_dir: str, embedder: DeploymentHandle) -> None:
         quiet_probes()  # successful health probes stay out of the access log
+        keep_to_control_plane()  # off the engines' cores (serve/core_plan.py)
         self._spec = spec
         self._embedder = embedder
         self._embed_timeout_s = load_settings().embedder_timeout_s

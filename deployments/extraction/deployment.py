@@ -27,6 +27,7 @@ from serve.config import AUTO_MODEL_ID, Profile
 from serve.dispatcher import Dispatcher
 from serve.errors import GraphError, Unprocessable
 from serve.health import HealthPicture, HealthSnapshot
+from serve.core_plan import keep_to_control_plane
 from serve.log_filters import quiet_probes
 from serve.protocol import ExtractRequest
 from serve.settings import load_settings
@@ -45,6 +46,7 @@ class Extraction:
     def __init__(self, profile: Profile, llms: dict[str, DeploymentHandle], router: DeploymentHandle,
                  residency: Optional[DeploymentHandle] = None) -> None:
         quiet_probes()  # successful health probes stay out of the access log
+        keep_to_control_plane()  # off the engines' cores (serve/core_plan.py)
         self._profile = profile
         settings = load_settings()
         # The ingress sends its health picture with each document: no probe loop here.

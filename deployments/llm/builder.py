@@ -20,13 +20,15 @@ from serve.core_plan import parse_cores
 # The LLMServer replica actor itself needs a sliver of CPU; the engine's bundle gets the
 # rest of the profile's num_cpus.
 _REPLICA_ACTOR_CPUS = 0.05
-def llm_config_dict(spec: LLMSpec, *, device: str, model_path: str) -> dict[str, Any]:
+def llm_config_dict(spec: LLMSpec, *, device: str, model_path: str, extra_env: Optional[dict[str, str]] = None) -> dict[str, Any]:
     """The ``LLMConfig`` (as a dict) for one LLM node.
 
     Args:
         spec: The profile's description of the model.
         device: ``cpu`` or ``gpu``, from the profile.
         model_path: Resolved weights location (local path or hub id).
+        extra_env: More environment for the replica and its engine (the control plane's
+            cores, :func:`serve.core_plan.control_plane_env`).
     """
     engine_kwargs: dict[str, Any] = {
         "max_model_len": spec.max_model_len,
@@ -74,7 +76,7 @@ def llm_config_dict(spec: LLMSpec, *, device: str, model_path: str) -> dict[str,
         "deployment_config": deployment_config,
     }
     # The engine processes vLLM starts inherit this and watch the replica (engine_watchdog).
-    config["runtime_env"] = {"env_vars": {**engine_env(spec, device), ENGINE_WATCHDOG_ENV: "1"}}
+    config["runtime_env"] = {"env_vars": {**engine_env(spec, device), **(extra_env or {}), ENGINE_WATCHDOG_ENV: "1"}}
     if Path(model_path).is_dir():
         config["callback_config"] = {
             "callback_class": "deployments.llm.callbacks.LocalWeightsCallback"
@@ -94,7 +96,8 @@ def engine_env(spec: LLMSpec, device: str) -> dict[str, str]:
     return env
 
 
-def build_llm_node(spec: LLMSpec, *, device: str, cache_dir: Path, gpu_memory_gib: Optional[float] = None):
+def build_llm_node(spec: LLMSpec, *, device: str, cache_dir: Path, gpu_memory_gib: Optional[float] = None,
+                   extra_env: Optional[dict[str, str]] = None):
     """Bind one LLMServer deployment named after its role (``Extractor``, ``Heavy``...).
 
     Every model's server reports its engine's memory to the residency manager, and an
@@ -111,7 +114,7 @@ def build_llm_node(spec: LLMSpec, *, device: str, cache_dir: Path, gpu_memory_gi
     from deployments.llm.swappable import EngineLifecycle, make_server_cls
 
     model_path = resolve_source(spec.source, cache_dir=cache_dir)
-    config = LLMConfig(**llm_config_dict(spec, device=device, model_path=model_path))
+    config = LLMConfig(**llm_config_dict(spec, device=device, model_path=model_path, extra_env=extra_env))
     budget = spec.resources.num_gpus * gpu_memory_gib if device == "gpu" and gpu_memory_gib else None
     deployment_cls = make_server_cls(EngineLifecycle(
         start_awake=not spec.on_demand, mechanism=spec.mechanism(device), serialize_start=device == "gpu",

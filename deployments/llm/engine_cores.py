@@ -34,9 +34,10 @@ def install() -> None:
     wanted = os.environ.get(ENV_VAR)
     if not wanted or multiprocessing.parent_process() is None:
         return  # not an engine process (the replica, or vLLM's API server), or not asked
+    from serve.core_plan import pin_this_process
+
     cores = {int(core) for core in wanted.split(",")}
     try:
-        for thread in os.listdir("/proc/self/task"):  # threads started before the plugin too
-            os.sched_setaffinity(int(thread), cores)
+        pin_this_process(cores)  # threads started before the plugin too
     except (OSError, ValueError) as exc:  # a core the machine does not allow: vLLM's own binding fails loudly
         logger.warning("could not pin the engine to cores %s: %s", sorted(cores), exc)

@@ -134,6 +134,9 @@ def make_server_cls(lifecycle: EngineLifecycle):
         _lifecycle = lifecycle
 
         async def start(self):
+            from serve.core_plan import keep_to_control_plane
+
+            keep_to_control_plane()  # this replica detokenizes and streams: off the engines' cores
             self._engine_lock = asyncio.Lock()
             self._asleep = not self._lifecycle.start_awake
             self._engine_stopped = self._asleep  # a model on demand starts with no engine

@@ -10,6 +10,7 @@ from typing import Any, Optional
 from deployments.monitor.nvml import GpuReader, GpuSample
 from deployments.monitor.thermal import ThermalLevel, hottest, next_level
 from serve.config import MonitorSpec
+from serve.core_plan import keep_to_control_plane
 from serve.log_filters import quiet_probes
 
 logger = logging.getLogger("ray.serve")
@@ -34,6 +35,7 @@ class GpuMonitor:
         reader: Optional[GpuReader] = None,
     ) -> None:
         quiet_probes()  # successful health probes stay out of the access log
+        keep_to_control_plane()  # off the engines' cores (serve/core_plan.py)
         if reader is None:
             from deployments.monitor.nvml import FileGpuReader, NvmlReader
 

@@ -29,6 +29,7 @@ import time
 from typing import Any, Optional
 
 from deployments.residency.ledger import STATES, Entry, Ledger
+from serve.core_plan import keep_to_control_plane
 from serve.config import Profile
 from serve.errors import BadRequest, Conflict, GraphError, ModelUnavailable, NotFound
 from serve.observability import replica_metric
@@ -64,6 +65,7 @@ class Residency:
     """
 
     async def __init__(self, profile: Profile, llms: dict[str, Any]) -> None:
+        keep_to_control_plane()  # off the engines' cores (serve/core_plan.py)
         plan = build_residency_plan(profile)
         self._spec = profile.residency
         self._handles = {profile.llm(role).model_id: handle for role, handle in llms.items()}

@@ -14,6 +14,7 @@ import asyncio
 import contextvars
 import dataclasses
 import logging
+import os
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
@@ -23,6 +24,7 @@ from deployments.router.exemplars import load_exemplars
 from deployments.router.features import RouteInput, text_to_embed
 from deployments.router.policies import NEEDS_EXEMPLARS, ExemplarVectors, RoutingPolicy, make_policy
 from serve.config import CONFIGS_DIR, RouterSpec
+from serve.core_plan import keep_to_control_plane
 from serve.log_filters import quiet_probes
 from serve.observability import replica_metric
 
@@ -59,6 +61,7 @@ class Router:
         policy: Optional[RoutingPolicy] = None,
     ) -> None:
         quiet_probes()  # successful health probes stay out of the access log
+        keep_to_control_plane()  # off the engines' cores (serve/core_plan.py)
         self._spec = spec
         self._targets = targets
         self._embedder = embedder
@@ -68,6 +71,10 @@ class Router:
             from serve.settings import load_settings
 
             embedder_spec, model_path = local_encoder
+            # No more threads than this process has cores: one, where it keeps to the
+            # control plane's core (two threads on one core only take turns).
+            threads = min(embedder_spec.cpu_threads or os.cpu_count() or 1, len(os.sched_getaffinity(0)))
+            embedder_spec = embedder_spec.model_copy(update={"cpu_threads": threads})
             encoder = make_encoder(embedder_spec, model_path, cache_dir=load_settings().cache_dir, int8=spec.embed_int8)
         self._encoder = encoder
         self._policy = policy

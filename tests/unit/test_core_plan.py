@@ -74,3 +74,17 @@ def test_a_gpu_profile_refuses_cpu_cores():
     data["models"][0]["cpu_cores"] = "0-1"
     with pytest.raises(ValidationError, match="cpu_cores binds CPU engines"):
         Profile.model_validate(data)
+
+
+def test_the_graphs_replicas_keep_to_the_cores_no_engine_computes_on():
+    from serve.core_plan import CONTROL_CORES_ENV, control_plane_env
+
+    allowed = sorted(os.sched_getaffinity(0))
+    env = control_plane_env(CPU)
+    if len(allowed) > 1:
+        assert env == {CONTROL_CORES_ENV: str(allowed[0])}, "rest leaves the first core to the control plane"
+    else:
+        assert env == {}, "one core: nothing to keep apart"
+    assert control_plane_env(with_cores("all", "all")) == {}, "no core is free of engines"
+    assert control_plane_env(with_cores(None, "rest")) == {}, "an engine left to vLLM's auto may be anywhere"
+    assert control_plane_env(load_profile("gpu-16gb")) == {}

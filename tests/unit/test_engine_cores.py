@@ -55,3 +55,29 @@ def test_the_replica_itself_is_never_pinned(monkeypatch):
     monkeypatch.setenv(ENV_VAR, str(max(before)))
     install()
     assert os.sched_getaffinity(0) == before
+
+
+def _replica_process(queue) -> None:
+    from serve.core_plan import keep_to_control_plane
+
+    keep_to_control_plane()
+    queue.put({int(t): sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")})
+
+
+def test_a_replica_keeps_to_the_control_planes_cores():
+    from serve.core_plan import CONTROL_CORES_ENV
+
+    first = min(os.sched_getaffinity(0))
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    saved = dict(os.environ)
+    os.environ[CONTROL_CORES_ENV] = str(first)
+    try:
+        child = context.Process(target=_replica_process, args=(queue,))
+        child.start()
+        threads = queue.get(timeout=60)
+        child.join(30)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert all(cores == [first] for cores in threads.values()), threads
