@@ -28,11 +28,11 @@ from serve import rag
 from serve.collections_api import CollectionEndpoints
 from serve.config import AUTO_MODEL_ID, Profile
 from serve.conformance import check_chat_reply, needs_check
+from serve.core_plan import keep_to_control_plane
 from serve.dispatcher import Dispatched, Dispatcher, structured_fields
 from serve.errors import BadRequest, NotFound, install_error_handlers, validation_problem, within
 from serve.extract_api import ExtractionEndpoints
 from serve.health import HealthCache
-from serve.core_plan import keep_to_control_plane
 from serve.log_filters import quiet_probes
 from serve.middleware import MAX_HEADER_BYTES, ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware, HeaderLimitMiddleware
 from serve.model_cards import model_cards

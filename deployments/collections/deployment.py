@@ -24,8 +24,8 @@ from ray.serve.handle import DeploymentHandle
 from deployments.embedder.collection import CollectionStore, StoreError, StoreParams
 from deployments.embedder.filters import FilterError, compile_filter
 from serve.config import CollectionsSpec, EmbedderSpec
-from serve.errors import BadRequest, Conflict, GraphError, NotFound, PayloadTooLarge, Unavailable, within
 from serve.core_plan import keep_to_control_plane
+from serve.errors import BadRequest, Conflict, GraphError, NotFound, PayloadTooLarge, Unavailable, within
 from serve.log_filters import quiet_probes
 from serve.observability import replica_metric
 from serve.settings import load_settings

@@ -24,10 +24,10 @@ from deployments.extraction.pipeline import (
 from deployments.router.decision import RouteDecision
 from deployments.router.features import route_input_from_chat
 from serve.config import AUTO_MODEL_ID, Profile
+from serve.core_plan import keep_to_control_plane
 from serve.dispatcher import Dispatcher
 from serve.errors import GraphError, Unprocessable
 from serve.health import HealthPicture, HealthSnapshot
-from serve.core_plan import keep_to_control_plane
 from serve.log_filters import quiet_probes
 from serve.protocol import ExtractRequest
 from serve.settings import load_settings

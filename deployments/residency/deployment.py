@@ -29,8 +29,8 @@ import time
 from typing import Any, Optional
 
 from deployments.residency.ledger import STATES, Entry, Ledger
-from serve.core_plan import keep_to_control_plane
 from serve.config import Profile
+from serve.core_plan import keep_to_control_plane
 from serve.errors import BadRequest, Conflict, GraphError, ModelUnavailable, NotFound
 from serve.observability import replica_metric
 from serve.residency_plan import build_residency_plan

@@ -19,13 +19,14 @@ def _engine_process(queue) -> None:
     stop.set()
 
 
-def _affinities_in_child(env: dict[str, str]) -> dict[int, list[int]]:
+def _affinities_in_child(env: dict[str, str], target=_engine_process) -> dict[int, list[int]]:
+    """Each thread's cores in a spawned child that ran ``target`` with ``env`` set."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        child = context.Process(target=_engine_process, args=(queue,))
+        child = context.Process(target=target, args=(queue,))
         child.start()
         result = queue.get(timeout=60)
         child.join(30)
@@ -68,16 +69,5 @@ def test_a_replica_keeps_to_the_control_planes_cores():
     from serve.core_plan import CONTROL_CORES_ENV
 
     first = min(os.sched_getaffinity(0))
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    saved = dict(os.environ)
-    os.environ[CONTROL_CORES_ENV] = str(first)
-    try:
-        child = context.Process(target=_replica_process, args=(queue,))
-        child.start()
-        threads = queue.get(timeout=60)
-        child.join(30)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    threads = _affinities_in_child({CONTROL_CORES_ENV: str(first)}, target=_replica_process)
     assert all(cores == [first] for cores in threads.values()), threads
