@@ -133,6 +133,18 @@ def pin_this_process(cores: set[int]) -> None:
         os.sched_setaffinity(int(thread), cores)
 
 
+def pin_to_cores_in(env_var: str) -> None:
+    """Pin this process to the cores listed in ``env_var`` (``"0,2"``), if it is set; a
+    core the machine does not allow is logged, never fatal."""
+    wanted = os.environ.get(env_var)
+    if not wanted:
+        return
+    try:
+        pin_this_process({int(core) for core in wanted.split(",")})
+    except (OSError, ValueError) as exc:
+        logger.warning("could not pin this process to cores %s (%s): %s", wanted, env_var, exc)
+
+
 def keep_to_control_plane() -> None:
     """Called first in each of the graph's replicas (not the Embedder, which computes):
     keep this process to the control plane's cores, so that its request handling and
@@ -140,10 +152,4 @@ def keep_to_control_plane() -> None:
     there anyway, but not when the control plane's cores are busy, and on 2 cores that
     is whenever the engine streams to 8 clients. Engines a replica starts are pinned back
     to their own cores by :mod:`deployments.llm.engine_cores`."""
-    wanted = os.environ.get(CONTROL_CORES_ENV)
-    if not wanted:
-        return
-    try:
-        pin_this_process({int(core) for core in wanted.split(",")})
-    except (OSError, ValueError) as exc:
-        logger.warning("could not keep this replica to cores %s: %s", wanted, exc)
+    pin_to_cores_in(CONTROL_CORES_ENV)

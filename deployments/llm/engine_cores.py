@@ -21,23 +21,15 @@ OpenAI layer and detokenizes, keeps the control plane's cores).
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
-import os
 
 ENV_VAR = "LLMGRAPH_ENGINE_CORES"
-logger = logging.getLogger(__name__)
 
 
 def install() -> None:
     """Pin this process, if vLLM started it and the graph named its cores."""
-    wanted = os.environ.get(ENV_VAR)
-    if not wanted or multiprocessing.parent_process() is None:
-        return  # not an engine process (the replica, or vLLM's API server), or not asked
-    from serve.core_plan import pin_this_process
+    if multiprocessing.parent_process() is None:
+        return  # not an engine process (the replica, or vLLM's API server)
+    from serve.core_plan import pin_to_cores_in
 
-    cores = {int(core) for core in wanted.split(",")}
-    try:
-        pin_this_process(cores)  # threads started before the plugin too
-    except (OSError, ValueError) as exc:  # a core the machine does not allow: vLLM's own binding fails loudly
-        logger.warning("could not pin the engine to cores %s: %s", sorted(cores), exc)
+    pin_to_cores_in(ENV_VAR)  # every thread, those started before the plugin too
