@@ -16,17 +16,18 @@ first) is how the CPU profiles leave them one.
 
 from __future__ import annotations
 
-import logging
-import os
 from dataclasses import dataclass
 from typing import Optional
 
+from serve.cpu_affinity import keep_ray_daemons_to, node_cores, pin_to_cores_in
+
 #: The cores the graph's own replicas keep to (set in their runtime environment).
 CONTROL_CORES_ENV = "LLMGRAPH_CONTROL_CORES"
-logger = logging.getLogger(__name__)
+
 
 def parse_cores(text: str) -> tuple[int, ...]:
-    """``"0-2,5"`` -> ``(0, 1, 2, 5)``; ``"all"`` -> every core this process may use;
+    """``"0-2,5"`` -> ``(0, 1, 2, 5)``; ``"all"`` -> every core this node gives the graph
+    (:func:`serve.cpu_affinity.node_cores`);
     ``"rest"`` -> all of them but the first, which is left to the control plane (all of
     them on a one-core machine). The profile's pattern has already checked the syntax.
 
@@ -34,7 +35,7 @@ def parse_cores(text: str) -> tuple[int, ...]:
         ValueError: a range that runs backwards.
     """
     if text in ("all", "rest"):
-        allowed = tuple(sorted(os.sched_getaffinity(0)))
+        allowed = node_cores()
         return allowed[1:] if text == "rest" and len(allowed) > 1 else allowed
     cores: list[int] = []
     for part in text.split(","):
@@ -112,7 +113,7 @@ def build_core_plan(profile, allowed: Optional[tuple[int, ...]] = None) -> CoreP
         CoreRow(spec.role, spec.model_id, parse_cores(spec.cpu_cores) if spec.cpu_cores else None)
         for spec in profile.models
     )
-    return CorePlan(profile.name, tuple(sorted(allowed if allowed is not None else os.sched_getaffinity(0))), rows)
+    return CorePlan(profile.name, tuple(sorted(allowed)) if allowed is not None else node_cores(), rows)
 
 
 def control_plane_env(profile) -> dict[str, str]:
@@ -127,29 +128,18 @@ def control_plane_env(profile) -> dict[str, str]:
     return {CONTROL_CORES_ENV: ",".join(map(str, control))}
 
 
-def pin_this_process(cores: set[int]) -> None:
-    """Every thread of this process (those already running too) onto ``cores``."""
-    for thread in os.listdir("/proc/self/task"):
-        os.sched_setaffinity(int(thread), cores)
-
-
-def pin_to_cores_in(env_var: str) -> None:
-    """Pin this process to the cores listed in ``env_var`` (``"0,2"``), if it is set; a
-    core the machine does not allow is logged, never fatal."""
-    wanted = os.environ.get(env_var)
-    if not wanted:
-        return
-    try:
-        pin_this_process({int(core) for core in wanted.split(",")})
-    except (OSError, ValueError) as exc:
-        logger.warning("could not pin this process to cores %s (%s): %s", wanted, env_var, exc)
-
-
 def keep_to_control_plane() -> None:
     """Called first in each of the graph's replicas (not the Embedder, which computes):
     keep this process to the control plane's cores, so that its request handling and
     background loops never preempt an engine's thread. The kernel would mostly place it
     there anyway, but not when the control plane's cores are busy, and on 2 cores that
     is whenever the engine streams to 8 clients. Engines a replica starts are pinned back
-    to their own cores by :mod:`deployments.llm.engine_cores`."""
-    pin_to_cores_in(CONTROL_CORES_ENV)
+    to their own cores by :mod:`deployments.llm.engine_cores`.
+
+    It also moves Ray's own processes on this node there (the raylet, the GCS, the
+    dashboard, Serve's controller and HTTP proxy: :func:`serve.cpu_affinity.keep_ray_daemons_to`),
+    which would otherwise wake on the engines' cores; so a plain ``serve run`` and a
+    KubeRay pod get the whole plan, with no wrapper around the command."""
+    control = pin_to_cores_in(CONTROL_CORES_ENV)
+    if control:
+        keep_ray_daemons_to(control)

@@ -19,6 +19,7 @@ from ray import serve
 
 from deployments.embedder.encoder import Encoder, encode_requests
 from serve.config import EmbedderSpec
+from serve.cpu_affinity import spread_over_node_cores
 from serve.log_filters import quiet_probes
 
 #: Characters per token assumed before tokenizing. WordPiece and BPE average about four
@@ -93,6 +94,9 @@ class Embedder:
     def __init__(self, spec: EmbedderSpec, model_path: str, *, cache_dir: Optional[str] = None,
                  encoder: Optional[Encoder] = None) -> None:
         quiet_probes()  # successful health probes stay out of the access log
+        # It computes: every core, though its worker may have started on the control
+        # plane's (the raylet is kept there, and its new workers inherit that).
+        spread_over_node_cores()
         if encoder is None:
             from deployments.embedder.encoder import make_encoder
             from serve.settings import load_settings

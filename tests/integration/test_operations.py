@@ -100,3 +100,50 @@ def test_each_cpu_engine_computes_on_the_cores_its_profile_names(graph):
     for env in workers:
         assert env["VLLM_CPU_OMP_THREADS_BIND"] == ",".join(map(str, cores))
         assert env["OMP_NUM_THREADS"] == str(len(cores))
+
+
+def _cores_of(pid: int) -> set[int]:
+    """The cores any thread of ``pid`` may run on."""
+    return set().union(*(os.sched_getaffinity(int(t)) for t in os.listdir(f"/proc/{pid}/task")))
+
+
+def _ray_role(name: str, cmdline: list[str]) -> str | None:
+    """``raylet``, ``gcs_server``, ``dashboard``, or a Ray process title without its
+    method (``ray::ServeController``, ``ray::ServeReplica:llm-graph:Ingress``)."""
+    if name in ("raylet", "gcs_server"):
+        return name
+    if any(arg.endswith("dashboard/dashboard.py") for arg in cmdline):
+        return "dashboard"
+    title = cmdline[0] if cmdline else ""
+    return title.split(".", 1)[0] if title.startswith("ray::") else None
+
+
+def test_rays_own_processes_and_the_replicas_keep_off_the_engines_cores(graph):
+    """Ray's daemons run at niceness 0, above the engines' 15: the raylet, the GCS, the
+    dashboard, Serve's controller and HTTP proxy, and the graph's replicas all run on the
+    control plane's cores; the Embedder, which computes, on every core; ``serve run``
+    itself is left as the user started it."""
+    import psutil
+
+    from serve.config import load_profile
+    from serve.core_plan import build_core_plan
+
+    plan = build_core_plan(load_profile(PROFILE))
+    control, every = set(plan.control()), set(plan.allowed)
+    if not control or control == every:
+        pytest.skip("one core: there is no control plane apart from the engines")
+    starter = psutil.Process(graph.process.pid)
+    seen: dict[str, set[int]] = {}
+    for proc in starter.children(recursive=True):
+        try:
+            role = _ray_role(proc.name(), proc.cmdline())
+            if role:
+                seen[role] = _cores_of(proc.pid)
+        except (psutil.Error, ProcessLookupError, FileNotFoundError):
+            continue
+    for daemon in ("raylet", "gcs_server", "dashboard", "ray::ServeController", "ray::ProxyActor", "ray::DashboardAgent"):
+        assert seen.get(daemon) == control, (daemon, seen)
+    for replica in DEPLOYMENTS - {"Embedder"}:
+        assert seen.get(f"ray::ServeReplica:llm-graph:{replica}") == control, (replica, seen)
+    assert seen.get("ray::ServeReplica:llm-graph:Embedder") == every, seen
+    assert _cores_of(starter.pid) == every
