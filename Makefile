@@ -28,8 +28,12 @@ $(STAMP): pyproject.toml
 checkpoints: install
 	$(BIN)/python -m serve checkpoints
 
+# Ray's HTTP proxy runs on one event loop, as the graph's replicas do (serve/serve_loops.py;
+# the replicas get it from their runtime environment, the proxy only from here).
+SERVE_ENV := RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0
+
 serve: checkpoints
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/serve run serve_config.yaml
+	$(SERVE_ENV) PATH="$(abspath $(BIN)):$$PATH" $(BIN)/serve run serve_config.yaml
 
 test: checkpoints
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -15,6 +15,7 @@ from ray import serve
 
 from serve.config import Profile, load_profile
 from serve.core_plan import control_plane_env
+from serve.serve_loops import SINGLE_LOOP_ENV
 from serve.settings import Settings, load_settings
 
 
@@ -29,9 +30,8 @@ class AppArgs(BaseModel):
 
 
 def _options(resources, scaling=None, env: Optional[dict[str, str]] = None, **extra: Any) -> dict[str, Any]:
-    actor: dict[str, Any] = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
-    if env:
-        actor["runtime_env"] = {"env_vars": env}
+    actor: dict[str, Any] = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus,
+                             "runtime_env": {"env_vars": {**SINGLE_LOOP_ENV, **(env or {})}}}
     options: dict[str, Any] = {"ray_actor_options": actor, **extra}
     if scaling is not None:
         options.update(scaling.deployment_options())
@@ -55,7 +55,7 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     settings = settings or load_settings()
     # Every replica but the Embedder (which computes) keeps off the CPU engines' cores.
     control = control_plane_env(profile)
-    llms = {spec.role: build_llm_node(spec, device=profile.device, cache_dir=settings.cache_dir, extra_env=control,
+    llms = {spec.role: build_llm_node(spec, device=profile.device, cache_dir=settings.cache_dir, extra_env={**SINGLE_LOOP_ENV, **control},
                                       gpu_memory_gib=profile.gpu_memory_gib)
             for spec in profile.models}
     residency = None

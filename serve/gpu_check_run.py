@@ -24,6 +24,7 @@ from serve.bench.meta import save_results
 from serve.config import PROJECT_ROOT
 from serve.gpu_check import STEPS, bandwidth_ceiling_tps, check_profile, materialize_embedder
 from serve.planner import GIB, build_plan, load_facts
+from serve.serve_loops import SINGLE_LOOP_ENV
 
 PORT = 8000
 STREAMS = 16
@@ -51,7 +52,7 @@ def _start(profile_path: Path, work: Path) -> subprocess.Popen:
     serve_bin = Path(sys.executable).parent / "serve"
     log = open(work / "serve.log", "wb")  # noqa: SIM115 - the process owns it until it stops
     return subprocess.Popen([str(serve_bin), "run", str(path)], cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PATH": f"{serve_bin.parent}:{os.environ['PATH']}"},
+                            env={**os.environ, **SINGLE_LOOP_ENV, "PATH": f"{serve_bin.parent}:{os.environ['PATH']}"},
                             start_new_session=True)
 
 

@@ -1,0 +1,58 @@
+"""Every replica of the graph, and Ray's HTTP proxy wherever the project starts it, runs
+on one event loop (serve/serve_loops.py)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from ray.serve.deployment import Application
+
+from serve.app import build_graph
+from serve.config import PROJECT_ROOT, load_profile
+from serve.serve_loops import SINGLE_LOOP_ENV
+
+
+def _deployments(node, found: dict) -> dict:
+    """Each deployment bound in the graph under ``node``, by name: its actor options."""
+    if isinstance(node, Application):
+        bound = node._bound_deployment
+        if bound.name not in found:
+            found[bound.name] = bound.ray_actor_options
+            for arg in [*bound.init_args, *bound.init_kwargs.values()]:
+                _deployments(arg, found)
+    elif isinstance(node, dict):
+        for value in node.values():
+            _deployments(value, found)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _deployments(value, found)
+    return found
+
+
+@pytest.mark.parametrize("profile", ["cpu", "cpu-swap"])
+def test_every_replica_runs_its_code_and_its_handles_on_one_loop(profile):
+    deployments = _deployments(build_graph(load_profile(profile)), {})
+    assert {"Ingress", "Extractor", "Reasoner", "Embedder", "Router"} <= set(deployments)
+    for name, options in deployments.items():
+        env = options["runtime_env"]["env_vars"]
+        assert {key: env.get(key) for key in SINGLE_LOOP_ENV} == SINGLE_LOOP_ENV, name
+
+
+def test_make_serve_and_kuberay_start_rays_proxy_on_one_loop_too():
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    line = re.search(r"^SERVE_ENV := (.*)$", makefile, re.MULTILINE)
+    assert line and dict(pair.split("=", 1) for pair in line.group(1).split()) == SINGLE_LOOP_ENV
+    assert re.search(r"^serve:.*\n\t\$\(SERVE_ENV\) .*serve run serve_config.yaml$", makefile, re.MULTILINE)
+
+    import yaml
+
+    from serve.k8s import render
+
+    service = yaml.safe_load(render("cpu")["base/rayservice.yaml"])
+    cluster = service["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster.get("workerGroupSpecs", [])]
+    for group in groups:
+        for container in group["template"]["spec"]["containers"]:
+            env = {item["name"]: item.get("value") for item in container.get("env", [])}
+            assert {key: env.get(key) for key in SINGLE_LOOP_ENV} == SINGLE_LOOP_ENV, container["name"]
