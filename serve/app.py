@@ -55,7 +55,8 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     settings = settings or load_settings()
     # Every replica but the Embedder (which computes) keeps off the CPU engines' cores.
     control = control_plane_env(profile)
-    llms = {spec.role: build_llm_node(spec, device=profile.device, cache_dir=settings.cache_dir, extra_env={**SINGLE_LOOP_ENV, **control},
+    llm_env = {**SINGLE_LOOP_ENV, **control}
+    llms = {spec.role: build_llm_node(spec, device=profile.device, cache_dir=settings.cache_dir, extra_env=llm_env,
                                       gpu_memory_gib=profile.gpu_memory_gib)
             for spec in profile.models}
     residency = None
