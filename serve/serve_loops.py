@@ -2,18 +2,25 @@
 
 By default a Serve replica runs its user code on an event loop in a second thread, and
 its outgoing handle calls on a router loop in a third; every request, and every chunk
-of a stream, crosses from one thread to the next and back. On the CPU profile the
-control plane has one core, and at 8 streaming clients these hand-offs were most of the
-replicas' work: the HTTP proxy, the ingress and the LLM replica each handle every
-chunk. Ray's own throughput mode (``RAY_SERVE_THROUGHPUT_OPTIMIZED``) turns both off;
-the graph turns off just these two, per replica, through each deployment's runtime
-environment, so a plain ``serve run serve_config.yaml`` gets them (the proxy, which Ray
-starts, keeps its defaults). Measured on the ``cpu`` profile at 8 clients: 292 → 307
-output tokens/s, time to first token 130 → 85 ms (README, "Overhead").
+of a stream, crosses from one thread to the next and back, and each crossing waits for
+the other thread to be scheduled. On the CPU profile the control plane has one core,
+and at 8 streaming clients it is full: the HTTP proxy, the ingress and the LLM replica
+each handle every chunk. Ray's own throughput mode (``RAY_SERVE_THROUGHPUT_OPTIMIZED``)
+turns both off; the graph turns off just these two.
+
+The replicas get them from each deployment's runtime environment, so a plain ``serve run
+serve_config.yaml`` has them. Ray's HTTP proxy reads them from the environment ``serve
+run`` starts in, which the graph cannot set: ``make serve``, the KubeRay manifests, the
+test suite and the benchmarks start it with them. Measured on the ``cpu`` profile at 8
+clients: 292 → 307 output tokens/s, time to first token 130 → 85 ms; replicas only, 291
+and 299 (README, "Overhead").
 
 The cost: user code shares the loop with the replica's own control calls (health
-checks, metrics), so nothing in the graph may block its loop; the graph's blocking work
-already runs in threads (the Embedder's encoder, file writes of collections).
+checks, queue-length probes, metrics), so nothing in the graph may block its loop; its
+blocking work runs in threads (the encoders, collection files, the engine-start lock).
+Ray Serve LLM builds a vLLM engine synchronously, so while an engine starts (an
+on-demand model woken from ``stop``) its replica answers nothing else, as its health
+check already could not with the default threads.
 """
 
 from __future__ import annotations
