@@ -30,8 +30,9 @@ class AppArgs(BaseModel):
 
 
 def _options(resources, scaling=None, env: Optional[dict[str, str]] = None, **extra: Any) -> dict[str, Any]:
-    actor: dict[str, Any] = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus,
-                             "runtime_env": {"env_vars": {**SINGLE_LOOP_ENV, **(env or {})}}}
+    actor: dict[str, Any] = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
+    if env:
+        actor["runtime_env"] = {"env_vars": env}
     options: dict[str, Any] = {"ray_actor_options": actor, **extra}
     if scaling is not None:
         options.update(scaling.deployment_options())
@@ -53,30 +54,30 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     from deployments.residency.deployment import Residency
 
     settings = settings or load_settings()
-    # Every replica but the Embedder (which computes) keeps off the CPU engines' cores.
-    control = control_plane_env(profile)
-    llm_env = {**SINGLE_LOOP_ENV, **control}
-    llms = {spec.role: build_llm_node(spec, device=profile.device, cache_dir=settings.cache_dir, extra_env=llm_env,
+    # Every replica runs on one event loop (serve/serve_loops.py), and every one but the
+    # Embedder (which computes) keeps off the CPU engines' cores (serve/core_plan.py).
+    replica_env = {**SINGLE_LOOP_ENV, **control_plane_env(profile)}
+    llms = {spec.role: build_llm_node(spec, device=profile.device, cache_dir=settings.cache_dir, extra_env=replica_env,
                                       gpu_memory_gib=profile.gpu_memory_gib)
             for spec in profile.models}
     residency = None
     if profile.on_demand:
         # One replica: it holds the ledger of what is awake.
         residency = serve.deployment(
-            Residency, name="Residency", num_replicas=1, **_options(profile.residency.resources, env=control)
+            Residency, name="Residency", num_replicas=1, **_options(profile.residency.resources, env=replica_env)
         ).bind(profile, llms)
     embedder_path = resolve_source(profile.embedder.source, cache_dir=settings.cache_dir)
     embedder = serve.deployment(
-        Embedder, name="Embedder", **_options(profile.embedder.resources, profile.embedder.scaling)
+        Embedder, name="Embedder", **_options(profile.embedder.resources, profile.embedder.scaling, env=SINGLE_LOOP_ENV)
     ).bind(profile.embedder, embedder_path, cache_dir=str(settings.cache_dir))
     collections = None
     if profile.collections.enabled:
         # One replica: it owns the collection files (and locks their directory).
         collections = serve.deployment(
-            Collections, name="Collections", num_replicas=1, **_options(profile.collections.resources, env=control)
+            Collections, name="Collections", num_replicas=1, **_options(profile.collections.resources, env=replica_env)
         ).bind(profile.collections, profile.embedder, str(settings.data_dir), embedder)
     router = serve.deployment(
-        Router, name="Router", **_options(profile.router.resources, profile.router.scaling, env=control)
+        Router, name="Router", **_options(profile.router.resources, profile.router.scaling, env=replica_env)
     ).bind(
         profile.router,
         RouteTargets.of(profile),
@@ -85,17 +86,17 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
         local_encoder=(profile.embedder, embedder_path) if profile.router.embeds_in_process(profile.embedder) else None,
     )
     monitor = serve.deployment(
-        GpuMonitor, name="GpuMonitor", num_replicas=1, **_options(profile.monitor.resources, env=control)
+        GpuMonitor, name="GpuMonitor", num_replicas=1, **_options(profile.monitor.resources, env=replica_env)
     ).bind(
         profile.monitor,
         str(settings.gpu_telemetry_file) if settings.gpu_telemetry_file else None,
     )
     extraction = serve.deployment(
-        Extraction, name="Extraction", **_options(profile.extraction.resources, profile.extraction.scaling, env=control)
+        Extraction, name="Extraction", **_options(profile.extraction.resources, profile.extraction.scaling, env=replica_env)
     ).bind(profile, llms, router, residency)
     ingress_cls = make_ingress_class(settings, frozenset(spec.model_id for spec in profile.models))
     return serve.deployment(
-        ingress_cls, name="Ingress", **_options(profile.ingress.resources, profile.ingress.scaling, env=control)
+        ingress_cls, name="Ingress", **_options(profile.ingress.resources, profile.ingress.scaling, env=replica_env)
     ).bind(profile, llms, embedder, router, monitor, extraction, collections, residency)
 
 

@@ -131,19 +131,15 @@ def ray_daemons_on_this_node() -> list:
     # A starter that exited (``ray start`` without ``--block``) leaves its daemons to
     # init, whose other children are not ours to judge: then only the raylet's are taken.
     starters_children = root.children() if root is not None and root.pid != 1 else []
-    for proc in [*starters_children, *raylet.children()]:
-        try:
-            if proc.pid in found:
+    for procs, is_rays in ((starters_children, lambda cmdline: is_ray_daemon(cmdline, ray_dir)),
+                           (raylet.children(), is_ray_system_actor)):
+        for proc in procs:
+            try:
+                if proc.pid not in found and is_rays(proc.cmdline()):
+                    found[proc.pid] = proc
+                    found.update((child.pid, child) for child in proc.children(recursive=True))
+            except psutil.Error:
                 continue
-            cmdline = proc.cmdline()
-            if proc.ppid() == raylet.pid and not is_ray_system_actor(cmdline):
-                continue
-            if proc.ppid() != raylet.pid and not is_ray_daemon(cmdline, ray_dir):
-                continue
-            found[proc.pid] = proc
-            found.update((child.pid, child) for child in proc.children(recursive=True))
-        except psutil.Error:
-            continue
     return list(found.values())
 
 

@@ -27,8 +27,9 @@ def llm_config_dict(spec: LLMSpec, *, device: str, model_path: str, extra_env: O
         spec: The profile's description of the model.
         device: ``cpu`` or ``gpu``, from the profile.
         model_path: Resolved weights location (local path or hub id).
-        extra_env: More environment for the replica and its engine (the control plane's
-            cores, :func:`serve.core_plan.control_plane_env`).
+        extra_env: More environment for the replica and its engine (one event loop,
+            :mod:`serve.serve_loops`; the control plane's cores,
+            :func:`serve.core_plan.control_plane_env`).
     """
     engine_kwargs: dict[str, Any] = {
         "max_model_len": spec.max_model_len,
