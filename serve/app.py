@@ -29,6 +29,10 @@ class AppArgs(BaseModel):
     )
 
 
+#: Requests the Residency replica takes at once (waiters of a wake included).
+RESIDENCY_MAX_ONGOING = 4096
+
+
 def _options(resources, scaling=None, env: Optional[dict[str, str]] = None, **extra: Any) -> dict[str, Any]:
     actor: dict[str, Any] = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
     if env:
@@ -58,13 +62,16 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     # Embedder (which computes) keeps off the CPU engines' cores (serve/core_plan.py).
     replica_env = {**SINGLE_LOOP_ENV, **control_plane_env(profile)}
     llms = {spec.role: build_llm_node(spec, device=profile.device, cache_dir=settings.cache_dir, extra_env=replica_env,
-                                      gpu_memory_gib=profile.gpu_memory_gib)
+                                      gpu_memory_gib=profile.gpu_memory_gib, wake_timeout_s=profile.residency.wake_timeout_s)
             for spec in profile.models}
     residency = None
     if profile.on_demand:
-        # One replica: it holds the ledger of what is awake.
+        # One replica: it holds the ledger of what is awake. Every waiter of a wake holds one
+        # of its requests open for the whole wake; Serve's default of 5 at once would queue
+        # state queries (/v1/models, releases) behind them. Its methods never block the loop.
         residency = serve.deployment(
-            Residency, name="Residency", num_replicas=1, **_options(profile.residency.resources, env=replica_env)
+            Residency, name="Residency", num_replicas=1, max_ongoing_requests=RESIDENCY_MAX_ONGOING,
+            **_options(profile.residency.resources, env=replica_env)
         ).bind(profile, llms)
     embedder_path = resolve_source(profile.embedder.source, cache_dir=settings.cache_dir)
     embedder = serve.deployment(

@@ -53,6 +53,12 @@ class Scaling(_Strict):
     health_check_period_s: float = Field(
         2.0, gt=0, description="How often Serve checks each replica (a dead one is replaced)."
     )
+    health_check_timeout_s: Optional[float] = Field(
+        None, gt=0,
+        description="How long one health check may take before it counts as failed (three failures in a row "
+        "replace the replica). null: Serve's default, and for LLM replicas the profile's "
+        "`residency.wake_timeout_s`, so that nothing an engine start does can cost its replica.",
+    )
     autoscaling: Optional[dict[str, Any]] = Field(
         None, description="A Ray Serve autoscaling_config; replaces num_replicas."
     )
@@ -63,6 +69,8 @@ class Scaling(_Strict):
             "max_ongoing_requests": self.max_ongoing_requests,
             "health_check_period_s": self.health_check_period_s,
         }
+        if self.health_check_timeout_s is not None:
+            options["health_check_timeout_s"] = self.health_check_timeout_s
         if self.max_queued_requests >= 0:
             options["max_queued_requests"] = self.max_queued_requests
             options["backpressure_config"] = {
@@ -327,6 +335,13 @@ class RouterSpec(_Strict):
             "degrades to the extractor."
         ),
     )
+    allow_random_weights: bool = Field(
+        False,
+        description="Let `auto` (its routing decisions and its fallbacks) answer with models that have random "
+        "weights (generated test checkpoints). Off: such a model is reached only by name or `x-route`, and "
+        "`auto` goes to the highest tier with real weights, saying so in `x-route-reason`. The test profiles "
+        "turn it on; a profile whose extractor has random weights must.",
+    )
     residency_margin: float = Field(
         0.1, ge=0, le=1,
         description="A request whose score is within this of a sleeping model's tier boundary goes to the "
@@ -464,6 +479,11 @@ class ClusterSpec(_Strict):
     )
     model_cache_gib: int = Field(100, ge=1, description="Size of the model cache volume.")
     collections_gib: int = Field(20, ge=1, description="Size of the volume holding the collections.")
+    operator_namespace: str = Field(
+        "kuberay-system", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="The namespace the KubeRay operator runs in: the only one whose pods may reach Ray's ports "
+        "(selected by its name, which the API server sets and nobody can label their way into).",
+    )
 
 
 class ResidencySpec(_Strict):
@@ -536,6 +556,10 @@ class Profile(_Strict):
             raise ValueError("cpu_cores binds CPU engines; a gpu profile's engines compute on the GPU")
         for spec in self.models:
             self._check_llm(spec)
+        if self.extractor.is_test_checkpoint and not self.router.allow_random_weights:
+            raise ValueError("router.allow_random_weights: the extractor has random weights, so `auto` has no model "
+                             "with real weights to answer with; turn it on (a test profile) or give the extractor "
+                             "real weights")
         if len(set(ids)) != len(ids) or AUTO_MODEL_ID in ids:
             raise ValueError(
                 f"model ids must be unique and not {AUTO_MODEL_ID!r}; got {ids}"

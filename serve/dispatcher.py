@@ -34,7 +34,7 @@ from deployments.router.decision import RouteDecision
 from deployments.router.features import RouteInput
 from serve.config import AUTO_MODEL_ID, LLMSpec, Profile
 from serve.conformance import forces_structure, structured_thinking_budget
-from serve.errors import BadRequest, NotFound, RateLimited, Unavailable, typed_handle_errors
+from serve.errors import BadRequest, GraphError, ModelAsleep, NotFound, RateLimited, Unavailable, typed_handle_errors
 from serve.health import HealthPicture
 from serve.limits import apply_generation_limits
 from serve.observability import replica_metric
@@ -103,11 +103,14 @@ class Dispatcher:
             threshold=self._profile.router.threshold, features={}, pinned=True,
         )
 
-    async def resolve(self, requested: Optional[str], route_input: RouteInput, pin: Optional[str] = None) -> RouteDecision:
+    async def resolve(self, requested: Optional[str], route_input: RouteInput, pin: Optional[str] = None, *,
+                      allow_random_weights: bool = False) -> RouteDecision:
         """Pick the LLM: a pin (x-route header or model id) wins; ``auto`` asks the router.
 
-        ``auto`` decisions then face the GPU's thermal state and the reasoner's load:
-        when either says no, the request goes to the extractor and the reason says why.
+        ``auto`` decisions then face the profile's tiers (no random weights unless the
+        profile or ``allow_random_weights``, the request's ``x-route-random-weights: allow``,
+        lets them), the GPU's thermal state and the reasoner's load: when one says no,
+        the request goes to a lighter model and the reason says why.
 
         Raises:
             BadRequest: an unknown ``x-route``, or the embedder named for chat.
@@ -122,7 +125,9 @@ class Dispatcher:
             self._health.watch()
             decision = await decide_in_time(self._router, route_input, profile=self._profile,
                                             timeout_s=self._settings.router_timeout_s)
-            return self._degraded(self._tiers.place(decision, self._health))
+            if allow_random_weights:
+                decision = decision.model_copy(update={"random_weights_allowed": True})
+            return self._degraded(self._tiers.place(decision, self._health, allow_random=allow_random_weights))
         if requested in self.specs:
             return self.pinned(requested, "model named in request")
         if requested == self._profile.embedder.model_id:
@@ -208,6 +213,8 @@ class Dispatcher:
                 chunks = getattr(self._llms[target], call_method).remote(body, request_info)
                 first = await chunks.__anext__()
             head = first[0] if isinstance(first, list) else first
+            if isinstance(head, GraphError):
+                raise head  # the replica's typed answer (its engine is asleep)
             if isinstance(head, ErrorResponse):
                 raise OpenAIHTTPException(message=head.error.message, status_code=head.error.code, type=head.error.type)
             if isinstance(head, NON_STREAMING_RESPONSE_TYPES):
@@ -227,6 +234,19 @@ class Dispatcher:
 
         return None, openai_sse(rest()), wake_ms
 
+    async def _call_awake_llm(self, body: Any, call_method: str, request_info: Any) -> tuple[Optional[dict], Optional[AsyncIterator], float]:
+        """:meth:`_call_llm`; when the replica answers that its engine is asleep (its replica
+        was replaced, or the manager's ledger is behind), the manager is told, and one
+        more lease wakes the model for a second try."""
+        try:
+            return await self._call_llm(body, call_method, request_info)
+        except ModelAsleep:
+            if self._leases is None or not self.specs[body.model][1].on_demand:
+                raise
+            logger.warning("%s answered that its engine is asleep; waking it", body.model)
+            await self._leases.found_asleep(body.model)
+            return await self._call_llm(body, call_method, request_info)
+
     def _count_in_flight(self, target: str, delta: int) -> None:
         self.in_flight[target] = self.in_flight.get(target, 0) + delta
 
@@ -237,13 +257,15 @@ class Dispatcher:
 
     # --------------------------------------------------------------- fallback
     def _chain(self, decision: RouteDecision) -> list[str]:
-        """The hops to try: the target, then (``auto`` only) the other resident models,
+        """The hops to try: the target, then (``auto`` only) the other resident models that
+        ``auto`` may answer with (real weights, unless the profile allows random ones),
         nearest tier first (a fallback never wakes a sleeping model), then the remote."""
         chain = [decision.target]
         if not decision.pinned and self._profile.router.fallback_to_other_local:
             order = list(self.specs)
             here = order.index(decision.target) if decision.target in order else 0
-            chain += sorted((m for m in order if m != decision.target and not self.specs[m][1].on_demand),
+            chain += sorted((m for m in order if m != decision.target and not self.specs[m][1].on_demand
+                             and self._tiers.may_answer_auto(m, allow_random=decision.random_weights_allowed)),
                             key=lambda m: (abs(order.index(m) - here), order.index(m) > here))
         if not decision.pinned and self._settings.fallback_url:
             chain.append(REMOTE_HOP)
@@ -271,7 +293,8 @@ class Dispatcher:
                 elif not self._health.healthy(self.specs[target][0]) and not last:
                     raise Unavailable(f"{target} is down", code="service_unavailable")
                 else:
-                    reply, stream, wake_ms = await self._call_llm(self.prepare(original, target), call_method, request_info)
+                    reply, stream, wake_ms = await self._call_awake_llm(self.prepare(original, target), call_method,
+                                                                        request_info)
             except (RateLimited, Unavailable, RayActorError) as exc:
                 outcome = _hop_outcome(exc)
                 if outcome is None:
@@ -290,7 +313,7 @@ class Dispatcher:
         return await forward_remote(
             remote_payload(original, spec), call_method, url=self._settings.fallback_url,
             api_key=self._settings.fallback_api_key.get_secret_value(), model=self._settings.fallback_model,
-            timeout_s=self._settings.fallback_timeout_s,
+            timeout_s=self._settings.fallback_timeout_s, max_reply_bytes=self._settings.fallback_max_reply_bytes,
         )
 
     def _final(self, decision: RouteDecision, target: str, hops: list[str]) -> RouteDecision:

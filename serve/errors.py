@@ -31,6 +31,7 @@ _TYPE_BY_STATUS = {
     408: "timeout_error",
     409: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
     431: "invalid_request_error",
@@ -46,6 +47,7 @@ _CODE_BY_STATUS = {
     408: "request_timeout",
     409: "conflict",
     413: "request_too_large",
+    415: "unsupported_media_type",
     422: "unprocessable_entity",
     429: "rate_limited",
     431: "request_headers_too_large",
@@ -113,6 +115,25 @@ class ModelUnavailable(Unavailable):
     fit beside the models in use. The message is ours (model ids, memory figures, what to
     do) and names no internals, so clients see it."""
 
+    public_message = True
+
+
+class ModelAsleep(ModelUnavailable):
+    """The request reached an LLM replica whose engine is not running (asleep, stopped, or
+    still starting). The replica answers with this, never with a 500; the dispatcher has
+    the residency manager wake the model and tries once more."""
+
+    @classmethod
+    def of(cls, model_id: str, retry_after_s: int = 5) -> "ModelAsleep":
+        """The error for ``model_id``, with its Retry-After."""
+        return cls(f"model {model_id!r} is asleep; the next request that needs it wakes it",
+                   param="model", code="model_asleep", headers={"Retry-After": str(retry_after_s)})
+
+
+class BadGateway(GraphError):
+    """An upstream (the remote provider) answered something the graph will not pass on."""
+
+    status_code = 502
     public_message = True
 
 

@@ -27,8 +27,18 @@ def is_loopback(host: str) -> bool:
 
 
 def exposure_problem(host: Optional[str], settings: Settings) -> Optional[str]:
-    """Why serving on ``host`` with ``settings`` is refused (None when it is fine)."""
-    if host is None or is_loopback(host) or settings.api_key_set or settings.allow_unauthenticated:
+    """Why serving on ``host`` with ``settings`` is refused (None when it is fine).
+
+    Fails closed: when the bind address could not be read (``host`` None), only keys or
+    an explicit ``LLMGRAPH_ALLOW_UNAUTHENTICATED`` let the graph start.
+    """
+    if settings.api_key_set or settings.allow_unauthenticated:
+        return None
+    if host is None:
+        return ("the HTTP proxy's bind address could not be read, so the graph cannot tell that it listens on "
+                "loopback only, and no API keys are configured: set LLMGRAPH_API_KEYS or LLMGRAPH_API_KEYS_FILE, "
+                "or set LLMGRAPH_ALLOW_UNAUTHENTICATED=true")
+    if is_loopback(host):
         return None
     return (
         f"the HTTP proxy listens on {host!r}, beyond loopback, but no API keys are "
@@ -39,10 +49,10 @@ def exposure_problem(host: Optional[str], settings: Settings) -> Optional[str]:
 
 def serve_http_host() -> Optional[str]:
     """The host Serve's HTTP proxies bind to, asked of the running Serve controller."""
-    try:
-        from ray.serve.context import _get_global_client
+    from serve.ray_private import serve_http_options
 
-        return str(_get_global_client().http_config.host)
-    except Exception as exc:  # noqa: BLE001 - no controller (e.g. tests): nothing to check
-        logger.info("could not read Serve's HTTP options: %r", exc)
+    try:
+        return str(serve_http_options().host)
+    except Exception as exc:  # noqa: BLE001 - unknown: exposure_problem fails closed on None
+        logger.warning("could not read Serve's HTTP options: %r", exc)
         return None

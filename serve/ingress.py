@@ -34,6 +34,7 @@ from serve.errors import BadRequest, NotFound, install_error_handlers, validatio
 from serve.extract_api import ExtractionEndpoints
 from serve.health import HealthCache
 from serve.log_filters import quiet_probes
+from serve.browser_guard import BrowserGuardMiddleware
 from serve.middleware import MAX_HEADER_BYTES, ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware, HeaderLimitMiddleware
 from serve.model_cards import model_cards
 from serve.models_api import ModelEndpoints
@@ -54,6 +55,7 @@ from serve.settings import Settings, configured_api_keys, load_settings
 ROUTE_TARGET_HEADER = "x-route-target"
 ROUTE_REASON_HEADER = "x-route-reason"
 ROUTE_HOPS_HEADER = "x-route-hops"
+RANDOM_WEIGHTS_HEADER = "x-route-random-weights"
 WAKE_HEADER = "x-model-wake-ms"
 
 
@@ -62,6 +64,13 @@ def _check_roles(body: ChatCompletionRequest) -> None:
     if (bad := unknown_role(body.messages)) is not None:
         raise BadRequest(f"messages[{bad[0]}].role {bad[1]!r} is not one of {sorted(CHAT_ROLES)}",
                          param=f"messages[{bad[0]}].role", code="invalid_role")
+
+
+def _route_asks(request: Request) -> dict[str, Any]:
+    """What the request's headers ask of routing: a pin (``x-route``), and random-weight
+    models allowed for ``auto`` (``x-route-random-weights: allow``)."""
+    allow = request.headers.get(RANDOM_WEIGHTS_HEADER, "").strip().lower() == "allow"
+    return {"pin": request.headers.get("x-route"), "allow_random_weights": allow}
 
 
 def _route_input(body: ChatCompletionRequest) -> RouteInput:
@@ -163,7 +172,7 @@ class Ingress(ModelEndpoints, ExtractionEndpoints, CollectionEndpoints):
         found: list[dict[str, Any]] = []
         if retrieval is not None:
             query, found = await self._retrieve(body, retrieval)
-        decision = await self._dispatcher.resolve(body.model, _route_input(body), request.headers.get("x-route"))
+        decision = await self._dispatcher.resolve(body.model, _route_input(body), **_route_asks(request))
         dispatched = await self._dispatcher.dispatch(body, "chat", decision, RawRequestInfo.from_starlette_request(request))
         headers = {"x-retrieval-ids": rag.retrieval_ids_header(found)} if retrieval is not None else {}
         if dispatched.stream is not None:
@@ -204,13 +213,15 @@ class Ingress(ModelEndpoints, ExtractionEndpoints, CollectionEndpoints):
         prompt = body.prompt
         text = prompt if isinstance(prompt, str) else " ".join(p for p in prompt if isinstance(p, str)) if isinstance(prompt, list) else ""
         route_input = RouteInput(text=text, last_user_text=text, max_tokens=body.max_tokens)
-        decision = await self._dispatcher.resolve(body.model, route_input, request.headers.get("x-route"))
+        decision = await self._dispatcher.resolve(body.model, route_input, **_route_asks(request))
         return _response(await self._dispatcher.dispatch(body, "completions", decision, RawRequestInfo.from_starlette_request(request)))
 
     async def route(self, body: ChatCompletionRequest, request: Request) -> RouteDecision:
-        """Dry run: the decision a chat body would get, with score and features."""
+        """Dry run: the decision a chat body would get, with score and features (admitted
+        as a chat request is: a dry run costs a routing decision)."""
         _check_roles(body)
-        return await self._dispatcher.resolve(body.model, _route_input(body), request.headers.get("x-route"))
+        self._dispatcher.admit(llm=True)
+        return await self._dispatcher.resolve(body.model, _route_input(body), **_route_asks(request))
 
     # ------------------------------------------------------------- embeddings
     async def embeddings(self, body: EmbeddingsRequest, request: Request) -> EmbeddingsResponse:
@@ -314,7 +325,9 @@ def build_ingress_app(settings: Settings, targets: frozenset[str] = frozenset(),
     # authentication, then the body limit (so unauthenticated bodies are never read).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(HeaderLimitMiddleware, max_bytes=MAX_HEADER_BYTES)
-    app.add_middleware(ApiKeyMiddleware, keys=configured_api_keys if keys is None else keys)
+    key_source = configured_api_keys if keys is None else keys
+    app.add_middleware(BrowserGuardMiddleware, keys=key_source, any_host=settings.allow_unauthenticated)
+    app.add_middleware(ApiKeyMiddleware, keys=key_source)
     app.add_middleware(CatchAllMiddleware)
     # Outermost: counts every answer, the catch-all's and the auth middleware's included.
     app.add_middleware(RequestMetricsMiddleware, known_targets=set(targets))

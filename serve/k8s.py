@@ -102,24 +102,61 @@ def _secure_pod(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def network_policy() -> dict[str, Any]:
-    """Only the Serve port is open to the namespace; Ray's ports only to the cluster's
-    own pods and the KubeRay operator (which submits the Serve config to the dashboard)."""
+#: Private and link-local ranges (cloud metadata services among them): no egress there
+#: beyond the rules that name the cluster's own pods and DNS.
+_PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10")
+
+
+def network_policy(operator_namespace: str) -> dict[str, Any]:
+    """Who may talk to the graph's pods, and whom they may talk to.
+
+    In: the Serve port from the namespace; Ray's ports from the cluster's own pods and
+    from the KubeRay operator (which submits the Serve config to the dashboard), its
+    namespace selected by name (``kubernetes.io/metadata.name`` is set by the API server;
+    a label anyone can put on a namespace is not). Out: the cluster's own pods, DNS, and
+    HTTPS to public addresses (model downloads); nothing else, so no request can make a
+    replica reach the cloud's metadata service or another internal service.
+    """
     ray_ports = [{"port": port, "protocol": "TCP"} for port in RAY_PORTS]
+    own_pods = {"podSelector": {"matchLabels": dict(_LABELS)}}
+    operator = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": operator_namespace}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}}
+    dns = [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": {"name": NAME, "labels": dict(_LABELS)},
         "spec": {
             "podSelector": {"matchLabels": dict(_LABELS)},
-            "policyTypes": ["Ingress"],
+            "policyTypes": ["Ingress", "Egress"],
             "ingress": [
                 # Ray's internal traffic (GCS, object transfer, workers) between the cluster's pods.
-                {"from": [{"podSelector": {"matchLabels": dict(_LABELS)}}]},
-                {"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}}],
-                 "ports": ray_ports},
+                {"from": [own_pods]},
+                {"from": [operator], "ports": ray_ports},
                 {"from": [{"podSelector": {}}], "ports": [{"port": SERVE_PORT, "protocol": "TCP"}]},
             ],
+            "egress": [
+                {"to": [own_pods]},
+                {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                 "ports": dns},
+                {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(_PRIVATE_RANGES)}}],
+                 "ports": [{"port": 443, "protocol": "TCP"}]},
+            ],
+        },
+    }
+
+
+def redis_egress_policy() -> dict[str, Any]:
+    """With GCS fault tolerance, the graph's pods may also reach Redis (``redis:6379``, a
+    pod of the same namespace); network policies add up, so this is the whole change."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"{NAME}-redis-egress", "labels": dict(_LABELS)},
+        "spec": {
+            "podSelector": {"matchLabels": dict(_LABELS)},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [{"podSelector": {}}], "ports": [{"port": 6379, "protocol": "TCP"}]}],
         },
     }
 
@@ -291,7 +328,7 @@ def render(profile_name: str, *, serve_config_path: Path | None = None, image: s
         "base/rayservice.yaml": _dump(rayservice(profile, serve_config_for(profile_name, serve_config_path), image)),
         "base/model-cache-pvc.yaml": _dump(model_cache_claim(profile)),
         "base/collections-pvc.yaml": _dump(collections_claim(profile)),
-        "base/network-policy.yaml": _dump(network_policy()),
+        "base/network-policy.yaml": _dump(network_policy(profile.cluster.operator_namespace)),
         "base/kustomization.yaml": _dump(
             {
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
@@ -300,10 +337,12 @@ def render(profile_name: str, *, serve_config_path: Path | None = None, image: s
             }
         ),
         "components/gcs-ft/gcs-ft-patch.yaml": _dump(_gcs_ft_patch()),
+        "components/gcs-ft/redis-egress.yaml": _dump(redis_egress_policy()),
         "components/gcs-ft/kustomization.yaml": _dump(
             {
                 "apiVersion": "kustomize.config.k8s.io/v1alpha1",
                 "kind": "Component",
+                "resources": ["redis-egress.yaml"],
                 "patches": [{"path": "gcs-ft-patch.yaml", "target": {"kind": "RayService", "name": NAME}}],
             }
         ),

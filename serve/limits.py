@@ -22,6 +22,18 @@ MAX_REGEX_CHARS = MAX_PATTERN_CHARS
 MAX_SCHEMA_BYTES = MAX_SCHEMA_CHARS
 #: Largest logprob count, for generated and for prompt tokens (vLLM's default cap).
 MAX_LOGPROBS = 20
+#: Stop sequences a request may carry, and the longest one: each is searched for in every
+#: detokenized step of every sequence.
+MAX_STOP_SEQUENCES = 16
+MAX_STOP_CHARS = 256
+MAX_STOP_TOKEN_IDS = 64
+#: Token biases a request may carry (OpenAI's own bound): each is applied at every step.
+MAX_LOGIT_BIAS = 300
+#: Tools a chat request may carry (OpenAI's bound); each one's parameters schema is
+#: bounded as a response_format schema is (its grammar is compiled for tool_choice).
+MAX_TOOLS = 128
+#: JSON nesting of a response_format schema or a tool's parameters.
+MAX_CHAT_SCHEMA_DEPTH = 64
 
 
 def _too_big(field: str, value: Any, limit: int) -> BadRequest:
@@ -88,8 +100,40 @@ def apply_generation_limits(body: Any, spec: LLMSpec) -> None:
         if schema is not None and len(json.dumps(schema) if not isinstance(schema, str) else schema) > MAX_SCHEMA_BYTES:
             raise _too_big("structured_outputs.json size", "too large", MAX_SCHEMA_BYTES)
 
-    schema = _schema_of(getattr(body, "response_format", None))
-    if schema is not None:
-        size = len(json.dumps(schema, default=str))
-        if size > MAX_SCHEMA_BYTES:
-            raise _too_big("response_format.json_schema size", size, MAX_SCHEMA_BYTES)
+    _check_schema_bounds("response_format.json_schema", _schema_of(getattr(body, "response_format", None)))
+    _check_stops(body)
+    logit_bias = getattr(body, "logit_bias", None)
+    if logit_bias and len(logit_bias) > MAX_LOGIT_BIAS:
+        raise _too_big("logit_bias", f"{len(logit_bias)} entries", MAX_LOGIT_BIAS)
+    tools = getattr(body, "tools", None) or []
+    if len(tools) > MAX_TOOLS:
+        raise _too_big("tools", f"{len(tools)} tools", MAX_TOOLS)
+    for index, tool in enumerate(tools):
+        function = getattr(tool, "function", None)
+        _check_schema_bounds(f"tools[{index}].function.parameters", getattr(function, "parameters", None))
+
+
+def _check_schema_bounds(field: str, schema: Any) -> None:
+    """A schema the grammar compiler will see: bounded in size and nesting."""
+    from deployments.extraction.schemas import nests_deeper_than
+
+    if schema is None:
+        return
+    if nests_deeper_than(schema, MAX_CHAT_SCHEMA_DEPTH):
+        raise _too_big(field, "a schema nested deeper than the limit", MAX_CHAT_SCHEMA_DEPTH)
+    size = len(json.dumps(schema, default=str))
+    if size > MAX_SCHEMA_BYTES:
+        raise _too_big(field, f"{size} bytes", MAX_SCHEMA_BYTES)
+
+
+def _check_stops(body: Any) -> None:
+    stop = getattr(body, "stop", None)
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if len(stops) > MAX_STOP_SEQUENCES:
+        raise _too_big("stop", f"{len(stops)} sequences", MAX_STOP_SEQUENCES)
+    longest = max((len(s) for s in stops if isinstance(s, str)), default=0)
+    if longest > MAX_STOP_CHARS:
+        raise _too_big("stop", f"a sequence of {longest} characters", MAX_STOP_CHARS)
+    stop_ids = getattr(body, "stop_token_ids", None) or []
+    if len(stop_ids) > MAX_STOP_TOKEN_IDS:
+        raise _too_big("stop_token_ids", f"{len(stop_ids)} ids", MAX_STOP_TOKEN_IDS)

@@ -47,7 +47,7 @@ def model_cards(profile: Profile) -> dict[str, ModelCard]:
     return {
         AUTO_MODEL_ID: _card(AUTO_MODEL_ID, {
             "role": "router", "policy": profile.router.policy,
-            "routes_to": [tier.model for tier in Tiers(profile).tiers],
+            "routes_to": Tiers(profile).routable,
         }),
         **{spec.model_id: _card(spec.model_id, _llm_metadata(spec, profile.device)) for spec in profile.models},
         profile.embedder.model_id: _card(profile.embedder.model_id, {

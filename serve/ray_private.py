@@ -20,9 +20,21 @@ from ray.llm._internal.serve.core.ingress.utils import (
     _sanitize_chat_completion_request as sanitize_chat_request,
 )
 from ray.llm._internal.serve.core.protocol import RawRequestInfo
+from ray.llm._internal.serve.engines.vllm.vllm_engine import VLLMEngine
 from ray.llm._internal.serve.utils.batcher import Batcher
+from ray.serve.context import _get_global_client
+
+#: The VLLMEngine methods :class:`deployments.llm.engine.OffLoopStartEngine` takes over, in
+#: the order ``VLLMEngine.start`` calls them (checked by tests/unit/test_ray_private.py):
+#: the awaited callback hook comes first, then the two blocking steps.
+VLLM_ENGINE_START_STEPS = ("on_after_node_init", "_prepare_engine_config", "_start_async_llm_engine")
+
+def serve_http_options():
+    """The HTTP options (host, port) the running Serve controller was started with."""
+    return _get_global_client().http_config
+
 
 __all__ = [
     "Batcher", "CallbackBase", "ErrorResponse", "ModelCard", "ModelList", "NON_STREAMING_RESPONSE_TYPES", "OpenAIHTTPException",
-    "RawRequestInfo", "openai_sse", "sanitize_chat_request",
+    "RawRequestInfo", "VLLMEngine", "VLLM_ENGINE_START_STEPS", "openai_sse", "sanitize_chat_request", "serve_http_options",
 ]

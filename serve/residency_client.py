@@ -54,6 +54,10 @@ class Leases:
             exc.headers.setdefault("Retry-After", str(self._spec.retry_after_s))
             raise
 
+    async def found_asleep(self, model_id: str) -> None:
+        """Tell the manager a request met ``model_id`` without a running engine."""
+        await within(self._handle.engine_found_asleep.remote(model_id), self._timeout_s, "the residency manager")
+
     def release(self, model_id: str) -> None:
         """Give the lease back, without holding up the answer (which has already gone).
 

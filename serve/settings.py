@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     fallback_api_key: SecretStr = Field(default=SecretStr(""), description="Bearer key for the fallback provider.")
     fallback_model: str = Field(default="", description="Model name to ask the fallback provider for.")
     fallback_timeout_s: float = Field(default=120.0, gt=0, description="Timeout of the remote hop.")
+    fallback_max_reply_bytes: int = Field(
+        default=8 * 1024 * 1024, gt=0,
+        description="Largest reply taken from the fallback provider, after decompression; a longer one is a 502.",
+    )
     max_body_bytes: int = Field(
         default=2 * 1024 * 1024,
         gt=0,
@@ -95,6 +99,15 @@ class Settings(BaseSettings):
         description=(
             "How long a deployment may take to answer its health check before it counts as "
             "down, for /readyz and for the fallback (checked every second in the background)."
+        ),
+    )
+
+    engine_start_delay_s: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "Test and drill knob: an LLM engine's start waits this long first (off the replica's event "
+            "loop, as the start itself), to show that a slow start costs no health check."
         ),
     )
 

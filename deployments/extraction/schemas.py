@@ -42,6 +42,8 @@ MAX_JSON_DEPTH = 2 * MAX_SCHEMA_DEPTH + 4
 MAX_SCHEMA_CHARS = 64 * 1024
 #: Longest ``pattern`` accepted in a caller's schema; chat's regex has the same bound.
 MAX_PATTERN_CHARS = 2000
+#: ``$ref`` a caller's schema may hold (each is followed when looking for cycles).
+MAX_REFS = 64
 #: Keywords the decoder cannot enforce; a schema using one is refused with a 422.
 UNSUPPORTED_KEYWORDS = frozenset({
     "not", "if", "then", "else", "dependentRequired", "dependentSchemas", "dependencies",
@@ -143,44 +145,109 @@ def _walk(schema: Any, path: str = "#", depth: int = 0) -> Iterator[tuple[dict[s
         yield from _walk(sub, sub_path, depth + 1)
 
 
-def _every_object(schema: Any) -> Iterator[tuple[dict[str, Any], str]]:
-    """Every JSON object anywhere in ``schema``, under any keyword, known or not.
+def _every_object(schema: Any) -> Iterator[tuple[dict[str, Any], str, tuple[str, ...]]]:
+    """Every JSON object anywhere in ``schema``, under any keyword, known or not, with its
+    path (for messages) and its location as reference tokens.
 
     ``_walk`` follows the keywords that hold sub-schemas; a ``$ref`` can point anywhere
     in the document (``#/x-anything/0``), so references are checked on every object.
     Iterative: the caller's nesting cannot exhaust the stack.
     """
-    stack: list[tuple[Any, str]] = [(schema, "#")]
+    stack: list[tuple[Any, str, tuple[str, ...]]] = [(schema, "#", ())]
     while stack:
-        node, path = stack.pop()
+        node, path, tokens = stack.pop()
         if isinstance(node, dict):
-            yield node, path
-            stack.extend((v, f"{path}/{k}") for k, v in node.items() if isinstance(v, (dict, list)))
+            yield node, path, tokens
+            stack.extend((v, f"{path}/{k}", (*tokens, str(k))) for k, v in node.items() if isinstance(v, (dict, list)))
         elif isinstance(node, list):
-            stack.extend((v, f"{path}/{i}") for i, v in enumerate(node) if isinstance(v, (dict, list)))
+            stack.extend((v, f"{path}/{i}", (*tokens, str(i))) for i, v in enumerate(node) if isinstance(v, (dict, list)))
+
+
+def linear_pattern(pattern: str) -> Any:
+    """``pattern`` compiled by RE2, whose matching time is linear in the text.
+
+    Python's ``re`` backtracks: ``^(a|a)*c$`` over forty ``a`` kept a worker busy for
+    90 s. RE2 has no lookaround or backreferences; such a pattern raises ``ValueError``.
+    """
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # a refused pattern is the caller's 400, not a log line
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _linear_pattern_keyword(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Iterator[Any]:
+    """jsonschema's ``pattern`` keyword, matched by RE2 (:func:`linear_pattern`)."""
+    from jsonschema.exceptions import ValidationError
+
+    if validator.is_type(instance, "string") and not linear_pattern(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
 def caller_validator(schema: dict[str, Any]) -> Any:
-    """A validator for a caller's schema that can never fetch anything.
+    """A validator for a caller's schema that can never fetch anything and never backtracks.
 
     jsonschema's default registry retrieves unknown URIs (any scheme, ``file://``
     included, without a timeout); an empty ``referencing.Registry`` resolves only
-    what the schema itself holds and raises ``Unresolvable`` for anything else.
+    what the schema itself holds and raises ``Unresolvable`` for anything else. Its
+    ``pattern`` keyword runs on Python's backtracking ``re``; here it runs on RE2.
     """
-    from jsonschema import Draft202012Validator
+    from jsonschema import Draft202012Validator, validators
     from referencing import Registry
 
-    return Draft202012Validator(schema, registry=Registry())
+    linear = validators.extend(Draft202012Validator, {"pattern": _linear_pattern_keyword})
+    return linear(schema, registry=Registry())
+
+
+def _pointer_tokens(ref: str) -> tuple[str, ...]:
+    """The reference tokens of a local ``$ref`` (``#/a/b~1c`` -> ``("a", "b/c")``)."""
+    body = ref[1:].lstrip("/")
+    return tuple(t.replace("~1", "/").replace("~0", "~") for t in body.split("/")) if body else ()
+
+
+def _ref_cycle(refs: list[tuple[tuple[str, ...], str]]) -> Optional[str]:
+    """A ``$ref`` that leads back to itself, or None.
+
+    ``refs`` holds each reference's location (tokens) and target. A target's sub-schema
+    holds every reference located under it; following them from a target that comes back
+    to one still being followed is a cycle (``#`` from inside the schema, two ``$defs``
+    that name each other). The decoder would have to unfold such a schema forever.
+    """
+    targets = {ref: _pointer_tokens(ref) for _, ref in refs}
+    inside = {ref: [r for loc, r in refs if loc[:len(tokens)] == tokens] for ref, tokens in targets.items()}
+    state: dict[str, int] = {}  # 1: being followed, 2: done
+    for start in inside:
+        if state.get(start):
+            continue
+        stack = [(start, iter(inside[start]))]
+        state[start] = 1
+        while stack:
+            ref, following = stack[-1]
+            nxt = next(following, None)
+            if nxt is None:
+                state[ref] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return nxt
+            elif not state.get(nxt):
+                state[nxt] = 1
+                stack.append((nxt, iter(inside[nxt])))
+    return None
 
 
 def _check_references(schema: dict[str, Any]) -> None:
-    """Every ``$ref`` is local and resolves inside the schema; no nested ``$id``."""
+    """Every ``$ref`` is local, resolves inside the schema and leads nowhere it came from;
+    no nested ``$id``."""
     from referencing import Registry
     from referencing.exceptions import Unresolvable
     from referencing.jsonschema import DRAFT202012
 
     resolver = None
-    for node, path in _every_object(schema):
+    refs: list[tuple[tuple[str, ...], str]] = []
+    for node, path, location in _every_object(schema):
         if path != "#" and isinstance(node.get("$id"), str):
             raise SchemaRefused(f"$id at {path} is not supported (embedded schema resources)", keyword="$id", path=path)
         ref = node.get("$ref")
@@ -196,9 +263,16 @@ def _check_references(schema: dict[str, Any]) -> None:
             resolver.lookup(ref)
         except (Unresolvable, LookupError, ValueError, TypeError):
             raise SchemaRefused(f"$ref {ref!r} at {path} does not resolve inside the schema", keyword="$ref", path=path) from None
+        refs.append((location, ref))
+        if len(refs) > MAX_REFS:
+            raise SchemaRefused(f"schema has more than {MAX_REFS} $ref", keyword="$ref", path=path)
+    cycle = _ref_cycle(refs)
+    if cycle is not None:
+        raise SchemaRefused(f"$ref {cycle!r} is recursive: the schema refers back into itself, which the decoder "
+                            "cannot bound", keyword="$ref", path=cycle)
 
 
-def _nests_deeper_than(value: Any, limit: int) -> bool:
+def nests_deeper_than(value: Any, limit: int) -> bool:
     """Whether ``value`` has objects or arrays nested more than ``limit`` deep (iterative:
     the nesting a request can carry never reaches the interpreter's stack)."""
     stack = [(value, 1)]
@@ -222,7 +296,7 @@ def check_caller_schema(schema: Any) -> None:
 
     if not isinstance(schema, dict):
         raise SchemaRefused("schema must be a JSON object (a JSON schema)", keyword="type", path="#")
-    if _nests_deeper_than(schema, MAX_JSON_DEPTH):
+    if nests_deeper_than(schema, MAX_JSON_DEPTH):
         raise SchemaRefused(f"schema nests deeper than {MAX_SCHEMA_DEPTH} levels", keyword="depth", path="#")
     if len(json.dumps(schema, default=str)) > MAX_SCHEMA_CHARS:
         raise SchemaRefused(f"schema is larger than {MAX_SCHEMA_CHARS} characters", keyword="size", path="#")
@@ -247,6 +321,12 @@ def check_caller_schema(schema: Any) -> None:
         if isinstance(pattern, str) and len(pattern) > MAX_PATTERN_CHARS:
             raise SchemaRefused(f"pattern at {path} is longer than {MAX_PATTERN_CHARS} characters",
                                 keyword="pattern", path=path)
+        if isinstance(pattern, str):
+            try:
+                linear_pattern(pattern)
+            except ValueError as exc:
+                raise SchemaRefused(f"pattern at {path} is not supported by the linear-time regex engine (RE2: "
+                                    f"no lookaround, no backreferences): {exc}", keyword="pattern", path=path) from None
         fmt = node.get("format")
         if fmt is not None and fmt not in SUPPORTED_FORMATS:
             raise SchemaRefused(f"string format {fmt!r} at {path} cannot be enforced by the decoder",

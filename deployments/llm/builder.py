@@ -20,13 +20,16 @@ from serve.core_plan import parse_cores
 # The LLMServer replica actor itself needs a sliver of CPU; the engine's bundle gets the
 # rest of the profile's num_cpus.
 _REPLICA_ACTOR_CPUS = 0.05
-def llm_config_dict(spec: LLMSpec, *, device: str, model_path: str, extra_env: Optional[dict[str, str]] = None) -> dict[str, Any]:
+def llm_config_dict(spec: LLMSpec, *, device: str, model_path: str, extra_env: Optional[dict[str, str]] = None,
+                    wake_timeout_s: float = 180.0) -> dict[str, Any]:
     """The ``LLMConfig`` (as a dict) for one LLM node.
 
     Args:
         spec: The profile's description of the model.
         device: ``cpu`` or ``gpu``, from the profile.
         model_path: Resolved weights location (local path or hub id).
+        wake_timeout_s: The profile's wake budget (``residency.wake_timeout_s``): the
+            replica's health-check timeout unless the model's scaling sets one.
         extra_env: More environment for the replica and its engine (one event loop,
             :mod:`serve.serve_loops`; the control plane's cores,
             :func:`serve.core_plan.control_plane_env`).
@@ -66,6 +69,9 @@ def llm_config_dict(spec: LLMSpec, *, device: str, model_path: str, extra_env: O
         accelerator = {"kind": "cpu"}
 
     deployment_config = {
+        # A wake runs in this replica; however slow the machine, its health checks wait as
+        # long as a request waits for the wake.
+        "health_check_timeout_s": wake_timeout_s,
         **spec.scaling.deployment_options(),
         "ray_actor_options": {"num_cpus": _REPLICA_ACTOR_CPUS},
     }
@@ -78,10 +84,10 @@ def llm_config_dict(spec: LLMSpec, *, device: str, model_path: str, extra_env: O
     }
     # The engine processes vLLM starts inherit this and watch the replica (engine_watchdog).
     config["runtime_env"] = {"env_vars": {**engine_env(spec, device), **(extra_env or {}), ENGINE_WATCHDOG_ENV: "1"}}
-    if Path(model_path).is_dir():
-        config["callback_config"] = {
-            "callback_class": "deployments.llm.callbacks.LocalWeightsCallback"
-        }
+    config["callback_config"] = {
+        "callback_class": "deployments.llm.callbacks.EngineStartCallback",
+        "callback_kwargs": {"local_weights": Path(model_path).is_dir()},
+    }
     return config
 
 
@@ -98,7 +104,7 @@ def engine_env(spec: LLMSpec, device: str) -> dict[str, str]:
 
 
 def build_llm_node(spec: LLMSpec, *, device: str, cache_dir: Path, gpu_memory_gib: Optional[float] = None,
-                   extra_env: Optional[dict[str, str]] = None):
+                   extra_env: Optional[dict[str, str]] = None, wake_timeout_s: float = 180.0):
     """Bind one LLMServer deployment named after its role (``Extractor``, ``Heavy``...).
 
     Every model's server reports its engine's memory to the residency manager, and an
@@ -111,11 +117,13 @@ def build_llm_node(spec: LLMSpec, *, device: str, cache_dir: Path, gpu_memory_gi
     """
     from ray.serve.llm import LLMConfig, build_llm_deployment
 
+    from deployments.llm.engine import OffLoopStartEngine
     from deployments.llm.sources import resolve_source
     from deployments.llm.swappable import EngineLifecycle, make_server_cls
 
     model_path = resolve_source(spec.source, cache_dir=cache_dir)
-    config = LLMConfig(**llm_config_dict(spec, device=device, model_path=model_path, extra_env=extra_env))
+    config = LLMConfig(**llm_config_dict(spec, device=device, model_path=model_path, extra_env=extra_env,
+                                         wake_timeout_s=wake_timeout_s))
     budget = spec.resources.num_gpus * gpu_memory_gib if device == "gpu" and gpu_memory_gib else None
     deployment_cls = make_server_cls(EngineLifecycle(
         start_awake=not spec.on_demand, mechanism=spec.mechanism(device), serialize_start=device == "gpu",
@@ -125,4 +133,6 @@ def build_llm_node(spec: LLMSpec, *, device: str, cache_dir: Path, gpu_memory_gi
         name_prefix="",
         override_serve_options={"name": spec.deployment_name},
         deployment_cls=deployment_cls,
+        # Ray Serve LLM's engine injection point: the engine starts off the replica's loop.
+        bind_kwargs={"engine_cls": OffLoopStartEngine},
     )

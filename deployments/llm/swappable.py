@@ -144,12 +144,39 @@ def make_server_cls(lifecycle: EngineLifecycle):
                 await self._start_engine_now()
 
         async def _start_engine_now(self) -> None:
+            """Start the engine (off the event loop: :mod:`deployments.llm.engine`); a
+            start that fails leaves no half-built engine behind for requests to meet."""
             self._fit_to_card()
-            if self._lifecycle.serialize_start:
-                async with serialized_start(lock_path([str(g) for g in ray.get_gpu_ids()])):
+            try:
+                if self._lifecycle.serialize_start:
+                    async with serialized_start(lock_path([str(g) for g in ray.get_gpu_ids()])):
+                        await super().start()
+                else:
                     await super().start()
-            else:
-                await super().start()
+            except BaseException:
+                await self._stop_engine()
+                raise
+
+        def _engine_running(self) -> bool:
+            return not self._asleep and self.engine is not None
+
+        async def chat(self, request, raw_request_info=None):
+            """LLMServer's chat, or :class:`~serve.errors.ModelAsleep` as the stream's only
+            item when the engine is not running (a typed answer, never an AttributeError)."""
+            if not self._engine_running():
+                return self._asleep_stream()
+            return await super().chat(request, raw_request_info)
+
+        async def completions(self, request, raw_request_info=None):
+            """LLMServer's completions, or :class:`~serve.errors.ModelAsleep` (see :meth:`chat`)."""
+            if not self._engine_running():
+                return self._asleep_stream()
+            return await super().completions(request, raw_request_info)
+
+        async def _asleep_stream(self):
+            from serve.errors import ModelAsleep
+
+            yield ModelAsleep.of(self._llm_config.model_id)
 
         def _fit_to_card(self) -> None:
             """Give vLLM the profile's GiB, not its fraction, of the card found here."""

@@ -149,6 +149,15 @@ class Residency:
         result = await self._transition(entry, self._sleep_engine(entry))
         return {**entry.view(), "result": result}
 
+    async def engine_found_asleep(self, model_id: str) -> None:
+        """A request met ``model_id``'s replica without a running engine (a replica that
+        Serve replaced starts asleep): take the engine's word, so the next lease wakes it."""
+        entry = self._entry(model_id)
+        if entry.on_demand and self._running(entry) is None and entry.state == "awake":
+            logger.warning("%s was found asleep while the ledger had it awake (its replica was replaced?)",
+                           model_id)
+            self._set_state(entry, "asleep")
+
     async def states(self) -> list[dict[str, Any]]:
         """Every LLM's residency, state and memory, in profile order."""
         return [entry.view() for entry in self._ledger.entries.values()]

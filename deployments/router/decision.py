@@ -46,6 +46,9 @@ class RouteDecision(BaseModel):
     threshold: float
     features: dict[str, Any] = Field(default_factory=dict)
     pinned: bool = Field(False, description="True when the client named the model.")
+    random_weights_allowed: bool = Field(
+        False, description="The request let `auto` answer with random-weight models (`x-route-random-weights: allow`), "
+        "in its decision and its fallbacks, in a profile that does not (router.allow_random_weights).")
 
 
 def decide(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import functools
 import logging
 import os
 from typing import TYPE_CHECKING, Any, Optional
@@ -27,6 +28,10 @@ from serve.config import CONFIGS_DIR, RouterSpec
 from serve.core_plan import keep_to_control_plane
 from serve.log_filters import quiet_probes
 from serve.observability import replica_metric
+
+#: Prompts up to this long are scored on the event loop (a thread hop would cost more than
+#: the scan); longer ones in a worker thread.
+INLINE_SCAN_CHARS = 4_000
 
 if TYPE_CHECKING:
     from deployments.embedder.encoder import Encoder
@@ -107,12 +112,12 @@ class Router:
         if policy.needs_embedding and request.embedding is None:
             vector = (await self._embed([text_to_embed(request, self._spec.embed_chars)]))[0]
             request = dataclasses.replace(request, embedding=vector)
-        decision = decide(
-            request,
-            policy=policy,
-            threshold=self._spec.threshold,
-            targets=self._targets,
-        )
+        scoring = functools.partial(decide, request, policy=policy, threshold=self._spec.threshold,
+                                    targets=self._targets)
+        # The feature scans are linear and capped (SCAN_CHARS), yet a long prompt's still
+        # takes milliseconds: off the event loop, which streams other requests' tokens
+        # (in the ingress, where auto is decided in process) and answers health checks.
+        decision = await asyncio.to_thread(scoring) if len(request.text) > INLINE_SCAN_CHARS else scoring()
         self._count_decision(decision)
         return decision
 

@@ -65,9 +65,9 @@ def measure(client, rounds: int) -> dict[str, Any]:
             others = [m for m in on_demand if m != model]
             record = lambda scenario, got: (samples[model][scenario].append(got[0]), waits[model][scenario].append(got[1]))  # noqa: E731
             record("resident", first_token(client, resident[0]))
-            client.post(f"/v1/models/{model}/wake").raise_for_status()
+            client.post(f"/v1/models/{model}/wake", json={}).raise_for_status()
             record("awake", first_token(client, model))
-            client.post(f"/v1/models/{model}/sleep").raise_for_status()
+            client.post(f"/v1/models/{model}/sleep", json={}).raise_for_status()
             record("asleep", first_token(client, model))
             if others:
                 first_token(client, others[0])  # wakes the other one; the budget evicts this one

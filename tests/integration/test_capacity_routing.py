@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.support.models import EXTRACTOR, REASONER
+from tests.support.models import ALLOW_RANDOM, EXTRACTOR, REASONER
 
 pytestmark = pytest.mark.integration
 
@@ -30,18 +30,18 @@ def test_saturated_reasoner_sends_auto_traffic_to_the_extractor_and_back(graph, 
             deadline = time.monotonic() + 60
             route = None
             while time.monotonic() < deadline and not all(f.done() for f in load):
-                route = http.post("/v1/route", json=HARD).json()
+                route = http.post("/v1/route", json=HARD, headers=ALLOW_RANDOM).json()
                 if route["target"] == EXTRACTOR:
                     break
                 time.sleep(0.1)
             assert route is not None and route["target"] == EXTRACTOR, "auto traffic never left the saturated reasoner"
             assert route["reason"].startswith("capacity: reasoner busy")
             assert route["features"]["capacity"]["reasoner_in_flight"] >= limit
-            degraded = http.post("/v1/chat/completions", json=HARD)
+            degraded = http.post("/v1/chat/completions", json=HARD, headers=ALLOW_RANDOM)
             assert degraded.status_code == 200 and degraded.headers["x-route-target"] == EXTRACTOR
             assert degraded.headers["x-route-reason"].startswith("capacity: reasoner busy")
             assert all(f.result().status_code == 200 for f in load), "the load itself must not fail"
-    r = http.post("/v1/chat/completions", json=HARD)
+    r = http.post("/v1/chat/completions", json=HARD, headers=ALLOW_RANDOM)
     assert r.status_code == 200 and r.headers["x-route-target"] == REASONER
 
 

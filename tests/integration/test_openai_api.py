@@ -13,7 +13,7 @@ import math
 import jsonschema
 import pytest
 
-from tests.support.models import EMBEDDER, EXTRACTOR, REASONER, WEATHER_TOOL
+from tests.support.models import ALLOW_RANDOM, EMBEDDER, EXTRACTOR, REASONER, WEATHER_TOOL
 
 pytestmark = pytest.mark.integration
 
@@ -47,10 +47,21 @@ def test_auto_chat_returns_completion_and_route_headers(openai_client):
     assert completion.usage.completion_tokens <= 8
 
 
-def test_auto_sends_reasoning_requests_to_the_reasoner_with_reasoning_apart(openai_client):
+def test_auto_answers_a_proof_from_the_real_model_and_says_why(openai_client):
     prompt = "Prove step by step that the sum of two odd integers is even, then solve x^2 = 49."
     raw = openai_client.chat.completions.with_raw_response.create(
         model="auto", messages=[{"role": "user", "content": prompt}], max_tokens=16
+    )
+    assert raw.headers["x-route-target"] == EXTRACTOR
+    assert raw.headers["x-route-reason"].startswith("reasoner has random weights")
+    completion = raw.parse()
+    assert completion.model == EXTRACTOR and completion.choices[0].message.content
+
+
+def test_auto_sends_reasoning_requests_to_the_reasoner_with_reasoning_apart(openai_client):
+    prompt = "Prove step by step that the sum of two odd integers is even, then solve x^2 = 49."
+    raw = openai_client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": prompt}], max_tokens=16, extra_headers=ALLOW_RANDOM,
     )
     completion = raw.parse()
     assert raw.headers["x-route-target"] == REASONER

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.support.graph import serve_details
-from tests.support.models import EXTRACTOR, PROFILE
+from tests.support.models import ALLOW_RANDOM, EXTRACTOR, PROFILE
 
 pytestmark = pytest.mark.integration
 
@@ -34,8 +34,12 @@ def test_route_dry_run_explains_the_decision(http):
     simple = http.post("/v1/route", json={"model": "auto", "messages": [{"role": "user", "content": "Classify: refund please"}]}).json()
     assert simple["role"] == "extractor" and simple["policy"] == "hybrid"
     assert 0 <= simple["score"] < simple["threshold"]
-    hard = http.post("/v1/route", json={"model": "auto", "messages": [{"role": "user", "content": "Prove by induction and solve step by step: sum of first n odd numbers."}]}).json()
-    assert hard["role"] == "reasoner" and hard["score"] >= hard["threshold"]
+    proof = {"model": "auto", "messages": [{"role": "user", "content": "Prove by induction and solve step by step: sum of first n odd numbers."}]}
+    kept = http.post("/v1/route", json=proof).json()
+    assert kept["role"] == "extractor" and kept["score"] >= kept["threshold"]
+    assert kept["reason"].startswith("reasoner has random weights"), "the profile keeps auto off random weights"
+    hard = http.post("/v1/route", json=proof, headers=ALLOW_RANDOM).json()
+    assert hard["role"] == "reasoner" and hard["score"] >= hard["threshold"] and hard["random_weights_allowed"]
     features = hard["features"]
     # The hybrid policy explains itself with both halves and the capacity state.
     assert {"proof", "step_by_step"} <= set(features["heuristic"]["reasoning_cues"])

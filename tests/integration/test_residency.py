@@ -18,8 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import psutil
 import pytest
+import yaml
 
-from tests.support.graph import metrics_text, start_graph, stop_graph
+from serve.config import load_profile
+from tests.support.graph import ROOT, metrics_text, serve_details, start_graph, stop_graph
+from tests.support.profiles import llm_entry
 
 pytestmark = pytest.mark.integration
 
@@ -77,11 +80,28 @@ class EngineCensus:
         self._thread.join(5)
 
 
+#: The heavy model's engine start waits this long first (LLMGRAPH_ENGINE_START_DELAY_S):
+#: every wake of it outlasts three of its replica's health-check periods.
+SLOW_START_S = 8.0
+
+
+def slowed_profile(workdir) -> str:
+    """cpu-swap, with the heavy model's engine start slowed on purpose (a busy machine, a
+    14B model on a GPU): a profile file of the test's own."""
+    raw = yaml.safe_load((ROOT / "configs" / f"{PROFILE}.yaml").read_text())
+    heavy = llm_entry(raw, "heavy")
+    heavy["env"] = {**heavy.get("env", {}), "LLMGRAPH_ENGINE_START_DELAY_S": str(SLOW_START_S)}
+    assert SLOW_START_S > 3 * load_profile(PROFILE).llm("heavy").scaling.health_check_period_s
+    path = workdir / f"{PROFILE}-slow-heavy.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def swap(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("swap-graph")
     env = {"LLMGRAPH_GPU_TELEMETRY_FILE": str(workdir / "gpu-telemetry.json"), "LLMGRAPH_DATA_DIR": str(workdir / "data")}
-    graph = start_graph(workdir, profile=PROFILE, env=env)
+    graph = start_graph(workdir, profile=slowed_profile(workdir), env=env)
     census = EngineCensus().__enter__()
     yield graph, census
     census.__exit__()
@@ -106,7 +126,7 @@ def chat(http, model: str, **extra):
 
 
 def asleep(http, model: str) -> None:
-    answer = http.post(f"/v1/models/{model}/sleep")
+    answer = http.post(f"/v1/models/{model}/sleep", json={})
     assert answer.status_code == 200, answer.text
     assert states(http)[model]["state"] == "asleep"
 
@@ -131,6 +151,30 @@ def test_a_request_to_a_sleeping_model_wakes_it_and_says_how_long_it_waited(http
     assert again.status_code == 200 and "x-model-wake-ms" not in again.headers, "an awake model makes nobody wait"
 
 
+def heavy_replica_pids(graph) -> set[int]:
+    return {replica["pid"] for replica in serve_details(graph)["deployments"]["Heavy"]["replicas"]
+            if replica["state"] == "RUNNING"}
+
+
+def test_a_wake_slower_than_three_health_checks_costs_no_replica_and_its_loop_stays_free(http, swap):
+    graph, _ = swap
+    asleep(http, HEAVY)
+    before = heavy_replica_pids(graph)
+    with ThreadPoolExecutor(1) as pool:
+        waking = pool.submit(chat, http, HEAVY)
+        statuses = []
+        while not waking.done():
+            # The ingress probes every deployment's health check (2 s timeout); a replica
+            # whose event loop is held by the engine start would read "down" for the whole wake.
+            statuses.append(http.get("/readyz").json()["deployments"]["heavy"])
+            time.sleep(0.5)
+        answer = waking.result()
+    assert answer.status_code == 200, answer.text
+    assert int(answer.headers["x-model-wake-ms"]) >= SLOW_START_S * 1000
+    assert statuses.count("ok") >= len(statuses) // 2, f"the replica did not answer while its engine started: {statuses}"
+    assert heavy_replica_pids(graph) == before, "the replica that woke is the one that was there"
+
+
 def test_four_concurrent_requests_to_a_sleeping_model_share_one_wake(http):
     asleep(http, REASONER)
     wakes_before = states(http)[REASONER]["wakes"]
@@ -142,17 +186,17 @@ def test_four_concurrent_requests_to_a_sleeping_model_share_one_wake(http):
 
 
 def test_waking_a_model_evicts_the_least_recently_used_idle_one(http, swap):
-    http.post(f"/v1/models/{REASONER}/wake").raise_for_status()
-    http.post(f"/v1/models/{HEAVY}/wake").raise_for_status()  # the reasoner sleeps for it
+    http.post(f"/v1/models/{REASONER}/wake", json={}).raise_for_status()
+    http.post(f"/v1/models/{HEAVY}/wake", json={}).raise_for_status()  # the reasoner sleeps for it
     cards = states(http)
     assert cards[HEAVY]["state"] == "awake" and cards[REASONER]["state"] == "asleep"
     assert len(engines()) == BUDGET_AWAKE
 
 
 def test_sleep_returns_the_engines_memory(http):
-    http.post(f"/v1/models/{REASONER}/wake").raise_for_status()
+    http.post(f"/v1/models/{REASONER}/wake", json={}).raise_for_status()
     before = engine_rss_gib()
-    answer = http.post(f"/v1/models/{REASONER}/sleep")
+    answer = http.post(f"/v1/models/{REASONER}/sleep", json={})
     assert answer.status_code == 200, answer.text
     result = answer.json()["result"]
     freed = before - engine_rss_gib()
@@ -163,7 +207,7 @@ def test_sleep_returns_the_engines_memory(http):
 
 def test_a_wake_that_cannot_fit_is_refused_with_a_clear_503(http, swap):
     graph, _ = swap
-    http.post(f"/v1/models/{REASONER}/wake").raise_for_status()  # the heavy model sleeps for it
+    http.post(f"/v1/models/{REASONER}/wake", json={}).raise_for_status()  # the heavy model sleeps for it
     # Four sequences of 1,536 tokens: seconds of decoding, while the request below takes milliseconds.
     body = {"model": REASONER, "messages": [{"role": "user", "content": "count"}], "max_tokens": 1536, "n": 4,
             "stream": True, "ignore_eos": True}
@@ -184,7 +228,7 @@ def test_a_wake_that_cannot_fit_is_refused_with_a_clear_503(http, swap):
 
 def test_an_idle_model_sleeps_after_its_timeout(http):
     idle_sleep_s = states(http)[HEAVY]["idle_sleep_s"]
-    http.post(f"/v1/models/{HEAVY}/wake").raise_for_status()
+    http.post(f"/v1/models/{HEAVY}/wake", json={}).raise_for_status()
     deadline = time.monotonic() + idle_sleep_s + 30
     while time.monotonic() < deadline and states(http)[HEAVY]["state"] != "asleep":
         time.sleep(2)
@@ -192,9 +236,9 @@ def test_an_idle_model_sleeps_after_its_timeout(http):
 
 
 def test_operators_are_told_what_they_cannot_do(http):
-    resident = http.post(f"/v1/models/{EXTRACTOR}/sleep")
+    resident = http.post(f"/v1/models/{EXTRACTOR}/sleep", json={})
     assert resident.status_code == 400 and resident.json()["error"]["code"] == "model_resident"
-    unknown = http.post("/v1/models/no-such-model/wake")
+    unknown = http.post("/v1/models/no-such-model/wake", json={})
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.support.graph import metrics_text
-from tests.support.models import EXTRACTOR, REASONER
+from tests.support.models import ALLOW_RANDOM, EXTRACTOR, REASONER
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,9 @@ def wait_for_level(http, level: str, timeout_s: float = 45) -> dict:
 
 def chat(http, content: str, **extra):
     body = {"model": "auto", "messages": [{"role": "user", "content": content}], "max_tokens": 8, **extra}
-    return http.post("/v1/chat/completions", json=body)
+    # Hard prompts reach the (random-weight) reasoner only when asked: the thermal rules are
+    # about leaving it.
+    return http.post("/v1/chat/completions", json=body, headers=ALLOW_RANDOM)
 
 
 @pytest.fixture
@@ -70,7 +72,8 @@ def test_soft_limit_degrades_hard_limit_sheds_and_cooling_recovers(http, simulat
     assert r.status_code == 200
     assert r.headers["x-route-target"] == EXTRACTOR
     assert r.headers["x-route-reason"].startswith("thermal:")
-    route = http.post("/v1/route", json={"model": "auto", "messages": [{"role": "user", "content": HARD_PROMPT}]}).json()
+    route = http.post("/v1/route", json={"model": "auto", "messages": [{"role": "user", "content": HARD_PROMPT}]},
+                      headers=ALLOW_RANDOM).json()
     assert route["role"] == "extractor" and route["features"]["thermal_level"] == "soft"
 
     # Soft also caps concurrency: a burst gets some 429s, the admitted ones succeed.

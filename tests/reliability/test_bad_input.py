@@ -20,6 +20,13 @@ JSON = {"content-type": "application/json"}
 TOOL = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
 
 
+def _nested_schema(depth: int) -> dict:
+    node = {"type": "string"}
+    for _ in range(depth):
+        node = {"type": "object", "properties": {"a": node}}
+    return node
+
+
 def chat(**fields):
     return {"json": {"model": "auto", "messages": U, **fields}}
 
@@ -31,7 +38,8 @@ MATRIX = [
     ("body is an array", "POST", CHAT, {"json": [1, 2]}, 400, None, None),
     ("body is a string", "POST", CHAT, {"json": "hello"}, 400, None, None),
     ("invalid utf-8", "POST", CHAT, {"content": b'{"model":"auto","messages":[{"role":"user","content":"\xff\xfe"}]}', "headers": JSON}, 400, None, None),
-    ("text/plain body", "POST", CHAT, {"content": b"hello", "headers": {"content-type": "text/plain"}}, 400, None, None),
+    # A form or text POST is what a web page can send without asking: refused while there are no keys.
+    ("text/plain body", "POST", CHAT, {"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "json_required", None),
     ("missing messages", "POST", CHAT, {"json": {"model": "auto"}}, 400, None, None),
     ("messages not a list", "POST", CHAT, {"json": {"model": "auto", "messages": "hello"}}, 400, None, "messages"),
     ("empty messages", "POST", CHAT, {"json": {"model": "auto", "messages": []}}, 400, None, None),
@@ -69,6 +77,12 @@ MATRIX = [
     ("oversized json schema", "POST", CHAT, chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {f"p{i}": {"type": "string", "description": "d" * 100} for i in range(700)}}}}), 400, "limit_exceeded", None),
     ("grammar-constrained decoding", "POST", CHAT, chat(structured_outputs={"grammar": 'root ::= "a"'}), 400, "unsupported_parameter", None),
     ("huge regex", "POST", CHAT, chat(structured_outputs={"regex": "a" * 5000}), 400, "limit_exceeded", None),
+    ("17 stop sequences", "POST", CHAT, chat(stop=[f"s{i}" for i in range(17)]), 400, "limit_exceeded", "stop"),
+    ("a stop sequence of 10,000 characters", "POST", CHAT, chat(stop=["x" * 10_000]), 400, "limit_exceeded", "stop"),
+    ("301 logit_bias entries", "POST", CHAT, chat(logit_bias={str(i): 1 for i in range(301)}), 400, "limit_exceeded", "logit_bias"),
+    ("129 tools", "POST", CHAT, chat(tools=TOOL * 129), 400, "limit_exceeded", "tools"),
+    ("a tool's parameters nested 100 deep", "POST", CHAT, chat(tools=[{"type": "function", "function": {"name": "f", "parameters": _nested_schema(100)}}]), 400, "limit_exceeded", "tools[0].function.parameters"),
+    ("a tool's parameters over the schema size", "POST", CHAT, chat(tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {f"p{i}": {"type": "string", "description": "d" * 100} for i in range(700)}}}}]), 400, "limit_exceeded", "tools[0].function.parameters"),
     ("prompt beyond the context length", "POST", CHAT, {"json": {"model": EXTRACTOR, "messages": [{"role": "user", "content": "word " * 5000}], "max_tokens": 4}}, 400, None, None),
     ("thousands of messages", "POST", CHAT, {"json": {"model": "auto", "messages": U * 3000, "max_tokens": 2}}, 400, None, None),
     ("body over the size limit", "POST", CHAT, {"content": b"x" * (2 * 1024 * 1024 + 1), "headers": JSON}, 413, "request_too_large", None),

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from tests.support.graph import serve_details
-from tests.support.models import EXTRACTOR, REASONER
+from tests.support.models import ALLOW_RANDOM, EXTRACTOR, REASONER
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,8 @@ def _chunk_models(lines) -> list[str]:
 def test_reasoner_down_streams_never_replay_and_auto_falls_back(graph):
     (replica,) = [r for r in _reasoner(graph)["replicas"] if r["state"] == "RUNNING"]
     body = {"model": "auto", "messages": [{"role": "user", "content": HARD}], "max_tokens": 256, "ignore_eos": True, "stream": True}
-    client = httpx.Client(base_url=graph.base_url, timeout=30)
+    # The cpu profile keeps auto off its random-weight reasoner; these requests ask for it.
+    client = httpx.Client(base_url=graph.base_url, timeout=30, headers=ALLOW_RANDOM)
     try:
         # 1. A stream that started on the reasoner dies with it and is not replayed.
         lines = []

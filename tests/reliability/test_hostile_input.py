@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from deployments.extraction.schemas import caller_validator
 from tests.support.models import EXTRACTOR
 from tests.unit.test_hostile_scans import _Listener, remote_ref_schemas
 
@@ -43,6 +44,15 @@ EXTRACT_CASES = {
     "JSON-LD nested 900 levels": {"document": _page(_nested_jsonld(900)), "content_type": "text/html"},
     "JSON-LD nested 100,000 levels": {"document": _page(_nested_jsonld(100_000)), "content_type": "text/html"},
     "a 20 KB Posted: value": {"document": "Platform Engineer\nPosted: " + "12 March 2025 " * 1500},
+    "a backtracking pattern over 40 a's": {
+        "document": "a" * 40, "mode": "llm",
+        "schema": {"type": "object", "properties": {"a": {"type": "string", "pattern": "^(a|a)*c$|^a{1,40}$"}},
+                   "required": ["a"]},
+    },
+    "a recursive $ref": {
+        "document": "Platform Engineer", "mode": "llm",
+        "schema": {"type": "object", "properties": {"next": {"$ref": "#"}}},
+    },
     "a schema pattern of 60,000 braces": {
         "document": "Platform Engineer", "mode": "llm",
         "schema": {"type": "object", "properties": {"a": {"type": "string", "pattern": "{" * 60_000}}},
@@ -79,7 +89,9 @@ def _still_fine(http) -> None:
 @pytest.mark.parametrize("body", EXTRACT_CASES.values(), ids=EXTRACT_CASES.keys())
 def test_hostile_documents_get_an_answer_in_bound(http, stored, body):
     response = _answered_in_bound(http, "POST", "/v1/extract", json={"mode": "fast", **body})
-    if response.status_code == 200:
+    if response.status_code == 200 and "schema" in body:
+        assert caller_validator(body["schema"]).is_valid(response.json()["data"])
+    elif response.status_code == 200:
         assert response.json()["data"]["title"] == "Platform Engineer"
     _still_fine(http)
 

@@ -7,6 +7,7 @@ remembers what it was sent.
 from __future__ import annotations
 
 import gzip
+import zlib
 import json
 import threading
 import time
@@ -17,6 +18,19 @@ from fastapi import FastAPI, Request, Response
 from tests.support.graph import free_port
 
 ANSWER = "from the remote provider"
+#: Asked for this model, the provider answers a gzip that inflates to BOMB_BYTES.
+BOMB_MODEL = "gzip-bomb"
+BOMB_BYTES = 300 * 1024 * 1024
+
+
+def gzip_bomb() -> bytes:
+    """About 300 KB of gzip that inflates to 300 MB of JSON-looking text, made a MB at a time."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    block = b"0" * (1024 * 1024)
+    parts = [packer.compress(b'{"x": "')]
+    parts += [packer.compress(block) for _ in range(BOMB_BYTES // len(block))]
+    parts.append(packer.compress(b'"}') + packer.flush())
+    return b"".join(parts)
 
 
 class FakeProvider:
@@ -31,6 +45,8 @@ class FakeProvider:
         async def chat(request: Request):
             body = await request.json()
             self.requests.append({"body": body, "authorization": request.headers.get("authorization")})
+            if body.get("model") == BOMB_MODEL:
+                return Response(gzip_bomb(), media_type="application/json", headers={"content-encoding": "gzip"})
             if body.get("stream"):
                 # Gzipped, as providers behind a compressing proxy send their streams.
                 chunk = {"id": "remote-1", "object": "chat.completion.chunk", "model": body.get("model"),

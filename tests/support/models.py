@@ -7,6 +7,9 @@ EXTRACTOR = "smollm2-135m-instruct"
 #: A random-weight tiny Qwen3: only the serving contract is judged, never its text.
 REASONER = "qwen3-tiny-reasoner"
 EMBEDDER = "all-minilm-l6-v2"
+#: The cpu profile's `auto` never answers with the random-weight reasoner; the tests of the
+#: routing, capacity and fallback mechanics between the two models ask for it per request.
+ALLOW_RANDOM = {"x-route-random-weights": "allow"}
 
 WEATHER_TOOL = {
     "type": "function",

@@ -25,7 +25,10 @@ from serve.health import HealthCache, HealthPicture
 from serve.settings import Settings
 from tests.support.models import EXTRACTOR, PROFILE, REASONER
 
-PROFILE_ = load_profile(PROFILE)
+_CPU = load_profile(PROFILE)
+#: The cpu profile with `auto` allowed onto its random-weight reasoner: these tests are about
+#: routing, capacity and fallback mechanics between two models, whatever their weights.
+PROFILE_ = _CPU.model_copy(update={"router": _CPU.router.model_copy(update={"allow_random_weights": True})})
 
 
 def reply_for(model: str) -> ChatCompletionResponse:
@@ -134,6 +137,25 @@ def test_auto_asks_the_router_and_a_stalled_router_means_the_extractor():
     stalled, _ = make(router=FakeRouter("reasoner", stall=True))
     decision = run(stalled.resolve("auto", RouteInput(text="prove it")))
     assert decision.target == EXTRACTOR and decision.reason.startswith("router timeout")
+
+
+def test_on_the_cpu_profile_auto_and_its_fallbacks_keep_to_the_real_model():
+    llms = {EXTRACTOR: FakeLlm(EXTRACTOR, fail=RayActorError()), REASONER: FakeLlm(REASONER)}
+    dispatcher = Dispatcher(_CPU, llms, FakeRouter("reasoner"), HealthPicture(["extractor", "reasoner"]),
+                            Settings(router_timeout_s=0.5))
+    decision = run(dispatcher.resolve("auto", RouteInput(text="prove it")))
+    assert decision.target == EXTRACTOR and decision.reason.startswith("reasoner has random weights")
+    with pytest.raises(RayActorError):
+        run(dispatcher.dispatch(chat(), "chat", decision))
+    assert llms[REASONER].bodies == [], "a random-weight model is no fallback for auto traffic"
+    named = run(dispatcher.resolve(REASONER, RouteInput(text="prove it")))
+    assert run(dispatcher.dispatch(chat(), "chat", named)).reply["model"] == REASONER, "naming it still works"
+    asked = run(dispatcher.resolve("auto", RouteInput(text="prove it"), allow_random_weights=True))
+    assert asked.target == REASONER and asked.random_weights_allowed, "x-route-random-weights: allow"
+    llms[REASONER].fail = RayActorError()
+    llms[EXTRACTOR].fail = None
+    fell_back = run(dispatcher.dispatch(chat(), "chat", asked))
+    assert fell_back.hops == (f"{REASONER}=replica_died", f"{EXTRACTOR}=ok")
 
 
 def test_a_busy_reasoner_or_a_hot_gpu_keeps_auto_on_the_extractor():

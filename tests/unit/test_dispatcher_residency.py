@@ -11,7 +11,7 @@ from deployments.router.decision import RouteDecision
 from deployments.router.features import RouteInput
 from serve.config import load_profile
 from serve.dispatcher import Dispatcher
-from serve.errors import Unavailable
+from serve.errors import ModelAsleep, Unavailable
 from serve.health import HealthPicture
 from serve.settings import Settings
 from tests.unit.test_dispatcher import FakeLlm, _Method, chat
@@ -28,6 +28,10 @@ class FakeResidency:
         self.calls: list[tuple[str, str]] = []
         self.acquire = _Method(self._acquire)
         self.release = _Method(self._release)
+        self.engine_found_asleep = _Method(self._found_asleep)
+
+    async def _found_asleep(self, model_id: str):
+        self.calls.append(("found_asleep", model_id))
 
     async def _acquire(self, model_id: str):
         self.calls.append(("acquire", model_id))
@@ -102,3 +106,59 @@ def test_a_refused_wake_sends_auto_traffic_to_resident_models_only():
             await dispatcher.dispatch(chat(), "chat", pinned)
         assert refused.value.code == "model_cannot_fit" and refused.value.headers["Retry-After"] == "5"
     asyncio.run(scenario())
+
+
+class AsleepOnceLlm(FakeLlm):
+    """A replica that Serve replaced: its engine is not running until the manager wakes it."""
+
+    def __init__(self, model: str, *, times: int = 1) -> None:
+        super().__init__(model)
+        self.asleep_answers = times
+
+    async def _answer(self, body):
+        if self.asleep_answers:
+            self.asleep_answers -= 1
+            yield ModelAsleep.of(self.model)
+            return
+        async for chunk in super()._answer(body):
+            yield chunk
+
+
+def test_a_replica_without_its_engine_is_woken_and_asked_again_never_a_500():
+    async def scenario():
+        residency = FakeResidency()
+        dispatcher, llms = make(residency)
+        llms[HEAVY] = AsleepOnceLlm(HEAVY)
+        dispatcher._llms[HEAVY] = llms[HEAVY]
+        pinned = await dispatcher.resolve(HEAVY, RouteInput(text="hi"))
+        dispatched = await dispatcher.dispatch(chat(), "chat", pinned)
+        assert dispatched.reply["model"] == HEAVY and len(llms[HEAVY].bodies) == 2
+        for _ in range(100):  # releases run in tasks of their own
+            if residency.calls.count(("release", HEAVY)) == 2:
+                break
+            await asyncio.sleep(0.01)
+        leases = [call for call in residency.calls if call[0] != "release"]
+        assert leases == [("acquire", HEAVY), ("found_asleep", HEAVY), ("acquire", HEAVY)]
+        assert residency.calls.count(("release", HEAVY)) == 2, "every lease is given back"
+    asyncio.run(scenario())
+
+
+def test_an_engine_that_stays_asleep_is_a_503_with_retry_after():
+    async def scenario():
+        residency = FakeResidency()
+        dispatcher, llms = make(residency)
+        llms[HEAVY] = AsleepOnceLlm(HEAVY, times=2)
+        dispatcher._llms[HEAVY] = llms[HEAVY]
+        pinned = await dispatcher.resolve(HEAVY, RouteInput(text="hi"))
+        with pytest.raises(ModelAsleep) as asleep:
+            await dispatcher.dispatch(chat(), "chat", pinned)
+        assert asleep.value.status_code == 503 and asleep.value.code == "model_asleep"
+        assert asleep.value.headers["Retry-After"]
+    asyncio.run(scenario())
+
+
+def test_model_asleep_crosses_a_pickle_intact():
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(ModelAsleep.of("m", retry_after_s=7)))
+    assert (type(copy), copy.code, copy.status_code, copy.headers) == (ModelAsleep, "model_asleep", 503, {"Retry-After": "7"})

@@ -22,7 +22,14 @@ def test_loopback_keys_or_explicit_override_are_fine(tmp_path):
     assert exposure_problem("127.0.0.1", Settings()) is None
     assert exposure_problem("0.0.0.0", Settings(api_keys="k1")) is None
     assert exposure_problem("0.0.0.0", Settings(allow_unauthenticated=True)) is None
-    assert exposure_problem(None, Settings()) is None
+
+
+
+def test_an_unreadable_bind_address_fails_closed():
+    problem = exposure_problem(None, Settings())
+    assert problem and "could not be read" in problem
+    assert exposure_problem(None, Settings(api_keys="k1")) is None
+    assert exposure_problem(None, Settings(allow_unauthenticated=True)) is None
 
 
 def test_keys_from_environment_and_file(tmp_path, monkeypatch):

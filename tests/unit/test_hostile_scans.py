@@ -121,6 +121,42 @@ def test_a_schema_pattern_of_many_braces_is_bounded_before_it_is_scanned():
     assert refused.value.keyword == "pattern"
 
 
+def test_a_backtracking_pattern_is_matched_in_linear_time():
+    """``^(a|a)*c$`` over forty ``a`` took Python's ``re`` 87-96 s; RE2 answers at once."""
+    schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": "^(a|a)*c$|^a{1,40}$"}}}
+    schemas.check_caller_schema(schema)
+    validator = schemas.caller_validator(schema)
+    assert _timed(lambda: list(validator.iter_errors({"a": "a" * 40}))) < 0.1
+    assert list(validator.iter_errors({"a": "a" * 40})) == []
+    assert [e.validator for e in validator.iter_errors({"a": "a" * 41})] == ["pattern"]
+    assert _timed(lambda: list(validator.iter_errors({"a": "a" * 100_000 + "b"}))) < 0.5
+
+
+def test_a_pattern_the_linear_engine_cannot_run_is_refused():
+    for pattern in ("(?=a)b", r"(a)\1", "(?<!x)y"):
+        with pytest.raises(schemas.SchemaRefused) as refused:
+            schemas.check_caller_schema({"type": "object", "properties": {"a": {"type": "string", "pattern": pattern}}})
+        assert refused.value.keyword == "pattern" and "RE2" in str(refused.value)
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "properties": {"a": {"$ref": "#"}}},
+    {"type": "object", "properties": {"a": {"$ref": "#/$defs/n"}},
+     "$defs": {"n": {"type": "object", "properties": {"b": {"$ref": "#/$defs/m"}}},
+               "m": {"type": "array", "items": {"$ref": "#/$defs/n"}}}},
+    {"type": "object", "properties": {"a": {"$ref": "#/properties/a"}}},
+], ids=["the root", "two defs", "itself"])
+def test_a_recursive_ref_is_refused(schema):
+    with pytest.raises(schemas.SchemaRefused) as refused:
+        schemas.check_caller_schema(schema)
+    assert refused.value.keyword == "$ref" and "recursive" in str(refused.value)
+
+
+def test_refs_that_share_a_definition_without_a_cycle_are_fine():
+    schemas.check_caller_schema({"type": "object", "$defs": {"s": {"type": "string", "maxLength": 9}},
+                                 "properties": {"a": {"$ref": "#/$defs/s"}, "b": {"$ref": "#/$defs/s"}}})
+
+
 def test_the_router_heuristic_on_20000_newlines_and_digit_runs():
     for text in ("\n" * 20_000, "1" * CHAT_CHARS, "| a |\n" * 30_000, "$1-" * 60_000):
         assert _timed(HEURISTIC.score, RouteInput(text=text)) < 1.0

@@ -145,16 +145,34 @@ def test_cluster_is_secure_by_default():
 
 
 def test_ray_ports_are_closed_to_all_but_the_cluster_and_the_operator():
-    [policy] = [doc for _, doc in committed_docs() if doc["kind"] == "NetworkPolicy"]
+    [policy] = [doc for _, doc in committed_docs() if doc["kind"] == "NetworkPolicy"
+                and doc["metadata"]["name"] == "llm-graph"]
     labels = base_rayservice()["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["metadata"]["labels"]
     assert policy["spec"]["podSelector"]["matchLabels"] == labels
-    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     rules = policy["spec"]["ingress"]
     open_to_namespace = [r for r in rules if r["from"] == [{"podSelector": {}}]]
     assert [p["port"] for r in open_to_namespace for p in r["ports"]] == [8000]
     for rule in rules:
         if "ports" not in rule:  # every port: only from the cluster's own pods
             assert rule["from"] == [{"podSelector": {"matchLabels": labels}}]
+    [operator] = [peer for r in rules for peer in r["from"] if "namespaceSelector" in peer]
+    assert operator["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "kuberay-system"}}, \
+        "the operator's namespace by its name, which no one can label their way into"
+
+
+def test_egress_reaches_the_cluster_dns_and_public_https_only():
+    [policy] = [doc for _, doc in committed_docs() if doc["kind"] == "NetworkPolicy"
+                and doc["metadata"]["name"] == "llm-graph"]
+    labels = base_rayservice()["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["metadata"]["labels"]
+    egress = policy["spec"]["egress"]
+    assert {"to": [{"podSelector": {"matchLabels": labels}}]} in egress
+    [public] = [rule for rule in egress if "ipBlock" in rule["to"][0]]
+    assert public["ports"] == [{"port": 443, "protocol": "TCP"}]
+    assert "169.254.0.0/16" in public["to"][0]["ipBlock"]["except"], "no cloud metadata service"
+    assert "10.0.0.0/8" in public["to"][0]["ipBlock"]["except"], "no internal service by address"
+    ports = {(p["port"], p["protocol"]) for rule in egress for p in rule.get("ports", [])}
+    assert ports == {(53, "UDP"), (53, "TCP"), (443, "TCP")}
 
 
 def test_serve_config_for_changes_only_cluster_settings(tmp_path):

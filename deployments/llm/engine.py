@@ -1,0 +1,89 @@
+"""A vLLM engine for Ray Serve LLM whose start never blocks its replica's event loop.
+
+Ray Serve LLM's ``VLLMEngine.start`` is a coroutine, but two of its steps are plain calls:
+preparing the engine config (a Ray task and ``ray.get`` on a GPU) and constructing
+vLLM's ``AsyncLLM``, which launches the EngineCore process and waits, synchronously, for
+the model to load. That wait held the replica's only event loop for 16-37 s on 2 cores,
+longer on a GPU for a 14B model: Serve's health checks went unanswered, the replica was
+replaced mid-wake, and the next request met a replica with no engine (a 500).
+
+:class:`OffLoopStartEngine` (passed as ``engine_cls``, Ray Serve LLM's injection point)
+runs both steps in a worker thread, from the one awaited hook ``start`` has before them
+(the callback's ``on_after_node_init``, :class:`~deployments.llm.callbacks.EngineStartCallback`),
+and hands ``start`` what they built. vLLM builds an ``AsyncLLM`` outside an event loop by
+design: its output tasks start on the first request, on the replica's loop. While the
+engine starts, the loop answers health checks, state queries and requests (which are told
+the model is asleep, :class:`deployments.llm.swappable`).
+
+The methods taken over are named, in ``start``'s order, in
+:data:`serve.ray_private.VLLM_ENGINE_START_STEPS`; ``tests/unit/test_ray_private.py``
+fails when a Ray upgrade moves them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Optional
+
+from serve.ray_private import VLLMEngine
+
+logger = logging.getLogger("ray.serve")
+
+#: Where the engine leaves itself in the start callback's context (``CallbackCtx.custom_data``).
+ENGINE_KEY = "llmgraph_off_loop_engine"
+
+
+class OffLoopStartEngine(VLLMEngine):
+    """``VLLMEngine`` with its blocking start steps run in a thread (see the module)."""
+
+    def __init__(self, llm_config: Any) -> None:
+        super().__init__(llm_config)
+        self._prepared: Optional[tuple[Any, Any, Any]] = None
+        self._built: Any = None
+
+    async def start(self) -> None:
+        callback = self.llm_config.get_or_create_callback()
+        callback.ctx.custom_data[ENGINE_KEY] = self
+        try:
+            await super().start()
+        finally:
+            callback.ctx.custom_data.pop(ENGINE_KEY, None)
+            self._prepared = self._built = None
+
+    async def build_off_loop(self, callback_ctx: Any) -> None:
+        """Prepare the engine config and construct the engine client in a worker thread.
+
+        Called by the start callback after node initialisation; ``start`` then takes the
+        results instead of building them on the loop.
+        """
+        from serve.settings import load_settings
+
+        delay_s = load_settings().engine_start_delay_s
+        started = time.perf_counter()
+        self._prepared = await asyncio.to_thread(self._prepare_in_thread, callback_ctx, delay_s)
+        engine_args, _, engine_config = self._prepared
+        self._built = await asyncio.to_thread(
+            super()._start_async_llm_engine, engine_args, engine_config, callback_ctx.placement_group)
+        logger.info("engine built off the event loop in %.1f s", time.perf_counter() - started)
+
+    def _prepare_in_thread(self, callback_ctx: Any, delay_s: float) -> tuple[Any, Any, Any]:
+        if delay_s:
+            logger.warning("LLMGRAPH_ENGINE_START_DELAY_S: the engine start waits %.1f s first", delay_s)
+            time.sleep(delay_s)
+        return super()._prepare_engine_config(callback_ctx)
+
+    def _prepare_engine_config(self, callback_ctx: Any):
+        return self._prepared if self._prepared is not None else super()._prepare_engine_config(callback_ctx)
+
+    def _start_async_llm_engine(self, engine_args: Any, engine_config: Any, placement_group: Any):
+        if self._built is not None:
+            built, self._built = self._built, None
+            return built
+        return super()._start_async_llm_engine(engine_args, engine_config, placement_group)
+
+    async def check_health(self) -> None:
+        if self._engine_client is None:
+            return  # still starting: the start itself fails loudly if it fails
+        await super().check_health()
