@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, Optional
 
 from pydantic import ValidationError
 
-from deployments.extraction import rules, schemas, structured, text as text_stage
+from deployments.extraction import grounding, rules, schemas, structured, text as text_stage
 from deployments.extraction.record import DERIVED_FROM, FIELDS, JobPosting, JobPostingDraft, error_fields
 
 if TYPE_CHECKING:
     from serve.config import Profile
 
 Mode = Literal["auto", "fast", "llm", "deep"]
-Source = Literal["structured_data", "rules", "llm"]
+Source = Literal["structured_data", "rules", "llm", "llm_unsupported"]
 SYSTEM_PROMPT = (
     "You extract facts from job postings. Answer with one JSON object that matches the "
     "schema. Use null for anything the posting does not state; never invent a value."
@@ -94,11 +94,14 @@ class Extraction:
     warnings: list[str] = field(default_factory=list)
     route: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "llm_calls": 0})
+    unsupported: dict[str, Any] = field(default_factory=dict)
+    """Values the LLM proposed that the document does not support (left out of ``data``;
+    their source is ``llm_unsupported``), for debugging."""
 
     def as_response(self, schema_name: str) -> dict[str, Any]:
         return {
             "data": self.data, "schema": schema_name, "route": self.route, "sources": self.sources,
-            "warnings": self.warnings, "usage": self.usage, "document_kind": self.kind,
+            "unsupported": self.unsupported, "warnings": self.warnings, "usage": self.usage, "document_kind": self.kind,
         }
 
 
@@ -282,10 +285,11 @@ async def extract_job_posting(
 ) -> Extraction:
     """Extract a ``job_posting`` record.
 
-    Modes: ``fast`` stops after the rules; ``llm`` asks the extractor for every field
-    and ``deep`` the reasoner; ``auto`` asks the model the router picks only for the
-    fields stages 1-3 left empty. Earlier stages win a conflict: structured data over
-    rules over the LLM.
+    Modes: ``fast`` stops after the rules; ``llm`` asks the extractor, ``deep`` the
+    reasoner and ``auto`` the model the router picks, each only for the fields stages
+    1-3 left empty (earlier stages win: structured data over rules over the LLM). A
+    value the LLM gives is kept only when the document supports it
+    (:mod:`deployments.extraction.grounding`).
 
     Raises:
         ExtractionFailed: no valid title could be found (the one required field).
@@ -294,21 +298,20 @@ async def extract_job_posting(
     result = Extraction(data={}, sources=dict(fast.sources), kind=fast.kind, warnings=list(fast.warnings))
     data = dict(fast.fields)
     if mode != "fast" and complete is not None:
-        ask = list(FIELDS) if mode in ("llm", "deep") else [f for f in FIELDS if f not in data]
+        ask = [f for f in FIELDS if f not in data and not (f in DERIVED_FROM and DERIVED_FROM[f] in data)]
         if ask:
             role = {"llm": "extractor", "deep": "reasoner"}.get(mode, "auto")
-            known = {} if mode in ("llm", "deep") else data
             value, error = await LlmFill(complete, limits, role, fast.text, result).fill(
-                lambda scale: schemas.job_posting_gap_schema(ask, scale=scale), fast.text, known, _check_job_posting,
+                lambda scale: schemas.job_posting_gap_schema(ask, scale=scale), fast.text, data, _check_job_posting,
             )
             if value is None:
                 result.warnings.append(f"llm output invalid after one repair ({error}); its fields were left empty")
             else:
-                from_llm = {k: v for k, v in value.items() if v is not None and (mode in ("llm", "deep") or k not in data)}
-                merged = dict(from_llm, **data) if mode == "auto" else dict(data, **from_llm)
-                sources = dict(result.sources)
-                sources.update({k: "llm" for k in from_llm if mode != "auto" or k not in data})
-                data = _normalize(merged, sources, result.warnings)
+                proposed = {k: v for k, v in value.items() if v is not None and k not in data}
+                evidence = await asyncio.to_thread(grounding.Evidence, fast.text, document[:limits.max_text_chars])
+                from_llm, result.unsupported = grounding.ground(proposed, evidence)
+                sources = {**result.sources, **{k: "llm" for k in from_llm}}
+                data = _normalize({**from_llm, **data}, sources, result.warnings)
                 # A field the record derives (remote from workplace_type) has its origin's source.
                 result.sources = {k: sources.get(k) or sources[DERIVED_FROM[k]] for k in data}
     else:
@@ -323,6 +326,7 @@ async def extract_job_posting(
         ) from None
     result.data = record.model_dump(mode="json")
     result.sources = {k: v for k, v in result.sources.items() if result.data.get(k) is not None}
+    result.sources.update({k: "llm_unsupported" for k in result.unsupported if result.data.get(k) is None})
     return result
 
 

@@ -448,3 +448,58 @@ def fields_from_text(text: str) -> dict[str, Any]:
     if experience is not None:
         fields["experience_years"] = experience
     return fields
+
+
+# ------------------------------------------------------- what the text states (grounding)
+def stated_amounts(text: str) -> set[float]:
+    """Every amount the text writes, as the rules read it: the number as written and with
+    its unit applied ("120k" gives 120 and 120000; "$120-150k" gives 120000 too), with or
+    without a pay context."""
+    amounts: set[float] = set()
+    for line in text.splitlines():
+        tokens = _money_tokens(line)
+        amounts.update(t.written for t in tokens)
+        for low, high in _ranges(line, tokens):
+            amounts.update((low.value, high.value))
+    return amounts
+
+
+def stated_currencies(text: str) -> set[str]:
+    """ISO codes of the currencies the text writes (by code, symbol or word); "$" stands
+    for any dollar."""
+    found: set[str] = set()
+    for match in _MONEY.finditer(text):
+        for token in (match["pre"], match["post"]):
+            code = _currency(token)
+            if code:
+                found.add(code)
+            if token and token.strip() == "$":
+                found.update({"USD", "CAD", "AUD", "NZD", "SGD", "HKD", "MXN"})
+        if (match["mult"] or "").lower().rstrip(".") in ("l", "lpa", "lakh", "lakhs", "lac", "lacs", "crore", "crores", "cr"):
+            found.add("INR")
+    return found
+
+
+def stated_periods(text: str) -> set[str]:
+    """The pay periods the text names ("per hour", "/yr", "annual", "LPA")."""
+    found = {period for period, pattern in _PERIOD_BEFORE.items() if pattern.search(text)}
+    for period, words in _PERIOD_WORDS.items():
+        if re.search(rf"(?:/|\bper\s|\ba\s|\ban\s)\s*(?:{words})(?!\w)", text, _I):
+            found.add(period)
+    if re.search(r"\blpa\b|\bctc\b|\bsalary\b", text, _I):
+        found.add("year")  # an annual figure by convention
+    return found
+
+
+def stated_workplaces(text: str) -> set[str]:
+    """Every workplace type the text has a cue for."""
+    cues = {"hybrid": _HYBRID, "remote": _REMOTE, "onsite": _ONSITE}
+    found = {kind for kind, pattern in cues.items() if pattern.search(text)}
+    if _NOT_REMOTE.search(text):
+        found.add("onsite")
+    return found
+
+
+def stated_employment(text: str) -> set[str]:
+    """Every employment type the text has a cue for."""
+    return {kind for kind, pattern in _EMPLOYMENT if pattern.search(text)}

@@ -28,6 +28,9 @@ JSONLD_PAGE = """<html><head><script type="application/ld+json">
  "baseSalary":{"@type":"MonetaryAmount","currency":"EUR","value":{"@type":"QuantitativeValue","minValue":50000,"maxValue":60000,"unitText":"YEAR"}}}
 </script></head><body><h1>Data Engineer</h1><p>Fully remote.</p></body></html>"""
 TEXT_POSTING = "Barista\nLocation: Oakland, CA\nFriendly café, great coffee."
+#: Names the company and a pay range without a pay word (the rules leave them): an LLM
+#: that reads them is grounded.
+GAPS_POSTING = "Barista\nLocation: Oakland, CA\nJoin Blue Bottle, a friendly café. Part-time, 40,000-50,000 USD a year."
 
 
 class FakeLlm:
@@ -68,7 +71,7 @@ def test_auto_asks_the_llm_only_for_the_gaps_and_earlier_stages_win():
     fake = FakeLlm(({"company": "Blue Bottle", "salary_min": 40000, "salary_max": 50000, "salary_currency": "USD",
                      "salary_period": "year", "remote": None, "workplace_type": None, "employment_type": "part_time",
                      "experience_years": None, "skills": None, "date_posted": None, "apply_url": None}, "stop"))
-    result = run(extract_job_posting(TEXT_POSTING, mode="auto", limits=LIMITS, complete=fake))
+    result = run(extract_job_posting(GAPS_POSTING, mode="auto", limits=LIMITS, complete=fake))
     asked = set(fake.calls[0].json_schema["properties"])
     assert "title" not in asked and "location" not in asked  # the rules found these
     assert fake.calls[0].role == "auto"
@@ -100,7 +103,8 @@ def test_invalid_output_is_repaired_once_with_the_error_spelled_out():
     bad = {"title": "Barista", "salary_min": 9, "salary_max": 1, "salary_currency": "USD"}
     good = {"title": "Barista", "salary_min": 1, "salary_max": 9, "salary_currency": "USD"}
     fake = FakeLlm((bad, "stop"), (good, "stop"))
-    result = run(extract_job_posting(TEXT_POSTING, mode="llm", limits=LIMITS, complete=fake))
+    tips = TEXT_POSTING + "\nTips from 1 to 9 USD."  # the amounts are written (grounded), in no pay context
+    result = run(extract_job_posting(tips, mode="llm", limits=LIMITS, complete=fake))
     assert "salary_min is greater than salary_max" in fake.calls[1].messages[-1]["content"]
     assert (result.data["salary_min"], result.data["salary_max"]) == (1, 9)
     assert result.usage["llm_calls"] == 2
@@ -202,7 +206,9 @@ def test_salary_decimals_are_kept_in_every_stage():
                      "salary_min": 18.5, "salary_max": 22.25, "salary_currency": "USD", "salary_period": "hour",
                      "employment_type": None, "experience_years": None, "skills": None, "date_posted": None,
                      "apply_url": None}, "stop"))
-    llm = run(extract_job_posting("Barista wanted at our café.", mode="llm", limits=LIMITS, complete=fake))
+    # The amounts are written, in no pay context the rules read: the LLM reads them, and is grounded.
+    posting = "Barista wanted at our café. Shifts billed per hour; tips of 18.50 to 22.25 USD."
+    llm = run(extract_job_posting(posting, mode="llm", limits=LIMITS, complete=fake))
     assert (llm.data["salary_min"], llm.data["salary_max"]) == (18.5, 22.25) and llm.sources["salary_min"] == "llm"
     assert fake.calls[0].json_schema["properties"]["salary_min"]["anyOf"][0]["type"] == "number"
     whole = JobPosting(title="x", salary_min=120000.0, salary_max=150000)
@@ -216,5 +222,6 @@ def test_a_field_the_record_derives_takes_its_origins_source():
                      "workplace_type": "remote", "salary_min": None, "salary_max": None, "salary_currency": None,
                      "salary_period": None, "employment_type": "part_time", "experience_years": None, "skills": None,
                      "date_posted": None, "apply_url": None}, "stop"))
-    result = run(extract_job_posting("Library Assistant\nPart-time, 20 hours per week.", mode="llm", limits=LIMITS, complete=fake))
+    posting = "Library Assistant\nPart-time, 20 hours per week; you work from home."  # a cue the rules leave
+    result = run(extract_job_posting(posting, mode="llm", limits=LIMITS, complete=fake))
     assert result.data["remote"] is True and result.sources["remote"] == result.sources["workplace_type"] == "llm"

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from deployments.embedder.filters import FilterError, compile_filter
-from deployments.extraction import rules, schemas, structured
+from deployments.extraction import grounding, rules, schemas, structured
 from deployments.extraction.pipeline import PipelineLimits, run_fast
 from deployments.router.features import RouteInput
 from deployments.router.policies import HeuristicPolicy
@@ -259,6 +259,16 @@ def test_router_features_are_bounded(text):
 def test_extraction_rules_are_bounded(text):
     fields = rules.fields_from_text(text)
     assert isinstance(fields, dict)
+
+
+@BOUNDED
+@given(runs(TEXT_CHARS))
+@example("\n" * TEXT_CHARS)
+@example("$1 " * (TEXT_CHARS // 3))
+@example("remote hybrid on-site full-time per hour " * (TEXT_CHARS // 40))
+def test_grounding_evidence_is_bounded(text):
+    evidence = grounding.Evidence(text, text)
+    grounding.ground({"salary_min": 1, "title": text[:50], "skills": ["a"] * 20, "date_posted": "2025-01-01"}, evidence)
 
 
 @BOUNDED

@@ -1,0 +1,151 @@
+"""Keep an LLM's value only when the document supports it.
+
+A 135M model asked for a salary that a posting never states writes one anyway; so does
+an 8B one, less often. The rules stage returns nothing rather than guess; the LLM stage
+must meet the same bar. Each value the LLM proposes is checked against the document's
+text, normalised the way the value is:
+
+* strings (title, company, location's city, each skill, the apply URL): found in the
+  text, case and whitespace aside;
+* amounts: written in the text as the rules read amounts (``120k``, ``€45.000``,
+  ``₹12–18 LPA``, ``18.50``), within half a percent;
+* currency, pay period, workplace and employment type: a cue of that value is present
+  (a code, symbol or word; "per hour"; "hybrid"; "full-time");
+* experience years: the number is written; a date: its year, month and day are.
+
+Unsupported values are left out, reported with what the model proposed (``llm_unsupported``).
+Everything here is linear in the text, which the pipeline has already capped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from deployments.extraction import rules
+
+_NON_WORD = re.compile(r"[^\w]+")
+_NUMBER = re.compile(r"(?<![\w.])\d{1,4}(?![\w])")
+_LOOSE_REMOTE = re.compile(r"\bremote\b|\bwork from home\b|\bwfh\b|\bhome ?office\b|télétravail|\bremoto\b", re.IGNORECASE)
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+#: Relative difference within which an amount counts as the one written (rounding, cents).
+AMOUNT_TOLERANCE = 0.005
+
+
+def normalise(text: str) -> str:
+    """Case folded, every run of non-word characters one space, padded with spaces."""
+    return f" {_NON_WORD.sub(' ', text.casefold()).strip()} "
+
+
+@dataclass
+class Evidence:
+    """What one document's text states, computed once and asked per field."""
+
+    text: str
+    markup: str = ""
+    """The raw document's first part: where an apply link stands (not in the visible text)."""
+    words: str = field(init=False)
+    amounts: set[float] = field(init=False)
+    numbers: set[int] = field(init=False)
+    currencies: set[str] = field(init=False)
+    periods: set[str] = field(init=False)
+    workplaces: set[str] = field(init=False)
+    employment: set[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.words = normalise(self.text)
+        self.amounts = rules.stated_amounts(self.text)
+        self.numbers = {int(m.group()) for m in _NUMBER.finditer(self.text)}
+        self.currencies = rules.stated_currencies(self.text)
+        self.periods = rules.stated_periods(self.text)
+        self.workplaces = rules.stated_workplaces(self.text)
+        if _LOOSE_REMOTE.search(self.text) and "onsite" not in self.workplaces:
+            self.workplaces.add("remote")
+        self.employment = rules.stated_employment(self.text)
+
+    def says(self, phrase: str) -> bool:
+        """Whether ``phrase`` is written in the text (case, punctuation and spacing aside)."""
+        wanted = normalise(phrase)
+        return wanted.strip() != "" and wanted in self.words
+
+    def writes_amount(self, value: float) -> bool:
+        return any(abs(value - amount) <= AMOUNT_TOLERANCE * max(abs(amount), 1.0) for amount in self.amounts)
+
+
+def _location(value: str, evidence: Evidence) -> bool:
+    city = value.split(",", 1)[0]
+    return evidence.says(city)
+
+
+def _date(value: str, evidence: Evidence) -> bool:
+    if value in evidence.text:
+        return True
+    try:
+        day = dt.date.fromisoformat(value)
+    except ValueError:
+        return False
+    month_named = f" {_MONTHS[day.month - 1]}" in evidence.words
+    return day.year in evidence.numbers and day.day in evidence.numbers and (month_named or day.month in evidence.numbers)
+
+
+def _url(value: str, evidence: Evidence) -> bool:
+    wanted = value.rstrip("/").casefold()
+    return wanted in evidence.text.casefold() or wanted in evidence.markup.casefold()
+
+
+def _remote(value: bool, evidence: Evidence) -> bool:
+    return "remote" in evidence.workplaces if value else bool(evidence.workplaces - {"remote"})
+
+
+#: How each field's value is checked against the evidence.
+CHECKS: dict[str, Callable[[Any, Evidence], bool]] = {
+    "title": lambda v, e: e.says(v),
+    "company": lambda v, e: e.says(v),
+    "location": _location,
+    "remote": _remote,
+    "workplace_type": lambda v, e: v in e.workplaces,
+    "salary_min": lambda v, e: e.writes_amount(v),
+    "salary_max": lambda v, e: e.writes_amount(v),
+    "salary_currency": lambda v, e: v in e.currencies,
+    "salary_period": lambda v, e: v in e.periods,
+    "employment_type": lambda v, e: v in e.employment,
+    "experience_years": lambda v, e: v in e.numbers,
+    "date_posted": _date,
+    "apply_url": _url,
+}
+
+
+def ground(values: dict[str, Any], evidence: Evidence) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split the LLM's ``values`` into (supported, unsupported).
+
+    A list (skills) keeps the items the text names; with none left the field is
+    unsupported. A salary is kept or dropped whole: an amount the text does not write
+    takes its currency and period with it (they describe that amount).
+    """
+    kept: dict[str, Any] = {}
+    dropped: dict[str, Any] = {}
+    for name, value in values.items():
+        if name == "skills" and isinstance(value, list):
+            named = [skill for skill in value if isinstance(skill, str) and evidence.says(skill)]
+            (kept if named else dropped)[name] = named or value
+            continue
+        check = CHECKS.get(name)
+        if check is not None and _safe(check, value, evidence):
+            kept[name] = value
+        else:
+            dropped[name] = value
+    if any(k in dropped for k in ("salary_min", "salary_max")):
+        for name in ("salary_min", "salary_max", "salary_currency", "salary_period"):
+            if name in kept:
+                dropped[name] = kept.pop(name)
+    return kept, dropped
+
+
+def _safe(check: Callable[[Any, Evidence], bool], value: Any, evidence: Evidence) -> bool:
+    """A check on a value of the wrong type (a number where a string belongs) fails."""
+    try:
+        return bool(check(value, evidence))
+    except (TypeError, ValueError, AttributeError):
+        return False

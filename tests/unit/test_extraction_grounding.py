@@ -1,0 +1,79 @@
+"""The LLM's values are kept only where the document supports them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from deployments.extraction.grounding import Evidence, ground
+from deployments.extraction.pipeline import LlmReply, PipelineLimits, extract_job_posting
+
+LIMITS = PipelineLimits(max_text_chars=5000, llm_input_chars=1000, max_tokens=512, thinking_tokens=128)
+
+
+@pytest.mark.parametrize("text,amounts", [
+    ("Pay: $120k-150k", (120_000, 150_000)),
+    ("Gehalt: €45.000 brutto", (45_000,)),
+    ("CTC ₹12–18 LPA", (1_200_000, 1_800_000)),
+    ("Barista, $18.50/hr", (18.5,)),
+    ("$120–150k base", (120_000, 150_000)),
+])
+def test_amounts_are_grounded_as_written_in_any_notation(text, amounts):
+    evidence = Evidence(text)
+    for amount in amounts:
+        assert evidence.writes_amount(amount), (text, amount, evidence.amounts)
+    assert not evidence.writes_amount(99_000)
+
+
+def test_an_invented_salary_is_dropped_whole_and_reported():
+    evidence = Evidence("Platform Engineer at Acme. Competitive pay. Full-time, hybrid in Berlin.")
+    kept, dropped = ground({"salary_min": 90_000, "salary_max": 120_000, "salary_currency": "EUR",
+                            "salary_period": "year", "employment_type": "full_time", "workplace_type": "hybrid",
+                            "company": "Acme"}, evidence)
+    assert kept == {"employment_type": "full_time", "workplace_type": "hybrid", "company": "Acme"}
+    assert dropped == {"salary_min": 90_000, "salary_max": 120_000, "salary_currency": "EUR", "salary_period": "year"}
+
+
+def test_enumerations_need_a_cue_and_strings_need_the_words():
+    evidence = Evidence("Senior Data Analyst — Acme Corp\nLocation: Austin, TX\nWe pay $40 per hour. Python and SQL.")
+    kept, dropped = ground({"title": "Lead Data Scientist", "company": "ACME corp", "location": "Austin, TX",
+                            "salary_currency": "GBP", "salary_period": "hour", "employment_type": "contract",
+                            "workplace_type": "remote", "skills": ["Python", "Kubernetes", "sql"],
+                            "experience_years": 7, "date_posted": "2025-03-12"}, evidence)
+    assert kept == {"company": "ACME corp", "location": "Austin, TX", "salary_period": "hour",
+                    "skills": ["Python", "sql"]}
+    assert set(dropped) == {"title", "salary_currency", "employment_type", "workplace_type", "experience_years",
+                            "date_posted"}
+
+
+def test_dates_urls_and_remote_are_grounded_in_the_text_or_the_markup():
+    evidence = Evidence("Posted 12 March 2025. 5+ years of experience. Fully remote.",
+                        '<a href="https://jobs.example.com/apply/42">Apply</a>')
+    kept, dropped = ground({"date_posted": "2025-03-12", "experience_years": 5, "remote": True,
+                            "apply_url": "https://jobs.example.com/apply/42", "company": 42}, evidence)
+    assert set(kept) == {"date_posted", "experience_years", "remote", "apply_url"}
+    assert dropped == {"company": 42}, "a value of the wrong type is unsupported, not an error"
+
+
+def test_the_pipeline_reports_what_it_left_out():
+    class Guessing:
+        async def __call__(self, request):
+            return LlmReply(content='{"company": "Acme", "salary_min": 100000, "salary_max": 150000, '
+                                    '"salary_currency": "USD", "salary_period": "year"}',
+                            finish_reason="stop", target="fake")
+
+    result = asyncio.run(extract_job_posting("Barista\nLocation: Oakland, CA\nJoin Acme's café team.", mode="auto",
+                                             limits=LIMITS, complete=Guessing()))
+    assert result.data["company"] == "Acme" and result.sources["company"] == "llm"
+    assert result.data["salary_min"] is None and result.sources["salary_min"] == "llm_unsupported"
+    assert result.unsupported["salary_min"] == 100000
+    assert result.as_response("job_posting")["unsupported"] == result.unsupported
+
+
+def test_evidence_over_a_hostile_page_is_bounded():
+    page = ("$1 " * 20_000) + "\n" * 20_000 + ("remote hybrid on-site " * 2_000)
+    started = time.perf_counter()
+    Evidence(page[:LIMITS.max_text_chars * 20])
+    assert time.perf_counter() - started < 5.0
