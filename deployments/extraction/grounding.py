@@ -13,7 +13,8 @@ text, normalised the way the value is:
   (a code, symbol or word; "per hour"; "hybrid"; "full-time");
 * experience years: the number is written; a date: its year, month and day are.
 
-Unsupported values are left out, reported with what the model proposed (``llm_unsupported``).
+Unsupported values are left out of the record and reported under ``unsupported`` with what
+the model proposed.
 Everything here is linear in the text, which the pipeline has already capped.
 """
 

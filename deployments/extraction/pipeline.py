@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from serve.config import Profile
 
 Mode = Literal["auto", "fast", "llm", "deep"]
-Source = Literal["structured_data", "rules", "llm", "llm_unsupported"]
+Source = Literal["structured_data", "rules", "llm"]
 SYSTEM_PROMPT = (
     "You extract facts from job postings. Answer with one JSON object that matches the "
     "schema. Use null for anything the posting does not state; never invent a value."
@@ -95,8 +95,9 @@ class Extraction:
     route: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "llm_calls": 0})
     unsupported: dict[str, Any] = field(default_factory=dict)
-    """Values the LLM proposed that the document does not support (left out of ``data``;
-    their source is ``llm_unsupported``), for debugging."""
+    """Values the LLM proposed that the document does not support: left out of ``data``
+    (and so of ``sources``, which names where each *kept* value came from), reported here
+    for debugging."""
 
     def as_response(self, schema_name: str) -> dict[str, Any]:
         return {
@@ -326,7 +327,6 @@ async def extract_job_posting(
         ) from None
     result.data = record.model_dump(mode="json")
     result.sources = {k: v for k, v in result.sources.items() if result.data.get(k) is not None}
-    result.sources.update({k: "llm_unsupported" for k in result.unsupported if result.data.get(k) is None})
     return result
 
 
