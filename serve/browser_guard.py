@@ -29,6 +29,9 @@ from serve.middleware import _send_error
 
 #: Headers a page may send without a preflight are few; these prove there was none.
 _PREFLIGHTED = (b"authorization", b"x-api-key")
+#: ``x-`` headers that prove nothing: Ray Serve's proxy adds ``x-request-id`` to every
+#: request before the ingress sees it (``RequestIdMiddleware``).
+_ADDED_BY_PROXY = (b"x-request-id",)
 
 
 def _host_of(value: bytes) -> Optional[str]:
@@ -87,7 +90,7 @@ class BrowserGuardMiddleware:
                 host = value
             elif name == b"content-type":
                 content_type = value
-            elif name in _PREFLIGHTED or name.startswith(b"x-"):
+            elif name in _PREFLIGHTED or (name.startswith(b"x-") and name not in _ADDED_BY_PROXY):
                 preflighted = True
         if origin is not None and origin.strip() != b"null" and not is_loopback(_host_of(origin) or ""):
             return 403, "foreign_origin", "requests from web pages of other sites are refused (the graph has no API keys)"
