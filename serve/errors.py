@@ -243,6 +243,15 @@ def error_response(request: Request, status: int, message: str, *, param=None, c
     )
 
 
+#: Pydantic names the member of a union it tried in an error's location (``stop.list[str]``);
+#: a client knows the field, not our type annotations.
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "bytes"})
+
+
+def _union_member(part: Any) -> bool:
+    return isinstance(part, str) and (part in _TYPE_TAGS or ("[" in part and part.endswith("]")))
+
+
 def validation_problem(errors: list[dict[str, Any]], prefix: str = "") -> tuple[str, Optional[str]]:
     """The message and ``param`` of the first pydantic error, its location under ``prefix``.
 
@@ -254,7 +263,7 @@ def validation_problem(errors: list[dict[str, Any]], prefix: str = "") -> tuple[
     first = errors[0]
     if first.get("type") == "json_invalid":
         return "request body is not valid JSON", None
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body" and not _union_member(p)]
     param = ".".join(filter(None, [prefix, *loc])) or None
     msg = str(first.get("msg", "invalid value"))
     return (f"{param}: {msg}" if param else msg), param

@@ -23,8 +23,9 @@ MAX_SCHEMA_BYTES = MAX_SCHEMA_CHARS
 #: Largest logprob count, for generated and for prompt tokens (vLLM's default cap).
 MAX_LOGPROBS = 20
 #: Stop sequences a request may carry, and the longest one: each is searched for in every
-#: detokenized step of every sequence.
-MAX_STOP_SEQUENCES = 16
+#: detokenized step of every sequence. vLLM's request model already refuses a fifth
+#: sequence (OpenAI's bound); the count is checked here too in case a release lifts it.
+MAX_STOP_SEQUENCES = 4
 MAX_STOP_CHARS = 256
 MAX_STOP_TOKEN_IDS = 64
 #: Token biases a request may carry (OpenAI's own bound): each is applied at every step.

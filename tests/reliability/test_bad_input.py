@@ -77,7 +77,7 @@ MATRIX = [
     ("oversized json schema", "POST", CHAT, chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {f"p{i}": {"type": "string", "description": "d" * 100} for i in range(700)}}}}), 400, "limit_exceeded", None),
     ("grammar-constrained decoding", "POST", CHAT, chat(structured_outputs={"grammar": 'root ::= "a"'}), 400, "unsupported_parameter", None),
     ("huge regex", "POST", CHAT, chat(structured_outputs={"regex": "a" * 5000}), 400, "limit_exceeded", None),
-    ("17 stop sequences", "POST", CHAT, chat(stop=[f"s{i}" for i in range(17)]), 400, "limit_exceeded", "stop"),
+    ("5 stop sequences", "POST", CHAT, chat(stop=[f"s{i}" for i in range(5)]), 400, None, "stop"),
     ("a stop sequence of 10,000 characters", "POST", CHAT, chat(stop=["x" * 10_000]), 400, "limit_exceeded", "stop"),
     ("301 logit_bias entries", "POST", CHAT, chat(logit_bias={str(i): 1 for i in range(301)}), 400, "limit_exceeded", "logit_bias"),
     ("129 tools", "POST", CHAT, chat(tools=TOOL * 129), 400, "limit_exceeded", "tools"),

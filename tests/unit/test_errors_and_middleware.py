@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Union
+
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -13,6 +15,10 @@ from serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMidd
 
 class Body(BaseModel):
     n: int
+
+
+class Stops(BaseModel):
+    stop: Union[str, list[str]]
 
 
 def make_app(keys=frozenset(), max_bytes=1024) -> TestClient:
@@ -72,6 +78,18 @@ def test_validation_error_is_400_naming_the_field():
     assert r.status_code == 400
     error = envelope(r)
     assert error["param"] == "n" and error["message"].startswith("n:")
+
+
+def test_a_union_field_is_named_as_the_client_wrote_it():
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/stops")
+    async def stops(body: Stops):
+        return {}
+
+    error = envelope(TestClient(app).post("/stops", json={"stop": 5}))
+    assert error["param"] == "stop", "pydantic's union member tags (str, list[str]) are not the client's field"
 
 
 def test_invalid_json_is_400():
