@@ -497,9 +497,18 @@ class ResidencySpec(_Strict):
     )
     wake_timeout_s: float = Field(
         180.0, gt=0,
-        description="Longest a request waits for its model to wake; then 503 with Retry-After.",
+        description="Longest a request waits for its model to wake, its turn included (see `min_awake_s`); then "
+        "503 with Retry-After. Also the LLM replicas' health-check timeout.",
     )
     retry_after_s: int = Field(5, ge=1, description="Retry-After sent when a model cannot be woken now.")
+    min_awake_s: float = Field(
+        30.0, ge=0,
+        description="An on-demand model woken for requests stays awake at least this long before another model's "
+        "requests may evict it. Requests for two models that cannot both be awake are served in turns: while one "
+        "model's requests wait, the awake model takes new requests until it has been awake this long, then "
+        "finishes what it has and sleeps, and the waiting requests are served by one wake. Operator wakes "
+        "(POST /v1/models/{id}/wake) do not wait for it.",
+    )
     idle_check_s: float = Field(1.0, gt=0, description="How often idle on-demand models are looked for.")
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0.05))
 

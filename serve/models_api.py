@@ -68,7 +68,7 @@ class ModelEndpoints:
         for model_id, card in self._cards.items():
             live = states.get(model_id)
             if live is not None:
-                extra = {key: live[key] for key in ("state", "memory_gib", "measured", "in_flight", "wakes") if key in live}
+                extra = {key: live[key] for key in ("state", "memory_gib", "measured", "in_flight", "waiting", "wakes") if key in live}
                 card = card.model_copy(update={"metadata": {**card.metadata, **extra}})
             cards[model_id] = card
         return cards

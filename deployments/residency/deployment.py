@@ -10,8 +10,11 @@ and is the only caller of the LLM replicas' ``engine_wake`` / ``engine_sleep``.
   from before the wake to the stream's last byte (:meth:`release`), keeps the model from
   being put to sleep under it.
 * **Eviction.** When the budget needs room, the least recently used idle on-demand
-  models sleep first; a model with requests in flight is never evicted. When even that
-  is not enough, the wake is refused with a clear 503.
+  models sleep first; a model with requests in flight is never evicted, nor one woken
+  less than ``residency.min_awake_s`` ago by requests.
+* **Turns.** When the room is held by such a model, the wake waits its turn
+  (deployments/residency/turns.py): the other model finishes what it has and sleeps.
+  Only when resident models hold the room is the wake refused with a clear 503.
 * **Idle sleep.** A loop puts on-demand models to sleep after their ``idle_sleep_s``.
 * **Operators** pre-warm or free a model (``POST /v1/models/{id}/wake`` and ``/sleep``).
 
@@ -22,13 +25,15 @@ to sleep, and their requests never call the manager: they pay no hop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
 import time
 from typing import Any, Optional
 
-from deployments.residency.ledger import STATES, Entry, Ledger
+from deployments.residency.ledger import STATES, CannotFit, Entry, Ledger
+from deployments.residency.turns import Turns
 from serve.config import Profile
 from serve.core_plan import keep_to_control_plane
 from serve.errors import BadRequest, Conflict, GraphError, ModelUnavailable, NotFound
@@ -76,6 +81,7 @@ class Residency:
                                  state="asleep" if spec.on_demand else "awake", last_used=time.monotonic()))
         self._ledger = Ledger(entries, plan.budget_gib, self._spec.retry_after_s)
         self._decide = asyncio.Lock()  # one eviction decision at a time
+        self._turns = Turns(self._ledger, self._spec.min_awake_s)
         self._transitions: dict[str, asyncio.Task] = {}
         self._idle_task = asyncio.get_running_loop().create_task(self._idle_loop(), context=contextvars.Context())
 
@@ -89,22 +95,29 @@ class Residency:
         """Take a lease on ``model_id`` for one request, waking it first when needed.
 
         Returns:
-            How long the request waited for the wake, in milliseconds (0 when awake).
+            How long the request waited for its turn and the wake, in milliseconds (0
+            when the model was awake and taking requests).
 
         Raises:
-            Unavailable: the wake took longer than ``wake_timeout_s``, failed, or
-                cannot fit (code ``model_cannot_fit``); all carry Retry-After.
+            Unavailable: the turn and the wake took longer than ``wake_timeout_s``
+                (``model_waking``), the wake failed, or resident models hold the room
+                (``model_cannot_fit``); all carry Retry-After.
         """
         entry = self._entry(model_id)
+        started = time.perf_counter()
+        deadline = time.monotonic() + self._spec.wake_timeout_s
+        turn = self._turns.yields(entry)
+        if turn:
+            await self._turns.wait_for_turn(entry, deadline, lambda: self._late(entry))
         entry.in_flight += 1  # counted first: a model with a lease is never put to sleep
         entry.last_used = time.monotonic()
         if entry.state == "awake" and self._running(entry) is None:
-            return 0.0
-        started = time.perf_counter()
+            return round((time.perf_counter() - started) * 1000, 1) if turn else 0.0
         try:
-            await self._awake_in_time(entry)
+            await self._awake_in_time(entry, deadline - time.monotonic())
         except BaseException:
             entry.in_flight -= 1
+            self._turns.notify()
             raise
         return round((time.perf_counter() - started) * 1000, 1)
 
@@ -113,6 +126,7 @@ class Residency:
         entry = self._entry(model_id)
         entry.in_flight = max(entry.in_flight - 1, 0)
         entry.last_used = time.monotonic()
+        self._turns.notify()
 
     # ---------------------------------------------------------------- operators
     @_errors_as_values
@@ -122,10 +136,11 @@ class Residency:
         started = time.perf_counter()
         entry.in_flight += 1  # not evicted by another wake while this one completes
         try:
-            await self._awake_in_time(entry)
+            await self._awake_in_time(entry, self._spec.wake_timeout_s, min_awake_s=0.0)
         finally:
             entry.in_flight -= 1
             entry.last_used = time.monotonic()
+            self._turns.notify()
         return {**entry.view(), "waited_ms": round((time.perf_counter() - started) * 1000, 1)}
 
     @_errors_as_values
@@ -170,35 +185,64 @@ class Residency:
             raise NotFound(f"model {model_id!r} does not exist; GET /v1/models lists the models",
                            param="model", code="model_not_found") from None
 
-    async def _awake_in_time(self, entry: Entry) -> None:
-        """:meth:`_ensure_awake`, bounded by ``wake_timeout_s`` (the wake itself goes on)."""
+    async def _awake_in_time(self, entry: Entry, timeout_s: float, *, min_awake_s: Optional[float] = None) -> None:
+        """:meth:`_ensure_awake`, bounded by ``timeout_s`` (the wake itself goes on)."""
         try:
-            await asyncio.wait_for(self._ensure_awake(entry), self._spec.wake_timeout_s)
+            await asyncio.wait_for(self._ensure_awake(entry, min_awake_s), max(timeout_s, 0.0))
         except asyncio.TimeoutError:
-            raise ModelUnavailable(f"model {entry.model_id!r} did not wake within {self._spec.wake_timeout_s:.0f} s",
-                                   code="model_waking", headers={"Retry-After": str(self._spec.retry_after_s)}) from None
+            raise self._late(entry) from None
+
+    def _late(self, entry: Entry) -> ModelUnavailable:
+        return ModelUnavailable(f"model {entry.model_id!r} did not wake within {self._spec.wake_timeout_s:.0f} s",
+                                code="model_waking", headers={"Retry-After": str(self._spec.retry_after_s)})
 
     def _running(self, entry: Entry) -> Optional[asyncio.Task]:
         """The transition ``entry`` is in, if one is still running."""
         task = self._transitions.get(entry.model_id)
         return task if task is not None and not task.done() else None
 
-    async def _ensure_awake(self, entry: Entry) -> None:
+    async def _ensure_awake(self, entry: Entry, min_awake_s: Optional[float] = None) -> None:
         """Wait for ``entry`` to be awake: one wake serves every waiter. A failed wake
-        fails its waiters; the next request tries again."""
-        while True:
-            running = self._running(entry)
-            if running is None:
-                if entry.state == "awake":
-                    return
-                async with self._decide:
-                    if self._running(entry) is not None or entry.state == "awake":
+        fails its waiters; the next request tries again. When the memory it needs is
+        held by models that are busy or woke less than ``min_awake_s`` ago, it waits its
+        turn, counted as waiting (which makes them yield: deployments/residency/turns.py)."""
+        min_awake_s = self._spec.min_awake_s if min_awake_s is None else min_awake_s
+        with contextlib.ExitStack() as counted:
+            is_counted = False
+            while True:
+                running = self._running(entry)
+                if running is None and entry.state != "awake":
+                    running = await self._begin_wake(entry, min_awake_s)
+                    if running is None and entry.state != "awake":
+                        if not is_counted:
+                            counted.enter_context(self._turns.waiting(entry))
+                            is_counted = True
+                        await self._turns.changes()
                         continue
-                    victims = self._ledger.evictions_for(entry)  # raises CannotFit
-                    for victim in victims:
-                        self._start(victim, self._sleep_engine(victim))
-                    running = self._start(entry, self._wake_engine(entry, victims))
-            await asyncio.shield(running)
+                if running is None:
+                    return
+                await asyncio.shield(running)
+
+    async def _begin_wake(self, entry: Entry, min_awake_s: float) -> Optional[asyncio.Task]:
+        """Start ``entry``'s wake and its victims' sleeps: the running transition, or None
+        when the memory is not free yet (or ``entry`` woke meanwhile).
+
+        Raises:
+            CannotFit: it never will fit (the budget is held by resident models).
+        """
+        async with self._decide:
+            running = self._running(entry)
+            if running is not None or entry.state == "awake":
+                return running
+            try:
+                victims = self._ledger.evictions_for(entry, now=time.monotonic(), min_awake_s=min_awake_s)
+            except CannotFit as refusal:
+                if not refusal.later:
+                    raise
+                return None
+            for victim in victims:
+                self._start(victim, self._sleep_engine(victim))
+            return self._start(entry, self._wake_engine(entry, victims))
 
     def _start(self, entry: Entry, work) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(work, context=contextvars.Context())
@@ -230,7 +274,7 @@ class Residency:
         seconds = time.perf_counter() - started
         entry.measured_gib = _held(result["after"])
         entry.wakes += 1
-        entry.last_used = time.monotonic()
+        entry.last_used = entry.awake_since = time.monotonic()
         self._set_state(entry, "awake")
         _switches().inc(tags={"model": entry.model_id, "direction": "wake", "mechanism": entry.mechanism})
         _wake_seconds().observe(seconds, tags={"model": entry.model_id, "mechanism": entry.mechanism})
@@ -257,6 +301,7 @@ class Residency:
     def _set_state(self, entry: Entry, state: str) -> None:
         entry.state = state
         self._publish(entry)
+        self._turns.notify()
 
     @staticmethod
     def _publish(entry: Entry) -> None:

@@ -34,6 +34,10 @@ class Entry:
     in_flight: int = 0
     last_used: float = 0.0
     wakes: int = 0
+    awake_since: float = 0.0
+    """When it last woke (monotonic): it stays awake ``residency.min_awake_s`` from then."""
+    waiting: int = 0
+    """Requests waiting for it to wake."""
 
     @property
     def held_gib(self) -> float:
@@ -49,11 +53,15 @@ class Entry:
         return {"role": self.role, "model": self.model_id, "residency": "on_demand" if self.on_demand else "resident",
                 "state": self.state, "sleeps_by": self.mechanism if self.on_demand else None,
                 "memory_gib": round(self.held_gib, 3), "measured": self.measured_gib is not None,
-                "in_flight": self.in_flight, "wakes": self.wakes}
+                "in_flight": self.in_flight, "waiting": self.waiting, "wakes": self.wakes}
 
 
 class CannotFit(ModelUnavailable):
-    """A model cannot wake now: the budget is held by models with requests in flight."""
+    """A model cannot wake now: the budget is held by models with requests in flight, or
+    woken too recently to be put to sleep (``later``: it will fit once they are done), or
+    by resident models (it never will)."""
+
+    later: bool = False
 
 
 class Ledger:
@@ -74,23 +82,31 @@ class Ledger:
         """Memory held now by every model not asleep."""
         return sum(entry.held_gib for entry in self.entries.values() if entry.holds_memory)
 
-    def evictions_for(self, wanted: Entry) -> list[Entry]:
+    def short_gib(self, wanted: Entry) -> float:
+        """How much memory ``wanted`` lacks to wake beside what is held now (<= 0: it fits)."""
+        if self.budget_gib is None:
+            return 0.0
+        return self.held_gib() + wanted.held_gib - self.budget_gib
+
+    def evictions_for(self, wanted: Entry, *, now: float = 0.0, min_awake_s: float = 0.0) -> list[Entry]:
         """The models that must sleep before ``wanted`` wakes, least recently used first.
 
-        Only on-demand models that are awake, idle (no request in flight) and not
-        ``wanted`` itself may be evicted.
+        Only on-demand models that are awake, idle (no request in flight), awake for at
+        least ``min_awake_s`` at ``now``, and not ``wanted`` itself may be evicted.
 
         Raises:
-            CannotFit: even with every such model asleep there is not enough room;
-                the message names the shortfall and the models that hold the rest.
+            CannotFit: even with every such model asleep there is not enough room; the
+                message names the shortfall and the models that hold the rest, and
+                ``later`` says whether it would fit once the busy and young ones are done.
         """
         if self.budget_gib is None:
             return []
-        short = self.held_gib() + wanted.held_gib - self.budget_gib
+        short = self.short_gib(wanted)
         victims: list[Entry] = []
         candidates = sorted(
             (e for e in self.entries.values()
-             if e.on_demand and e.state == "awake" and e.in_flight == 0 and e is not wanted),
+             if e.on_demand and e.state == "awake" and e.in_flight == 0 and e is not wanted
+             and now - e.awake_since >= min_awake_s),
             key=lambda e: e.last_used,
         )
         for candidate in candidates:
@@ -103,12 +119,16 @@ class Ledger:
                 f"{e.model_id} ({e.state}, {e.in_flight} in flight, {e.held_gib:.2f} GiB)"
                 for e in self.entries.values() if e.holds_memory and e not in victims
             )
-            raise CannotFit(
+            refusal = CannotFit(
                 f"model {wanted.model_id!r} needs {wanted.held_gib:.2f} GiB to wake, and the budget of "
                 f"{self.budget_gib:.2f} GiB is short by {short:.2f} GiB even with every idle model asleep; "
                 f"held by: {holders}. Retry when their requests finish.",
                 code="model_cannot_fit", headers={"Retry-After": str(self.retry_after_s)},
             )
+            on_demand = sum(e.held_gib for e in self.entries.values()
+                            if e.on_demand and e.holds_memory and e is not wanted and e not in victims)
+            refusal.later = short - on_demand <= 1e-9
+            raise refusal
         return victims
 
     def idle(self, now: float) -> list[Entry]:

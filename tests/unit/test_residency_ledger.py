@@ -57,3 +57,23 @@ def test_without_a_budget_nothing_is_ever_evicted():
 def test_idle_models_are_the_awake_on_demand_ones_past_their_idle_time():
     book = ledger(budget=None, a=("awake", 100.0, 0), b=("awake", 60.0, 0), c=("awake", 60.0, 1), d=("asleep", 0.0, 0))
     assert [e.model_id for e in book.idle(now=100.0)] == ["b"]
+
+
+def test_a_busy_room_fits_later_and_a_resident_one_never():
+    busy = ledger(a=("awake", 1.0, 2), c=("asleep", 0.0, 0))
+    with pytest.raises(CannotFit) as err:
+        busy.evictions_for(busy.entries["c"])
+    assert err.value.later, "the busy on-demand model will finish and sleep: wait a turn"
+    resident = ledger(budget=4.0, c=("asleep", 0.0, 0))
+    with pytest.raises(CannotFit) as err:
+        resident.evictions_for(resident.entries["c"])
+    assert not err.value.later, "the resident extractor never sleeps: refuse now"
+
+
+def test_a_model_woken_less_than_min_awake_s_ago_keeps_its_turn():
+    book = ledger(a=("awake", 1.0, 0), c=("asleep", 0.0, 0))
+    book.entries["a"].awake_since = 100.0
+    with pytest.raises(CannotFit) as err:
+        book.evictions_for(book.entries["c"], now=110.0, min_awake_s=30.0)
+    assert err.value.later
+    assert [e.model_id for e in book.evictions_for(book.entries["c"], now=130.0, min_awake_s=30.0)] == ["a"]

@@ -114,14 +114,53 @@ def test_the_victim_is_asleep_before_the_wake_starts():
 
 def test_a_busy_model_is_neither_evicted_nor_put_to_sleep_by_an_operator():
     async def scenario():
-        residency, log = await make()
+        residency, log = await make(quick_turns())
         await residency.acquire(REASONER)  # in flight
-        refused = await residency.acquire(HEAVY)
-        assert isinstance(refused, Unavailable) and refused.code == "model_cannot_fit"
+        heavy = asyncio.create_task(residency.acquire(HEAVY))
+        await asyncio.sleep(0.3)
+        assert not heavy.done(), "the heavy model waits its turn: the reasoner is busy"
         busy = await residency.sleep(REASONER)
         assert isinstance(busy, Conflict) and busy.code == "model_busy"
         assert log == [("wake", REASONER)]
-        assert {row["model"]: row["in_flight"] for row in await residency.states()}[HEAVY] == 0, "a refusal holds no lease"
+        assert (await states_of(residency))[REASONER] == "awake"
+        await residency.release(REASONER)
+        assert isinstance(await heavy, float), "once the reasoner is done, the heavy model's turn comes"
+        assert log == [("wake", REASONER), ("sleep", REASONER), ("wake", HEAVY)]
+    run(scenario())
+
+
+def quick_turns(min_awake_s: float = 0.2, wake_timeout_s: float = 30.0):
+    return SWAP.model_copy(update={"residency": SWAP.residency.model_copy(
+        update={"min_awake_s": min_awake_s, "wake_timeout_s": wake_timeout_s})})
+
+
+def test_alternating_requests_for_two_models_that_cannot_both_wake_are_served_in_turns():
+    async def scenario():
+        residency, log = await make(quick_turns(min_awake_s=0.3))
+
+        async def request(model: str, hold_s: float):
+            waited = await residency.acquire(model)
+            assert isinstance(waited, float), waited
+            await asyncio.sleep(hold_s)  # the answer being generated
+            await residency.release(model)
+
+        tasks = []
+        for i in range(20):  # alternating, a new request every 20 ms
+            tasks.append(asyncio.create_task(request(REASONER if i % 2 == 0 else HEAVY, 0.1)))
+            await asyncio.sleep(0.02)
+        await asyncio.gather(*tasks)
+        switches = [event for event in log if event[0] == "wake"]
+        assert len(switches) <= 4, log
+    run(scenario())
+
+
+def test_a_turn_that_never_comes_is_a_503_in_the_wake_budget():
+    async def scenario():
+        residency, _ = await make(quick_turns(min_awake_s=0.0, wake_timeout_s=0.4))
+        await residency.acquire(REASONER)  # held past the heavy model's budget
+        late = await residency.acquire(HEAVY)
+        assert isinstance(late, Unavailable) and late.code == "model_waking" and late.headers["Retry-After"]
+        assert (await residency.states())[2]["waiting"] == 0, "a request that gave up waits no more"
     run(scenario())
 
 
