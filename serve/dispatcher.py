@@ -23,6 +23,7 @@ Unit tests drive it with fake handles (``tests/unit/test_dispatcher.py``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Optional
@@ -46,6 +47,10 @@ from serve.settings import Settings
 from serve.tiers import Tiers
 
 logger = logging.getLogger("ray.serve")
+
+#: Pauses before a request that waited for its model tries again after a refusal for
+#: load (see :meth:`Dispatcher._first_chunk`).
+BURST_RETRIES_S = (0.25, 0.5, 1.0, 2.0)
 
 
 @dataclass(frozen=True)
@@ -209,9 +214,7 @@ class Dispatcher:
         try:
             if call_method == "chat":
                 body = sanitize_chat_request(body)
-            with typed_handle_errors():
-                chunks = getattr(self._llms[target], call_method).remote(body, request_info)
-                first = await chunks.__anext__()
+            chunks, first = await self._first_chunk(target, call_method, body, request_info, waited=wake_ms > 0)
             head = first[0] if isinstance(first, list) else first
             if isinstance(head, GraphError):
                 raise head  # the replica's typed answer (its engine is asleep)
@@ -233,6 +236,28 @@ class Dispatcher:
                 self._finished(target, leased)
 
         return None, openai_sse(rest()), wake_ms
+
+    async def _first_chunk(self, target: str, call_method: str, body: Any, request_info: Any, *,
+                           waited: bool) -> tuple[Any, Any]:
+        """Call ``target``'s replica; its generator and first chunk.
+
+        A request that waited for a wake or a turn is let go with every other request
+        that waited: Ray Serve's handle counts requests it has not placed yet against
+        ``max_queued_requests`` and may refuse part of such a burst before placing any
+        (its router says so). Such a request, holding its lease, tries again after a
+        refusal for load, :data:`BURST_RETRIES_S` apart; then the 429 stands.
+        """
+        delays = BURST_RETRIES_S if waited else ()
+        for attempt in range(len(delays) + 1):
+            try:
+                with typed_handle_errors():
+                    chunks = getattr(self._llms[target], call_method).remote(body, request_info)
+                    return chunks, await chunks.__anext__()
+            except RateLimited as exc:
+                if attempt == len(delays) or exc.code != "overloaded":
+                    raise
+                await asyncio.sleep(delays[attempt])
+        raise AssertionError("unreachable")
 
     async def _call_awake_llm(self, body: Any, call_method: str, request_info: Any) -> tuple[Optional[dict], Optional[AsyncIterator], float]:
         """:meth:`_call_llm`; when the replica answers that its engine is asleep (its replica

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from ray.serve.exceptions import BackPressureError
 
 from deployments.router.decision import RouteDecision
 from deployments.router.features import RouteInput
 from serve.config import load_profile
-from serve.dispatcher import Dispatcher
-from serve.errors import ModelAsleep, Unavailable
+from serve.dispatcher import BURST_RETRIES_S, Dispatcher
+from serve.errors import ModelAsleep, RateLimited, Unavailable
 from serve.health import HealthPicture
 from serve.settings import Settings
 from tests.unit.test_dispatcher import FakeLlm, _Method, chat
@@ -23,8 +24,8 @@ EXTRACTOR, REASONER, HEAVY = (spec.model_id for spec in SWAP.models)
 class FakeResidency:
     """The manager's handle: records leases; answers a wait, or a typed error as a value."""
 
-    def __init__(self, *, refuse: bool = False) -> None:
-        self.refuse = refuse
+    def __init__(self, *, refuse: bool = False, waited_ms: float = 1234.5) -> None:
+        self.refuse, self.waited_ms = refuse, waited_ms
         self.calls: list[tuple[str, str]] = []
         self.acquire = _Method(self._acquire)
         self.release = _Method(self._release)
@@ -37,7 +38,7 @@ class FakeResidency:
         self.calls.append(("acquire", model_id))
         if self.refuse:
             return Unavailable("no room", code="model_cannot_fit", headers={"Retry-After": "5"})
-        return 1234.5
+        return self.waited_ms
 
     async def _release(self, model_id: str):
         self.calls.append(("release", model_id))
@@ -162,3 +163,47 @@ def test_model_asleep_crosses_a_pickle_intact():
 
     copy = pickle.loads(pickle.dumps(ModelAsleep.of("m", retry_after_s=7)))
     assert (type(copy), copy.code, copy.status_code, copy.headers) == (ModelAsleep, "model_asleep", 503, {"Retry-After": "7"})
+
+
+class RefusingLlm(FakeLlm):
+    """A handle that refuses the first ``times`` calls for load, as Serve's router does
+    when a burst outruns the requests it has placed."""
+
+    def __init__(self, model: str, *, times: int) -> None:
+        super().__init__(model)
+        self.refusals = times
+
+    async def _answer(self, body):
+        if self.refusals:
+            self.refusals -= 1
+            raise BackPressureError(num_queued_requests=8, max_queued_requests=8)
+        async for chunk in super()._answer(body):
+            yield chunk
+
+
+@pytest.mark.parametrize("waited_ms, refusals, answered", [
+    (1234.5, 2, True),     # released with the others that waited: tries again on its lease
+    (1234.5, 99, False),   # really overloaded: the 429 stands after a few tries
+    (0.0, 1, False),       # awake all along: an ordinary 429, no second try
+])
+def test_a_request_that_waited_for_its_model_rides_out_the_release_burst(waited_ms, refusals, answered):
+    async def scenario():
+        residency = FakeResidency(waited_ms=waited_ms)
+        dispatcher, llms = make(residency)
+        llms[HEAVY] = RefusingLlm(HEAVY, times=refusals)
+        dispatcher._llms[HEAVY] = llms[HEAVY]
+        pinned = await dispatcher.resolve(HEAVY, RouteInput(text="hi"))
+        if answered:
+            dispatched = await dispatcher.dispatch(chat(), "chat", pinned)
+            assert dispatched.reply["model"] == HEAVY and len(llms[HEAVY].bodies) == refusals + 1
+        else:
+            with pytest.raises(RateLimited) as refused:
+                await dispatcher.dispatch(chat(), "chat", pinned)
+            assert refused.value.code == "overloaded"
+            assert len(llms[HEAVY].bodies) == (1 if not waited_ms else 1 + len(BURST_RETRIES_S))
+        for _ in range(100):  # the lease is given back either way (in a task of its own)
+            if ("release", HEAVY) in residency.calls:
+                break
+            await asyncio.sleep(0.01)
+        assert residency.calls.count(("acquire", HEAVY)) == 1 and residency.calls.count(("release", HEAVY)) == 1
+    asyncio.run(scenario())
