@@ -50,7 +50,7 @@ from serve.protocol import (
 )
 from serve.ray_private import RawRequestInfo
 from serve.router_client import InProcessRouter
-from serve.settings import Settings, configured_api_keys, load_settings
+from serve.settings import Settings, configured_admin_keys, configured_api_keys, load_settings
 
 ROUTE_TARGET_HEADER = "x-route-target"
 ROUTE_REASON_HEADER = "x-route-reason"
@@ -327,7 +327,7 @@ def build_ingress_app(settings: Settings, targets: frozenset[str] = frozenset(),
     app.add_middleware(HeaderLimitMiddleware, max_bytes=MAX_HEADER_BYTES)
     key_source = configured_api_keys if keys is None else keys
     app.add_middleware(BrowserGuardMiddleware, keys=key_source, any_host=settings.allow_unauthenticated)
-    app.add_middleware(ApiKeyMiddleware, keys=key_source)
+    app.add_middleware(ApiKeyMiddleware, keys=key_source, admins=configured_admin_keys if keys is None else None)
     app.add_middleware(CatchAllMiddleware)
     # Outermost: counts every answer, the catch-all's and the auth middleware's included.
     app.add_middleware(RequestMetricsMiddleware, known_targets=set(targets))

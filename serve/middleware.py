@@ -37,26 +37,58 @@ async def _send_error(send, status: int, message: str, *, code: str | None = Non
     await send({"type": "http.response.body", "body": body})
 
 
+def is_admin_route(method: str, path: str) -> bool:
+    """Operator actions: with keys configured they need an admin key (a keys-file line
+    ``<key> admin``, or the only key). Putting a model to sleep or waking it (a model id
+    may hold slashes: ``/v1/models/{model:path}/sleep``) and dropping a collection."""
+    if method == "POST" and path.startswith("/v1/models/"):
+        return path.endswith(("/sleep", "/wake"))
+    if method == "DELETE" and path.startswith("/v1/collections/"):
+        return "/" not in path[len("/v1/collections/"):]
+    return False
+
+
+KeySource = frozenset[str] | Callable[[], frozenset[str]]
+
+
 class ApiKeyMiddleware:
-    """Requires ``Authorization: Bearer <key>`` when keys are configured.
+    """Requires ``Authorization: Bearer <key>`` when keys are configured, and an admin
+    key for the routes of :func:`is_admin_route` (403 ``admin_required`` otherwise).
 
     Args:
         keys: The keys, or a function that reads them. The ingress passes the function,
             so the keys are read inside the replica on its first request and are never
             part of the pickled app.
+        admins: The admin keys, likewise; None: the only key when there is one.
     """
 
-    def __init__(self, app, *, keys: frozenset[str] | Callable[[], frozenset[str]]) -> None:
+    def __init__(self, app, *, keys: KeySource, admins: KeySource | None = None) -> None:
         self.app = app
         self._source = keys
-        self._loaded: tuple[bytes, ...] | None = None
+        self._admin_source = admins
+        self._loaded: tuple[tuple[bytes, ...], tuple[bytes, ...]] | None = None
+
+    def _load(self) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        if self._loaded is None:
+            keys = self._source() if callable(self._source) else self._source
+            if self._admin_source is None:
+                admins = keys if len(keys) == 1 else frozenset()
+            else:
+                admins = self._admin_source() if callable(self._admin_source) else self._admin_source
+            self._loaded = (tuple(k.encode() for k in keys), tuple(k.encode() for k in admins))
+        return self._loaded
 
     @property
     def _keys(self) -> tuple[bytes, ...]:
-        if self._loaded is None:
-            keys = self._source() if callable(self._source) else self._source
-            self._loaded = tuple(k.encode() for k in keys)
-        return self._loaded
+        return self._load()[0]
+
+    @staticmethod
+    def _matches(token: bytes, keys: tuple[bytes, ...]) -> bool:
+        # Compare against every key so timing does not reveal which one nearly matched.
+        ok = False
+        for key in keys:
+            ok |= secrets.compare_digest(token, key)
+        return ok
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or not self._keys or scope["path"] in PUBLIC_PATHS:
@@ -65,14 +97,16 @@ class ApiKeyMiddleware:
         for name, value in scope.get("headers", []):
             if name.lower() == b"authorization" and value[:7].lower() == b"bearer ":
                 token = value[7:].strip()
-        # Compare against every key so timing does not reveal which one nearly matched.
-        ok = False
-        for key in self._keys:
-            ok |= secrets.compare_digest(token, key)
-        if not ok:
+        keys, admins = self._load()
+        if not self._matches(token, keys):
             return await _send_error(
                 send, 401, "missing or invalid API key (send Authorization: Bearer <key>)",
                 headers=[(b"www-authenticate", b"Bearer")],
+            )
+        if is_admin_route(scope.get("method", ""), scope["path"]) and not self._matches(token, admins):
+            return await _send_error(
+                send, 403, "this operator action needs an admin key (a keys-file line '<key> admin')",
+                code="admin_required",
             )
         return await self.app(scope, receive, send)
 

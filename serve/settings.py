@@ -40,7 +40,10 @@ class Settings(BaseSettings):
     )
     api_keys_file: Optional[Path] = Field(
         default=None,
-        description="File with one API key per line (blank lines and # comments ignored).",
+        description=(
+            "File with one API key per line (blank lines and # comments ignored); a line "
+            "`<key> admin` marks a key for operator actions (sleep, wake, dropping a collection)."
+        ),
     )
     allow_unauthenticated: bool = Field(
         default=False,
@@ -114,13 +117,34 @@ class Settings(BaseSettings):
     @property
     def api_key_set(self) -> frozenset[str]:
         """The configured API keys (environment and file), without blanks."""
-        keys = {k.strip() for k in self.api_keys.get_secret_value().split(",")}
+        return frozenset(self._key_scopes())
+
+    @property
+    def admin_key_set(self) -> frozenset[str]:
+        """The keys that may take operator actions: those the keys file marks ``admin``,
+        or the only key when there is one (a one-person graph keeps working as it did)."""
+        scopes = self._key_scopes()
+        if len(scopes) == 1:
+            return frozenset(scopes)
+        return frozenset(key for key, admin in scopes.items() if admin)
+
+    def _key_scopes(self) -> dict[str, bool]:
+        """Every key, and whether it is an admin key.
+
+        Raises:
+            ValueError: a keys-file line has a scope other than ``admin`` (the line
+                number is named, never the key).
+        """
+        scopes = {key.strip(): False for key in self.api_keys.get_secret_value().split(",") if key.strip()}
         if self.api_keys_file:
-            for line in self.api_keys_file.read_text().splitlines():
-                if not line.strip().startswith("#"):
-                    keys.add(line.strip())
-        keys.discard("")
-        return frozenset(keys)
+            for number, line in enumerate(self.api_keys_file.read_text().splitlines(), 1):
+                words = line.split()
+                if not words or words[0].startswith("#"):
+                    continue
+                if words[1:] not in ([], ["admin"]):
+                    raise ValueError(f"{self.api_keys_file}, line {number}: after the key, only the scope 'admin' is allowed")
+                scopes[words[0]] = scopes.get(words[0], False) or words[1:] == ["admin"]
+        return scopes
 
 
 def load_settings() -> Settings:
@@ -131,3 +155,8 @@ def load_settings() -> Settings:
 def configured_api_keys() -> frozenset[str]:
     """The API keys, read in the process that checks them (a replica), never passed in."""
     return load_settings().api_key_set
+
+
+def configured_admin_keys() -> frozenset[str]:
+    """The admin keys (:attr:`Settings.admin_key_set`), read as :func:`configured_api_keys` is."""
+    return load_settings().admin_key_set

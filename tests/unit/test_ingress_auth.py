@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 from ray.serve.llm.ingress import make_fastapi_ingress
 
@@ -47,3 +48,31 @@ def test_no_secret_is_pickled_into_the_graph(monkeypatch):
     settings = load_settings()
     assert settings.api_key_set == {"sekrit-key-123"}  # the replica still reads them
     assert "sekrit" not in repr(settings) and "provider-key" not in str(settings.model_dump())
+
+
+def test_operator_actions_need_an_admin_key(tmp_path, monkeypatch):
+    keys = tmp_path / "keys"
+    keys.write_text("# operators\nops-key admin\nteam-key\n")
+    monkeypatch.setenv("LLMGRAPH_API_KEYS_FILE", str(keys))
+    app = build_ingress_app(Settings())  # the keys are read as the replica reads them
+    make_fastapi_ingress(Ingress, endpoint_map=ENDPOINTS, app=app)
+    client = TestClient(app, raise_server_exceptions=False)
+    team, ops = ({"Authorization": f"Bearer {k}"} for k in ("team-key", "ops-key"))
+    for method, path in (("POST", "/v1/models/some-model/sleep"), ("POST", "/v1/models/org/some-model/wake"),
+                         ("DELETE", "/v1/collections/handbook")):
+        refused = client.request(method, path, json={}, headers=team)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "admin_required", (method, path)
+        assert client.request(method, path, json={}, headers=ops).status_code not in (401, 403), (method, path)
+    # Everything else stays open to every key.
+    assert client.request("DELETE", "/v1/collections/handbook/documents/a", headers=team).status_code not in (401, 403)
+    assert client.post("/v1/collections/handbook/search", json={}, headers=team).status_code not in (401, 403)
+
+
+def test_a_single_key_is_admin_and_a_bad_scope_is_refused(tmp_path):
+    assert Settings(api_keys="only-key").admin_key_set == {"only-key"}
+    assert Settings(api_keys="k1,k2").admin_key_set == frozenset(), "several keys: admin only when marked"
+    keys = tmp_path / "keys"
+    keys.write_text("k1 root\n")
+    with pytest.raises(ValueError, match="line 1") as info:
+        Settings(api_keys_file=keys).api_key_set
+    assert "k1" not in str(info.value), "the error names the line, never the key"
