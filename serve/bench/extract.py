@@ -8,11 +8,12 @@ only when it equals the gold value; a value where the gold is null is a false po
 (an invented salary is counted separately too).
 
 The LLM stage, when a graph is running at ``--url``: on the postings with no structured
-data (``html`` and ``text``), per-field P/R/F1 of ``mode: llm`` (the extractor asked for
-every field) scored twice — the record users get (rules fill what the LLM left null) and
-the LLM stage alone (only the fields whose source is ``llm``) — and of ``mode: auto``
-(the LLM fills what the rules left empty), next to ``fast`` on the same postings: the
-baseline a bigger model must beat.
+data (``html`` and ``text``), per-field P/R/F1 of ``mode: llm`` (the extractor fills what
+the rules left empty) scored twice — the record users get and the LLM stage alone (only
+the fields whose source is ``llm``, i.e. what grounding kept) — and of ``mode: auto``
+(the model the router picks fills the gaps), next to ``fast`` on the same postings: the
+baseline a bigger model must beat. What grounding dropped (values the document does not
+support, reported under ``unsupported``) is counted per field.
 
 Speed: documents/s for ``fast`` in-process (the pipeline's own cost), and, when a graph
 is running at ``--url``, documents/s through ``POST /v1/extract/batch`` for ``fast`` and
@@ -168,6 +169,7 @@ def http_predictions(url: str, corpus: list[dict[str, Any]], mode: str, *, api_k
     llm_fields: dict[str, Optional[dict[str, Any]]] = {}
     statuses: dict[str, int] = defaultdict(int)
     targets: dict[str, int] = defaultdict(int)
+    dropped: dict[str, int] = defaultdict(int)
     started = time.perf_counter()
     with loopback_client(url, api_key=api_key, timeout_s=timeout_s, suite="extract") as client:
         for i in range(0, len(corpus), batch_size):
@@ -181,7 +183,10 @@ def http_predictions(url: str, corpus: list[dict[str, Any]], mode: str, *, api_k
                 llm_fields[doc["id"]] = {k: v for k, v in result["data"].items() if result["sources"].get(k) == "llm"} if result else None
                 if result and (result.get("route") or {}).get("target"):
                     targets[result["route"]["target"]] += 1
-    meta = {"mode": mode, "statuses": dict(statuses), "answered_by": dict(targets), "seconds": round(time.perf_counter() - started, 1)}
+                for field in (result or {}).get("unsupported") or {}:
+                    dropped[field] += 1
+    meta = {"mode": mode, "statuses": dict(statuses), "answered_by": dict(targets),
+            "dropped_by_grounding": dict(sorted(dropped.items())), "seconds": round(time.perf_counter() - started, 1)}
     return records, llm_fields, meta
 
 
@@ -308,5 +313,11 @@ def run(args) -> int:
         for field in FIELDS:
             cells = [llm_stage["variants"][name]["fields"].get(field, {}).get("f1") for name in llm_stage["variants"]]
             print(f"{'':>18}{field:<16}" + "".join(f"{'-' if c is None else format(c, '.3f'):>17}" for c in cells))
+        for name, run in llm_stage["runs"].items():
+            print(f"{'':>18}mode {name}: answered by {run['answered_by']}; dropped by grounding {run['dropped_by_grounding'] or 'none'}")
+        for name, variant in llm_stage["variants"].items():
+            micro = variant["micro"]
+            print(f"{'':>18}{name:<16} micro P {micro['precision']:.3f} R {micro['recall']:.3f} F1 {micro['f1']:.3f};"
+                  f" invented salaries {len(variant['invented_salary'])}")
     save_results(args.out, "extract", results, plot)
     return 0

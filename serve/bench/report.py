@@ -104,8 +104,17 @@ def _extract(data: dict[str, Any]) -> str:
         rows.append(["**micro**", *(f"**{llm['variants'][n]['micro']['f1']:.3f}**" for n in names)])
         extractor = data.get("models", {}).get("extractor", "the extractor")
         text += (f"\n\nLLM stage with `{extractor}` on the {llm['documents']} postings without structured data, F1 per field "
-                 f"(\"llm stage alone\" scores only the fields the LLM filled; \"(record)\" what the API returns):\n\n"
+                 f"(\"llm stage alone\" scores only the values the LLM filled and grounding kept; \"(record)\" what the API returns):\n\n"
                  + _table(["field", *names], rows))
+        micro = [[n, f"{v['micro']['precision']:.3f}", f"{v['micro']['recall']:.3f}",
+                  "-" if v.get("invented_salary") is None else str(len(v["invented_salary"]))]
+                 for n, v in llm["variants"].items()]
+        text += "\n\n" + _table(["variant", "precision", "recall", "salaries invented"], micro)
+        dropped = {mode: run.get("dropped_by_grounding") for mode, run in llm.get("runs", {}).items()}
+        if any(v is not None for v in dropped.values()):
+            text += "\n\nValues the LLM proposed that the posting does not support, dropped by grounding: " + "; ".join(
+                f"`{mode}` {sum((d or {}).values())} ({', '.join(f'{f} {n}' for f, n in (d or {}).items()) or 'none'})"
+                for mode, d in dropped.items()) + "."
     return text
 
 

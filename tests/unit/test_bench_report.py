@@ -64,16 +64,19 @@ def test_extract_report_shows_the_llm_stage_per_field_next_to_fast(tmp_path):
     fast = score(corpus, {"a": {"title": "Barista", "salary_min": 18.5, "salary_max": 18.5}, "b": {"title": "Nurse"}})
     llm = score(corpus, {"a": {"title": "Barista", "salary_min": 18}, "b": {"salary_min": 50000}})
     assert llm["invented_salary"] == ["b"]
-    variants = {name: {"fields": r["all_fields"]["fields"], "micro": r["all_fields"]["micro"]} for name, r in
-                (("fast", fast), ("llm stage alone", llm))}
+    variants = {name: {"fields": r["all_fields"]["fields"], "micro": r["all_fields"]["micro"],
+                       "invented_salary": r["invented_salary"]} for name, r in (("fast", fast), ("llm stage alone", llm))}
     data = {"quality": fast, "throughput": {"fast (in-process)": {"docs_per_s": 100.0}},
             "models": {"extractor": "smollm2-135m-instruct"},
-            "llm_stage": {"documents": 2, "variants": variants}, "meta": {"date": "d", "cpu": "c", "cores": 2, "memory_gib": 24.0, "gpus": []}}
+            "llm_stage": {"documents": 2, "variants": variants,
+                          "runs": {"llm": {"dropped_by_grounding": {"salary_min": 1}}}}, "meta": {"date": "d", "cpu": "c", "cores": 2, "memory_gib": 24.0, "gpus": []}}
     (tmp_path / "extract.json").write_text(json.dumps(data))
     text = render(tmp_path)
     assert "LLM stage with `smollm2-135m-instruct` on the 2 postings" in text
     assert "| title | 1.000 | 0.667 |" in text  # the LLM found one of two titles
     assert "| salary_min | 1.000 | 0.000 |" in text  # 18 is not 18.5, and 50000 was invented
+    assert "| llm stage alone | 0.333 | 0.250 | 1 |" in text  # the LLM stage's own precision, and the invention
+    assert "dropped by grounding: `llm` 1 (salary_min 1)" in text
 
 
 def test_the_gpu_section_says_when_no_gpu_run_exists_and_renders_one_that_does(tmp_path):
