@@ -20,6 +20,7 @@ from deployments.llm.callbacks import EngineStartCallback
 from deployments.llm.engine import OffLoopStartEngine
 from serve.config import load_profile
 from serve.ray_private import VLLMEngine
+from tests.support.loop import LoopTicks
 
 BLOCK_S = 0.5
 
@@ -55,20 +56,11 @@ def test_the_blocking_steps_run_in_a_thread_while_the_loop_ticks(monkeypatch, tm
 
     async def scenario():
         engine = OffLoopStartEngine(config)
-        ticks = 0
-
-        async def ticker():
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0.02)
-
-        ticking = asyncio.create_task(ticker())
-        started = time.perf_counter()
-        await engine.start()
-        elapsed = time.perf_counter() - started
-        ticking.cancel()
-        return engine, ticks, elapsed
+        async with LoopTicks() as loop:
+            started = time.perf_counter()
+            await engine.start()
+            elapsed = time.perf_counter() - started
+        return engine, loop.ticks, elapsed
 
     engine, ticks, elapsed = asyncio.run(scenario())
     assert engine.built_client == ("client-for", "engine-args", "engine-config"), "start took what the thread built"

@@ -11,6 +11,7 @@ from deployments.router.decision import RouteTargets
 from deployments.router.deployment import Router
 from deployments.router.features import RouteInput
 from serve.config import EmbedderSpec, RouterSpec
+from tests.support.loop import LoopTicks
 
 TARGETS = RouteTargets(extractor="ext", reasoner="rea", extractor_max_model_len=4096, reasoner_max_model_len=8192)
 
@@ -96,20 +97,11 @@ def test_a_long_prompt_is_scored_off_the_event_loop(monkeypatch):
     router = Router(RouterSpec(policy="heuristic"), TARGETS, None)
 
     async def scenario():
-        ticks = 0
-
-        async def ticker():
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0.02)
-
-        ticking = asyncio.create_task(ticker())
         text = "Why? " * 2_000
-        decision = await router.decide(RouteInput(text=text, last_user_text=text))
-        ticking.cancel()
+        async with LoopTicks() as loop:
+            decision = await router.decide(RouteInput(text=text, last_user_text=text))
         short = await router.decide(RouteInput(text="hi", last_user_text="hi"))
-        return decision, short, ticks
+        return decision, short, loop.ticks
 
     decision, short, ticks = asyncio.run(scenario())
     assert decision.role in ("extractor", "reasoner") and short.role == "extractor"
