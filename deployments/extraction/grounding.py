@@ -11,7 +11,15 @@ text, normalised the way the value is:
   ``₹12–18 LPA``, ``18.50``), within half a percent;
 * currency, pay period, workplace and employment type: a cue of that value is present
   (a code, symbol or word; "per hour"; "hybrid"; "full-time");
-* experience years: the number is written; a date: its year, month and day are.
+* experience years: the number is written with a unit of years ("5+ years"); a date:
+  its year, month and day are.
+
+Being written is not enough for the two free-text fields a small model confuses most: a
+company that is the job's title, its city or a work arrangement ("Hybrid"), and a
+location that is a work arrangement ("Part-time") or the company, are each a value of
+another field, and are dropped (measured by ``python -m serve bench extract``: before
+this, ``auto`` filled such values into postings that state no company or location, and
+scored below ``fast`` on both fields).
 
 Unsupported values are left out of the record and reported under ``unsupported`` with what
 the model proposed.
@@ -54,6 +62,7 @@ class Evidence:
     periods: set[str] = field(init=False)
     workplaces: set[str] = field(init=False)
     employment: set[str] = field(init=False)
+    experience: set[int] = field(init=False)
 
     def __post_init__(self) -> None:
         self.words = normalise(self.text)
@@ -65,6 +74,7 @@ class Evidence:
         if _LOOSE_REMOTE.search(self.text) and "onsite" not in self.workplaces:
             self.workplaces.add("remote")
         self.employment = rules.stated_employment(self.text)
+        self.experience = rules.stated_experience(self.text)
 
     def says(self, phrase: str) -> bool:
         """Whether ``phrase`` is written in the text (case, punctuation and spacing aside)."""
@@ -112,18 +122,43 @@ CHECKS: dict[str, Callable[[Any, Evidence], bool]] = {
     "salary_currency": lambda v, e: v in e.currencies,
     "salary_period": lambda v, e: v in e.periods,
     "employment_type": lambda v, e: v in e.employment,
-    "experience_years": lambda v, e: v in e.numbers,
+    "experience_years": lambda v, e: v in e.experience,
     "date_posted": _date,
     "apply_url": _url,
 }
 
 
-def ground(values: dict[str, Any], evidence: Evidence) -> tuple[dict[str, Any], dict[str, Any]]:
+def _same_or_inside(a: Any, b: Any) -> bool:
+    """Whether two strings are the same words, or one's words run inside the other's."""
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    first, second = normalise(a), normalise(b)
+    return first.strip() != "" and second.strip() != "" and (first in second or second in first)
+
+
+def _another_fields_value(name: str, value: Any, record: dict[str, Any]) -> bool:
+    """Whether a proposed company or location is really a value of another field."""
+    if not isinstance(value, str):
+        return False
+    if rules.describes_arrangement(value):
+        return True
+    if name == "company":
+        city = record.get("location", "")
+        city = city.split(",", 1)[0] if isinstance(city, str) else ""
+        return _same_or_inside(value, record.get("title")) or _same_or_inside(value, city)
+    if name == "location":
+        return _same_or_inside(value.split(",", 1)[0], record.get("company"))
+    return False
+
+
+def ground(values: dict[str, Any], evidence: Evidence, known: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split the LLM's ``values`` into (supported, unsupported).
 
     A list (skills) keeps the items the text names; with none left the field is
     unsupported. A salary is kept or dropped whole: an amount the text does not write
-    takes its currency and period with it (they describe that amount).
+    takes its currency and period with it (they describe that amount). A company or
+    location that is another field's value (``known``: what earlier stages found, then
+    the model's own other values) is unsupported.
     """
     kept: dict[str, Any] = {}
     dropped: dict[str, Any] = {}
@@ -137,6 +172,11 @@ def ground(values: dict[str, Any], evidence: Evidence) -> tuple[dict[str, Any], 
             kept[name] = value
         else:
             dropped[name] = value
+    record = {**kept, **(known or {})}
+    for name in ("company", "location"):
+        if name in kept and _another_fields_value(name, kept[name], {k: v for k, v in record.items() if k != name}):
+            dropped[name] = kept.pop(name)
+            record.pop(name, None)
     if any(k in dropped for k in ("salary_min", "salary_max")):
         for name in ("salary_min", "salary_max", "salary_currency", "salary_period"):
             if name in kept:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 Mode = Literal["auto", "fast", "llm", "deep"]
 Source = Literal["structured_data", "rules", "llm"]
+SALARY_FIELDS = ("salary_min", "salary_max", "salary_currency", "salary_period")
 SYSTEM_PROMPT = (
     "You extract facts from job postings. Answer with one JSON object that matches the "
     "schema. Use null for anything the posting does not state; never invent a value."
@@ -180,10 +181,9 @@ def run_fast(document: str, *, content_type: Optional[str], base_url: str, limit
         from_rules["title"] = page.title
     if page.apply_url and "apply_url" not in from_rules:
         from_rules["apply_url"] = page.apply_url
-    salary_keys = ("salary_min", "salary_max", "salary_currency", "salary_period")
-    if any(k in found for k in salary_keys):
+    if any(k in found for k in SALARY_FIELDS):
         # A salary is taken whole from one stage, never stitched from two.
-        for key in salary_keys:
+        for key in SALARY_FIELDS:
             from_rules.pop(key, None)
     for name, value in from_rules.items():
         if name not in found:
@@ -300,6 +300,10 @@ async def extract_job_posting(
     data = dict(fast.fields)
     if mode != "fast" and complete is not None:
         ask = [f for f in FIELDS if f not in data and not (f in DERIVED_FROM and DERIVED_FROM[f] in data)]
+        if any(f in data for f in SALARY_FIELDS):
+            # A salary comes whole from one stage: "up to £60k" has no minimum, and the
+            # model asked for one writes the maximum again or another figure.
+            ask = [f for f in ask if f not in SALARY_FIELDS]
         if ask:
             role = {"llm": "extractor", "deep": "reasoner"}.get(mode, "auto")
             value, error = await LlmFill(complete, limits, role, fast.text, result).fill(
@@ -308,9 +312,9 @@ async def extract_job_posting(
             if value is None:
                 result.warnings.append(f"llm output invalid after one repair ({error}); its fields were left empty")
             else:
-                proposed = {k: v for k, v in value.items() if v is not None and k not in data}
+                proposed = {k: v for k, v in value.items() if v is not None and k in ask}
                 evidence = await asyncio.to_thread(grounding.Evidence, fast.text, document[:limits.max_text_chars])
-                from_llm, result.unsupported = grounding.ground(proposed, evidence)
+                from_llm, result.unsupported = grounding.ground(proposed, evidence, data)
                 sources = {**result.sources, **{k: "llm" for k in from_llm}}
                 data = _normalize({**from_llm, **data}, sources, result.warnings)
                 # A field the record derives (remote from workplace_type) has its origin's source.

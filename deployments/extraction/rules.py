@@ -503,3 +503,16 @@ def stated_workplaces(text: str) -> set[str]:
 def stated_employment(text: str) -> set[str]:
     """Every employment type the text has a cue for."""
     return {kind for kind, pattern in _EMPLOYMENT if pattern.search(text)}
+
+
+def stated_experience(text: str) -> set[int]:
+    """Every number the text writes with a unit of years ("5+ years", "3-5 yrs", "2 Jahre"):
+    the low end of a range, as :func:`experience_from_text` reads it. Whitespace is
+    squashed first: the pattern's adjacent ``\\s*`` would be quadratic on a long run."""
+    return {int(match["n"]) for match in _YEARS.finditer(" ".join(text.split()))}
+
+
+def describes_arrangement(value: str) -> bool:
+    """Whether a short value names how or when one works ("Hybrid", "Part-time", "Remote")
+    rather than a place or an organisation."""
+    return bool(_workplace_of(value) or parse_employment_type(value) or re.search(r"\bremote\b|télétravail|remoto", value, _I))

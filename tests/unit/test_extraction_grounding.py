@@ -72,8 +72,55 @@ def test_the_pipeline_reports_what_it_left_out():
     assert result.as_response("job_posting")["unsupported"] == result.unsupported
 
 
+@pytest.mark.parametrize("proposed,known,left_out", [
+    ({"company": "Data Scientist"}, {"title": "Senior Data Scientist"}, "company"),
+    ({"company": "Salesforce Developer (Contract)"}, {"title": "Salesforce Developer"}, "company"),
+    ({"company": "Leeds"}, {"title": "Analyst", "location": "Leeds"}, "company"),
+    ({"company": "Hybrid"}, {"title": "Analyst"}, "company"),
+    ({"location": "Part-time"}, {"title": "Analyst"}, "location"),
+    ({"location": "Hybrid"}, {"title": "Analyst"}, "location"),
+    ({"location": "Northwind, UK"}, {"title": "Analyst", "company": "Northwind Traders"}, "location"),
+])
+def test_a_company_or_location_that_is_another_fields_value_is_left_out(proposed, known, left_out):
+    text = ("Senior Data Scientist / Salesforce Developer (Contract) / Analyst at Northwind Traders. "
+            "Part-time, hybrid, based in Leeds.")
+    kept, dropped = ground(proposed, Evidence(text), known)
+    assert left_out in dropped and left_out not in kept
+
+
+def test_the_models_own_company_and_city_are_told_apart():
+    evidence = Evidence("Analyst at Northwind Traders, based in Leeds.")
+    kept, dropped = ground({"company": "Northwind Traders", "location": "Leeds"}, evidence, {"title": "Analyst"})
+    assert kept == {"company": "Northwind Traders", "location": "Leeds"} and dropped == {}
+    kept, dropped = ground({"company": "Leeds", "location": "Leeds"}, evidence, {"title": "Analyst"})
+    assert kept == {"location": "Leeds"} and dropped == {"company": "Leeds"}, "a name given as both is a place"
+
+
+def test_experience_years_need_a_unit_of_years():
+    evidence = Evidence("Team of 25 engineers, founded 2010, 3 offices. 2-4 yrs in Python preferred.")
+    kept, dropped = ground({"experience_years": 25}, evidence)
+    assert dropped == {"experience_years": 25}
+    kept, dropped = ground({"experience_years": 2}, evidence)
+    assert kept == {"experience_years": 2}
+
+
+def test_a_salary_bound_the_rules_left_empty_is_not_asked_for():
+    asked = []
+
+    class Filling:
+        async def __call__(self, request):
+            asked.append(set(request.json_schema["properties"]))
+            return LlmReply(content='{"company": "Acme"}', finish_reason="stop", target="fake")
+
+    result = asyncio.run(extract_job_posting("Barista at Acme\nPay: up to £30,000 a year.", mode="auto",
+                                             limits=LIMITS, complete=Filling()))
+    assert result.data["salary_max"] == 30_000 and result.data["salary_min"] is None
+    assert asked and not asked[0] & {"salary_min", "salary_max", "salary_currency", "salary_period"}
+    assert "company" in asked[0]
+
+
 def test_evidence_over_a_hostile_page_is_bounded():
-    page = ("$1 " * 20_000) + "\n" * 20_000 + ("remote hybrid on-site " * 2_000)
+    page = ("$1 " * 20_000) + "\n" * 20_000 + ("remote hybrid on-site " * 2_000) + "5" + " " * 50_000 + "+"
     started = time.perf_counter()
     Evidence(page[:LIMITS.max_text_chars * 20])
     assert time.perf_counter() - started < 5.0
