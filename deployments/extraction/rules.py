@@ -390,6 +390,56 @@ def location_value(value: str) -> Optional[str]:
     return f"{city}, {region}" if region else city
 
 
+#: How far into the text a header line ("Leeds · Part time", "Ottawa, ON") is looked for:
+#: such lines stand under the title, not in the body.
+_HEADER_LINES = 4
+_HEADER_SEPARATOR = re.compile(r"\s[·|•]\s")
+_CITY_REGION = re.compile(r"(?P<city>[A-ZÀ-ÖØ-Þ][\w.'’-]*(?: [A-ZÀ-ÖØ-Þ][\w.'’-]*){0,3}), (?P<region>[A-Z]{2})")
+#: "in" alone is too loose ("experience in Python, ML"): the phrase must say where one works.
+_IN_CITY_REGION = re.compile(
+    r"\b(?:hiring|based|located|on-?site|in-office|office|offices|work|working)\s+in\s+" + _CITY_REGION.pattern + r"\b"
+)
+
+
+def _place(segment: str) -> bool:
+    """A short capitalised name without digits ("Oakland, CA", "San Francisco", "Leeds")."""
+    words = segment.split(",", 1)[0].split()
+    return 0 < len(words) <= 4 and len(segment) <= 40 and words[0][0].isupper() and not any(c.isdigit() for c in segment)
+
+
+def location_from_header(text: str) -> Optional[str]:
+    """The location a posting writes without a label: in a header line of short parts
+    ("Oakland, CA · Part-time", "Bristol | Hybrid | Full-time": the part that is not a work
+    arrangement), as a line of its own ("Ottawa, ON"), or as "hiring in Atlanta, GA"."""
+    lines = [line.strip() for line in text.splitlines()[:_HEADER_LINES + 1] if line.strip()][1:]  # the first is the title
+    for line in lines[:_HEADER_LINES]:
+        if len(line) > 120:
+            continue
+        parts = [p.strip() for p in _HEADER_SEPARATOR.split(line)]
+        if len(parts) > 1 and any(describes_arrangement(p) for p in parts):
+            place = next((p for p in parts if not describes_arrangement(p)), None)
+            if place and _place(place):
+                return location_value(place)
+        if _CITY_REGION.fullmatch(line) and region_code(line.rsplit(", ", 1)[1]):
+            return location_value(line)
+    for line in lines:
+        if m := _IN_CITY_REGION.search(line[:300]):
+            if region_code(m["region"]):
+                return f"{m['city']}, {m['region']}"
+    return None
+
+
+_HIRING = re.compile(r"^(?!(?:We|They|You|Who|It|This|That|Our|The (?:company|team|client))\b)(?P<company>[A-ZÀ-ÖØ-Þ][\w&.'’-]*(?: [A-ZÀ-ÖØ-Þ&][\w&.'’-]*){0,4}) (?:is|are) hiring\b")
+
+
+def company_from_header(text: str) -> Optional[str]:
+    """The company a header line names as the one hiring ("Brightline Media is hiring in …")."""
+    for line in text.splitlines()[:_HEADER_LINES + 1]:
+        if m := _HIRING.match(line.strip()[:200]):
+            return m["company"]
+    return None
+
+
 #: Characters of a "Posted:" value handed to dateparser, whose cost grows with its input
 #: (a 20 KB value took seconds); a written date is far shorter.
 _DATE_CHARS = 40
@@ -416,10 +466,14 @@ def labelled_fields(text: str) -> dict[str, Any]:
         fields["title"] = m["value"].strip()
     if m := _COMPANY_LABEL.search(text):
         fields["company"] = m["value"].strip()
+    elif company := company_from_header(text):
+        fields["company"] = company
     if m := _LOCATION_LABEL.search(text):
         location = location_value(m["value"])
         if location:
             fields["location"] = location
+    if "location" not in fields and (location := location_from_header(text)):
+        fields["location"] = location
     if m := _DATE_LABEL.search(text):
         posted = _date_value(m["value"])
         if posted:

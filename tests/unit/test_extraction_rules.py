@@ -4,7 +4,9 @@ import pytest
 
 from deployments.extraction.rules import (
     employment_from_text,
+    company_from_header,
     experience_from_text,
+    location_from_header,
     location_value,
     parse_period_word,
     salary_from_text,
@@ -137,3 +139,28 @@ def test_period_words_and_schema_org_unit_text():
     assert parse_period_word("/Monat") == "month"
     assert parse_period_word("an hour") == "hour"
     assert parse_period_word("furlong") is None
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Line Cook\nPortland, OR · Full-time\nPay: $21/hr", "Portland, OR"),
+    ("Paralegal\nManchester | Hybrid | Contract", "Manchester"),
+    ("Warehouse Lead\nRotterdam • Temporary", "Rotterdam"),
+    ("Data Analyst\nBoise, ID\nWe pay well.", "Boise, ID"),
+    ("Designer\nNorthwind Labs is hiring in Salt Lake City, UT.", "Salt Lake City, UT"),
+    ("Nurse\nFull-time, on-site in Des Moines, IA.", "Des Moines, IA"),
+    # Not a location: the first line is the title, a part that is an arrangement, a
+    # skill list, a place too far down the page.
+    ("Oakland, CA · Part-time\nBarista", None),
+    ("Engineer\nRemote · Full-time", None),
+    ("Engineer\nStrong experience in Python, ML and SQL.", None),
+    ("Engineer\n" + "Text.\n" * 10 + "Austin, TX · Full-time", None),
+    ("Engineer\nStack: Python · Rust · Go", None),
+])
+def test_locations_written_without_a_label_in_the_header(text, expected):
+    assert location_from_header(text) == expected
+
+
+def test_the_company_a_header_names_as_hiring():
+    assert company_from_header("Designer\nNorthwind Labs is hiring in Salt Lake City, UT.") == "Northwind Labs"
+    assert company_from_header("Designer\nWe are hiring a designer.") is None
+    assert company_from_header("Designer\nOur client is hiring now.") is None
