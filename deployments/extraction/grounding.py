@@ -6,7 +6,8 @@ must meet the same bar. Each value the LLM proposes is checked against the docum
 text, normalised the way the value is:
 
 * strings (title, company, location's city, each skill, the apply URL): found in the
-  text, case and whitespace aside;
+  text, case and whitespace aside; a location's city is not a country, a company is not
+  named only as an investor;
 * amounts: written in the text as the rules read amounts (``120k``, ``€45.000``,
   ``₹12–18 LPA``, ``18.50``), within half a percent;
 * currency, pay period, workplace and employment type: a cue of that value is present
@@ -33,6 +34,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import pycountry
+
 from deployments.extraction import rules
 
 _NON_WORD = re.compile(r"[^\w]+")
@@ -41,6 +44,13 @@ _LOOSE_REMOTE = re.compile(r"\bremote\b|\bwork from home\b|\bwfh\b|\bhome ?offic
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 #: Relative difference within which an amount counts as the one written (rounding, cents).
 AMOUNT_TOLERANCE = 0.005
+#: Countries that are one city: a location of their name is a city.
+CITY_STATES = frozenset({"singapore", "monaco", "hong kong", "macao", "macau", "luxembourg", "gibraltar", "san marino", "vatican city"})
+#: Places people write that are wider than a city and that pycountry does not name so.
+REGIONS = frozenset({"uk", "england", "scotland", "wales", "northern ireland", "turkey", "eu", "europe", "emea", "apac",
+                     "latam", "north america", "worldwide", "global", "anywhere"})
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")
+_FUNDING = re.compile(r"\braised\b|\bseries [a-e]\b|\bled by\b|\bbacked by\b|\binvestors?\b|\bfunding\b|\bfunded by\b", re.IGNORECASE)
 
 
 def normalise(text: str) -> str:
@@ -86,8 +96,34 @@ class Evidence:
 
 
 def _location(value: str, evidence: Evidence) -> bool:
+    """The city is written, and is a city: "US" from "Remote (US)" is a country, which the
+    record's location leaves out."""
     city = value.split(",", 1)[0]
-    return evidence.says(city)
+    return evidence.says(city) and not _wider_than_a_city(city)
+
+
+def _wider_than_a_city(name: str) -> bool:
+    """A country (by name or code, as pycountry knows them) or a region people write."""
+    key = normalise(name).strip()
+    if key in CITY_STATES:
+        return False
+    if key in REGIONS:
+        return True
+    try:
+        pycountry.countries.lookup(name.strip())
+    except LookupError:
+        return False
+    return True
+
+
+def _company(value: str, evidence: Evidence) -> bool:
+    """The name is written, and not only where the posting talks about its funding: "our
+    Series A led by Northstar Ventures" names an investor, not the employer."""
+    if not evidence.says(value):
+        return False
+    wanted = normalise(value)
+    mentions = [s for s in _SENTENCE_END.split(evidence.text) if wanted in normalise(s)]
+    return not mentions or not all(_FUNDING.search(s) for s in mentions)
 
 
 def _date(value: str, evidence: Evidence) -> bool:
@@ -113,7 +149,7 @@ def _remote(value: bool, evidence: Evidence) -> bool:
 #: How each field's value is checked against the evidence.
 CHECKS: dict[str, Callable[[Any, Evidence], bool]] = {
     "title": lambda v, e: e.says(v),
-    "company": lambda v, e: e.says(v),
+    "company": _company,
     "location": _location,
     "remote": _remote,
     "workplace_type": lambda v, e: v in e.workplaces,

@@ -96,6 +96,23 @@ def test_the_models_own_company_and_city_are_told_apart():
     assert kept == {"location": "Leeds"} and dropped == {"company": "Leeds"}, "a name given as both is a place"
 
 
+def test_a_country_or_region_is_not_a_city():
+    evidence = Evidence("Location: Remote (US). Teams in Germany, the UK, EMEA and Singapore; HQ in Leeds.")
+    for place in ("US", "Germany", "UK", "EMEA"):
+        kept, dropped = ground({"location": place}, evidence)
+        assert dropped == {"location": place}, place
+    for city in ("Singapore", "Leeds"):
+        kept, dropped = ground({"location": city}, evidence)
+        assert kept == {"location": city}, city
+
+
+def test_a_company_named_only_as_an_investor_is_not_the_employer():
+    evidence = Evidence("Founding Engineer\nWe raised $20M in a Series A led by Northstar Ventures.\n"
+                        "Acme builds robots. Join Acme in Oakland.")
+    assert ground({"company": "Northstar Ventures"}, evidence)[1] == {"company": "Northstar Ventures"}
+    assert ground({"company": "Acme"}, evidence)[0] == {"company": "Acme"}
+
+
 def test_experience_years_need_a_unit_of_years():
     evidence = Evidence("Team of 25 engineers, founded 2010, 3 offices. 2-4 yrs in Python preferred.")
     kept, dropped = ground({"experience_years": 25}, evidence)
