@@ -17,8 +17,9 @@ text, normalised the way the value is:
 
 Being written is not enough for the two free-text fields a small model confuses most: a
 company that is the job's title, its city or a work arrangement ("Hybrid"), and a
-location that is a work arrangement ("Part-time") or the company, are each a value of
-another field, and are dropped (measured by ``python -m serve bench extract``: before
+location that is a work arrangement ("Part-time") or the company, and a skill that is
+any of these or a label of the posting ("Location"), are each a value of another field,
+and are dropped (measured by ``python -m serve bench extract``: before
 this, ``auto`` filled such values into postings that state no company or location, and
 scored below ``fast`` on both fields).
 
@@ -49,6 +50,7 @@ CITY_STATES = frozenset({"singapore", "monaco", "hong kong", "macao", "macau", "
 #: Places people write that are wider than a city and that pycountry does not name so.
 REGIONS = frozenset({"uk", "england", "scotland", "wales", "northern ireland", "turkey", "eu", "europe", "emea", "apac",
                      "latam", "north america", "worldwide", "global", "anywhere"})
+_LABEL = re.compile(r"^[ \t]*(?P<label>\w[\w ]{0,30}?)[ \t]*[:：]", re.MULTILINE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")
 _FUNDING = re.compile(r"\braised\b|\bseries [a-e]\b|\bled by\b|\bbacked by\b|\binvestors?\b|\bfunding\b|\bfunded by\b", re.IGNORECASE)
 
@@ -73,6 +75,8 @@ class Evidence:
     workplaces: set[str] = field(init=False)
     employment: set[str] = field(init=False)
     experience: set[int] = field(init=False)
+    labels: set[str] = field(init=False)
+    """The words a line starts with before a colon ("Location:", "Lieu :"), normalised."""
 
     def __post_init__(self) -> None:
         self.words = normalise(self.text)
@@ -85,6 +89,7 @@ class Evidence:
             self.workplaces.add("remote")
         self.employment = rules.stated_employment(self.text)
         self.experience = rules.stated_experience(self.text)
+        self.labels = {normalise(m["label"]) for m in _LABEL.finditer(self.text)}
 
     def says(self, phrase: str) -> bool:
         """Whether ``phrase`` is written in the text (case, punctuation and spacing aside)."""
@@ -187,6 +192,15 @@ def _another_fields_value(name: str, value: Any, record: dict[str, Any]) -> bool
     return False
 
 
+def _not_a_skill(skill: str, record: dict[str, Any], evidence: Evidence) -> bool:
+    """A "skill" that is the title, the company, the city, a work arrangement, or a label
+    of the posting ("Location", "Skills")."""
+    city = record.get("location")
+    city = city.split(",", 1)[0] if isinstance(city, str) else None
+    return (rules.describes_arrangement(skill) or normalise(skill) in evidence.labels
+            or any(_same_or_inside(skill, other) for other in (record.get("title"), record.get("company"), city)))
+
+
 def ground(values: dict[str, Any], evidence: Evidence, known: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split the LLM's ``values`` into (supported, unsupported).
 
@@ -213,6 +227,13 @@ def ground(values: dict[str, Any], evidence: Evidence, known: dict[str, Any] | N
         if name in kept and _another_fields_value(name, kept[name], {k: v for k, v in record.items() if k != name}):
             dropped[name] = kept.pop(name)
             record.pop(name, None)
+    if isinstance(kept.get("skills"), list):
+        skills = [skill for skill in kept["skills"] if not _not_a_skill(skill, record, evidence)]
+        if not skills:
+            dropped["skills"] = kept.pop("skills")
+        elif len(skills) < len(kept["skills"]):
+            dropped["skills"] = [skill for skill in kept["skills"] if skill not in skills]
+            kept["skills"] = skills
     if any(k in dropped for k in ("salary_min", "salary_max")):
         for name in ("salary_min", "salary_max", "salary_currency", "salary_period"):
             if name in kept:

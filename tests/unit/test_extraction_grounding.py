@@ -113,6 +113,18 @@ def test_a_company_named_only_as_an_investor_is_not_the_employer():
     assert ground({"company": "Acme"}, evidence)[0] == {"company": "Acme"}
 
 
+def test_skills_that_are_other_fields_or_labels_are_left_out():
+    evidence = Evidence("Platform Engineer\nCompany: Quarry Labs\nLocation: Sevilla\nSkills: Python, Terraform\n"
+                        "Temporary contract.")
+    known = {"title": "Platform Engineer", "company": "Quarry Labs", "location": "Sevilla"}
+    kept, dropped = ground({"skills": ["Python", "Platform Engineer", "Company Quarry Labs", "Sevilla", "temporary",
+                                       "Location", "Terraform"]}, evidence, known)
+    assert kept == {"skills": ["Python", "Terraform"]}
+    assert dropped == {"skills": ["Platform Engineer", "Company Quarry Labs", "Sevilla", "temporary", "Location"]}
+    kept, dropped = ground({"skills": ["Skills"]}, evidence, known)
+    assert kept == {} and dropped == {"skills": ["Skills"]}
+
+
 def test_experience_years_need_a_unit_of_years():
     evidence = Evidence("Team of 25 engineers, founded 2010, 3 offices. 2-4 yrs in Python preferred.")
     kept, dropped = ground({"experience_years": 25}, evidence)
