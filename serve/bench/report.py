@@ -26,9 +26,25 @@ def _load(folder: Path, suite: str) -> Optional[dict[str, Any]]:
         return None
     data = json.loads(path.read_text())
     meta = data.get("meta") or {}
-    meta.setdefault("date", dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    if "date" not in meta:
+        meta["date"] = _committed_on(path)
     data["meta"] = meta
     return data
+
+
+def _committed_on(path: Path) -> str:
+    """When a result file without a recorded date was committed: its mtime is when it
+    was checked out, which moved the load table's date on every clone."""
+    import subprocess
+
+    try:
+        stamp = subprocess.run(["git", "log", "-1", "--format=%ct", "--", path.name], cwd=path.parent,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        stamp = ""
+    if not stamp:
+        return "date not recorded"
+    return dt.datetime.fromtimestamp(int(stamp), dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC") + " (committed)"
 
 
 def _machine(meta: dict[str, Any]) -> str:
