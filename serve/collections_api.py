@@ -19,7 +19,7 @@ class CollectionEndpoints:
     ``_dispatcher`` (admission), ``_settings`` and ``_collections`` handle."""
 
     def _check_collection_name(self, collection: str) -> None:
-        from deployments.embedder.collection import NAME_RULE, valid_collection_name
+        from deployments.collections.collection import NAME_RULE, valid_collection_name
 
         if not valid_collection_name(collection):
             raise BadRequest(NAME_RULE, param="collection", code="invalid_collection_name")

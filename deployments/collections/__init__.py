@@ -1,1 +1,1 @@
-"""The Collections deployment: the singleton that owns the collection files."""
+"""The collections node: the durable store (SQLite rows, a FAISS index per collection, chunking, metadata filters, snapshots) and the singleton Serve deployment that owns its files."""

@@ -1,6 +1,6 @@
 """The Collections deployment: durable document collections, one owner of their files.
 
-The store (SQLite + FAISS, ``deployments/embedder/collection.py``) lives on one disk and
+The store (SQLite + FAISS, ``deployments/collections/collection.py``) lives on one disk and
 takes an OS lock on its directory, so this deployment runs exactly one replica. It asks
 the Embedder deployment for vectors, so the Embedder stays stateless and can scale out,
 and bulk ingestion here never holds a lock the routing path needs. The store's work
@@ -21,8 +21,8 @@ from typing import Any, Callable, Optional
 
 from ray.serve.handle import DeploymentHandle
 
-from deployments.embedder.collection import CollectionStore, StoreError, StoreParams
-from deployments.embedder.filters import FilterError, compile_filter
+from deployments.collections.collection import CollectionStore, StoreError, StoreParams
+from deployments.collections.filters import FilterError, compile_filter
 from serve.config import CollectionsSpec, EmbedderSpec
 from serve.core_plan import keep_to_control_plane
 from serve.errors import BadRequest, Conflict, GraphError, NotFound, PayloadTooLarge, Unavailable, within

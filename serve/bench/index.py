@@ -93,7 +93,7 @@ def synthetic_vectors(base: np.ndarray, n: int, noise: float, seed: int) -> np.n
 
 def index_search(base: np.ndarray, size: int, *, queries: int, params, noise: float) -> dict[str, Any]:
     """Search p50/p99 for flat and HNSW over ``size`` vectors, and HNSW recall@10."""
-    from deployments.embedder.index import VectorIndex
+    from deployments.collections.index import VectorIndex
 
     vectors = synthetic_vectors(base, size, noise, seed=size)
     probe = synthetic_vectors(base, queries, noise, seed=size + 1)
@@ -179,7 +179,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def run(args) -> int:
     """Entry point for ``python -m serve bench index``."""
     from deployments.embedder.encoder import SentenceTransformerEncoder
-    from deployments.embedder.index import IndexParams
+    from deployments.collections.index import IndexParams
     from deployments.llm.sources import resolve_source
     from serve.config import load_profile
     from serve.settings import load_settings

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.embedder.collection import CollectionStore
+from deployments.collections.collection import CollectionStore
 from tests.support.store_worker import COLLECTION, params, vector_for
 
 KILLS = 6

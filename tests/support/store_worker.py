@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deployments.embedder.collection import CollectionStore, StoreParams
-from deployments.embedder.index import IndexParams
+from deployments.collections.collection import CollectionStore, StoreParams
+from deployments.collections.index import IndexParams
 from serve.config import CollectionsSpec
 
 DIMENSIONS = 32

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from deployments.embedder.chunking import chunk_spans
-from deployments.embedder.collection import CollectionStore, StoreError, StoreParams
-from deployments.embedder.filters import FilterError, compile_filter
-from deployments.embedder.index import IndexParams
+from deployments.collections.chunking import chunk_spans
+from deployments.collections.collection import CollectionStore, StoreError, StoreParams
+from deployments.collections.filters import FilterError, compile_filter
+from deployments.collections.index import IndexParams
 from serve.config import CollectionsSpec
 
 DIMS = 16
@@ -210,7 +210,7 @@ def test_a_second_store_on_the_same_directory_is_refused(tmp_path):
     assert refused.value.code == "store_in_use" and refused.value.status == 409
     other_process = subprocess.run(
         [sys.executable, "-c", "import sys; from pathlib import Path; from tests.unit.test_collections import params;"
-         "from deployments.embedder.collection import CollectionStore, StoreError\n"
+         "from deployments.collections.collection import CollectionStore, StoreError\n"
          "try:\n    CollectionStore(Path(sys.argv[1]), params(), max_collections=2, lock_timeout_s=0.2)\n"
          "except StoreError as e:\n    print(e.code)", str(tmp_path)],
         capture_output=True, text=True, timeout=60,

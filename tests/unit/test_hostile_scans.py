@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from deployments.embedder.filters import FilterError, compile_filter
+from deployments.collections.filters import FilterError, compile_filter
 from deployments.extraction import grounding, rules, schemas, structured
 from deployments.extraction.pipeline import PipelineLimits, run_fast
 from deployments.router.features import RouteInput

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from deployments.embedder.index import IndexParams, VectorIndex
+from deployments.collections.index import IndexParams, VectorIndex
 
 
 def fsync_dir(path: Path) -> None:

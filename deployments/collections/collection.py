@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
-from deployments.embedder.chunking import chunk_spans
-from deployments.embedder import snapshots
-from deployments.embedder.index import IndexParams, VectorIndex
+from deployments.collections.chunking import chunk_spans
+from deployments.collections import snapshots
+from deployments.collections.index import IndexParams, VectorIndex
 
 if TYPE_CHECKING:
     from serve.config import CollectionsSpec, EmbedderSpec
