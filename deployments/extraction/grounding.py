@@ -15,13 +15,12 @@ text, normalised the way the value is:
 * experience years: the number is written with a unit of years ("5+ years"); a date:
   its year, month and day are.
 
-Being written is not enough for the two free-text fields a small model confuses most: a
-company that is the job's title, its city or a work arrangement ("Hybrid"), and a
-location that is a work arrangement ("Part-time") or the company, and a skill that is
-any of these or a label of the posting ("Location"), are each a value of another field,
-and are dropped (measured by ``python -m serve bench extract``: before
-this, ``auto`` filled such values into postings that state no company or location, and
-scored below ``fast`` on both fields).
+Being written is not enough for the free-text fields a small model confuses most. A
+company that is the job's title, its city or a work arrangement ("Hybrid"); a location
+that is a work arrangement ("Part-time") or the company; a skill that is any of these or
+one of the posting's labels ("Location"): each is another field's value, and is dropped
+(``python -m serve bench extract`` measured why: ``auto`` had filled such values into
+postings that state no company or location, and scored below ``fast`` on both fields).
 
 Unsupported values are left out of the record and reported under ``unsupported`` with what
 the model proposed.
