@@ -539,21 +539,6 @@ class Profile(_Strict):
     collections: CollectionsSpec = Field(default_factory=CollectionsSpec)
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _migrate_role_keys(cls, raw: Any) -> Any:
-        """Profiles written before ``models:`` name ``extractor:`` and ``reasoner:`` at the top level."""
-        if not isinstance(raw, dict) or not any(role in raw for role in CORE_ROLES):
-            return raw
-        raw = dict(raw)
-        legacy = []
-        for role in CORE_ROLES:
-            if role in raw:
-                spec = raw.pop(role)
-                legacy.append({"role": role, **spec} if isinstance(spec, dict) else spec)
-        raw["models"] = legacy + list(raw.get("models") or [])
-        return raw
-
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "Profile":
         roles = [spec.role for spec in self.models]
@@ -712,9 +697,8 @@ def load_profile(name_or_path: str) -> Profile:
 
 
 def _roles_in(raw: dict) -> list[Optional[str]]:
-    """The role of each entry of ``models`` (after the legacy keys move there), or None."""
-    migrated = Profile._migrate_role_keys(raw)
-    models = migrated.get("models") if isinstance(migrated, dict) else None
+    """The role of each entry of ``models``, or None."""
+    models = raw.get("models")
     if not isinstance(models, list):
         return []
     return [entry.get("role") if isinstance(entry, dict) else None for entry in models]
