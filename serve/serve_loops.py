@@ -11,16 +11,16 @@ turns both off; the graph turns off just these two.
 The replicas get them from each deployment's runtime environment, so a plain ``serve run
 serve_config.yaml`` has them. Ray's HTTP proxy reads them from the environment ``serve
 run`` starts in, which the graph cannot set: ``make serve``, the KubeRay manifests, the
-test suite and the benchmarks start it with them. Measured on the ``cpu`` profile at 8
-clients: 292 → 307 output tokens/s, time to first token 130 → 85 ms; replicas only, 291
-and 299 (README, "Overhead").
+test suite and the benchmarks start it with them. What it changes (throughput and time to
+first token under load, not CPU per token) is measured by ``python -m serve bench
+overhead`` and written in the README ("Measured"), not here, where it would go stale.
 
 The cost: user code shares the loop with the replica's own control calls (health
 checks, queue-length probes, metrics), so nothing in the graph may block its loop; its
 blocking work runs in threads (the encoders, collection files, the engine-start lock).
-Ray Serve LLM builds a vLLM engine synchronously, so while an engine starts (an
-on-demand model woken from ``stop``) its replica answers nothing else, as its health
-check already could not with the default threads.
+Ray Serve LLM builds a vLLM engine synchronously; the graph's engines are built in a
+thread instead (:mod:`deployments.llm.engine`), so a replica whose on-demand model is
+being woken still answers its health checks.
 """
 
 from __future__ import annotations

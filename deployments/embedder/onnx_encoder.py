@@ -2,10 +2,10 @@
 
 Why: on a CPU, a one-sentence query through PyTorch's eager mode spends most of its
 time dispatching a few hundred small ops, not computing. ONNX Runtime runs the same
-graph with fused attention, layer-norm and GELU kernels and little per-op cost: on the
-2-core test machine a routing prompt embeds in 5-8 ms instead of 14-24 ms, and
-batches of long chunks are no slower. That is what lets the semantic router decide
-inside its latency budget.
+graph with fused attention, layer-norm and GELU kernels and little per-op cost, so a
+routing prompt embeds several times faster and batches of long chunks are no slower
+(``python -m serve bench router`` measures both encoders side by side; the README has
+the figures). That is what lets the semantic router decide inside its latency budget.
 
 How: the sentence-transformers model (tokenizer, transformer and pooling) is exported
 once with ``torch.onnx.export`` and, for BERT-like models, fused by ONNX Runtime's

@@ -3,9 +3,9 @@
 Ray Serve LLM's LLMServer batches a stream's chunks (``stream_batching_interval_ms``,
 50 ms by default) so that each Ray call carries several tokens: under load that is most
 of what streaming costs the replicas and the proxy. Its batcher also holds the *first*
-chunk until the first interval ends, which put 50 ms on every streamed answer's time to
-first token (the graph's named model answered its first token in 68-74 ms on 2 cores,
-``vllm serve`` alone in 25). Here the first chunks go out as they come, and the rest are
+chunk until the first interval ends, which put the whole interval on every streamed
+answer's time to first token (``python -m serve bench overhead`` compares it with
+``vllm serve`` alone). Here the first chunks go out as they come, and the rest are
 batched as before.
 """
 
