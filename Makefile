@@ -28,12 +28,11 @@ $(STAMP): pyproject.toml
 checkpoints: install
 	$(BIN)/python -m serve checkpoints
 
-# Ray's HTTP proxy runs on one event loop, as the graph's replicas do (serve/serve_loops.py;
-# the replicas get it from their runtime environment, the proxy only from here).
-SERVE_ENV := RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0
-
+# Ray's HTTP proxy runs on one event loop, as the graph's replicas do: the replicas get
+# the switches from their runtime environment, the proxy only from the environment that
+# `serve run` starts in, so they are read from serve/serve_loops.py, where they are written.
 serve: checkpoints
-	$(SERVE_ENV) PATH="$(abspath $(BIN)):$$PATH" $(BIN)/serve run serve_config.yaml
+	env $$($(BIN)/python -m serve.serve_loops) PATH="$(abspath $(BIN)):$$PATH" $(BIN)/serve run serve_config.yaml
 
 test: checkpoints
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)

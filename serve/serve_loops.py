@@ -29,3 +29,13 @@ SINGLE_LOOP_ENV = {
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
 }
+
+
+def as_shell_assignments() -> str:
+    """``NAME=value`` pairs for ``env``: how the Makefile starts ``serve run`` with the
+    switches without writing them a second time."""
+    return " ".join(f"{name}={value}" for name, value in SINGLE_LOOP_ENV.items())
+
+
+if __name__ == "__main__":
+    print(as_shell_assignments())
