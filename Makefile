@@ -30,9 +30,9 @@ checkpoints: install
 
 # Ray's HTTP proxy runs on one event loop, as the graph's replicas do: the replicas get
 # the switches from their runtime environment, the proxy only from the environment that
-# `serve run` starts in, so they are read from serve/serve_loops.py, where they are written.
+# `serve run` starts in, so they are read from serve/kernel/serve_loops.py, where they are written.
 serve: checkpoints
-	env $$($(BIN)/python -m serve.serve_loops) PATH="$(abspath $(BIN)):$$PATH" $(BIN)/serve run serve_config.yaml
+	env $$($(BIN)/python -m serve.kernel.serve_loops) PATH="$(abspath $(BIN)):$$PATH" $(BIN)/serve run serve_config.yaml
 
 test: checkpoints
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)

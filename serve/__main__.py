@@ -27,9 +27,9 @@ from pathlib import Path
 def _cmd_checkpoints(args: argparse.Namespace) -> int:
     import time
 
-    from serve import packaged_models
-    from serve.checkpoints import TINY_SPECS, ensure_checkpoint
-    from serve.settings import load_settings
+    from serve.kernel import packaged_models
+    from serve.kernel.checkpoints import TINY_SPECS, ensure_checkpoint
+    from serve.kernel.settings import load_settings
 
     cache_dir = Path(args.cache_dir) if args.cache_dir else load_settings().cache_dir
     for name in sorted(TINY_SPECS):
@@ -42,7 +42,7 @@ def _cmd_checkpoints(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from serve.config import ProfileError, load_profile
+    from serve.kernel.config import ProfileError, load_profile
 
     try:
         profile = load_profile(args.profile)
@@ -58,19 +58,19 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from serve.config import Profile, ProfileError, load_profile
-    from serve.planner import build_plan
+    from serve.kernel.config import Profile, ProfileError, load_profile
+    from serve.kernel.planner import build_plan
 
     try:
         profile: Profile = load_profile(args.profile)
     except ProfileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from serve.residency_plan import build_residency_plan
+    from serve.kernel.residency_plan import build_residency_plan
 
     residency = build_residency_plan(profile).table()
     if profile.device != "gpu":
-        from serve.core_plan import build_core_plan
+        from serve.kernel.core_plan import build_core_plan
 
         plan = build_core_plan(profile)
         print(plan.table() + "\n\n" + residency)
@@ -80,15 +80,21 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_gpu_check(args: argparse.Namespace) -> int:
-    from serve.gpu_check import run
-    from serve.settings import load_settings
+    from serve.gpu_check import dry_run, gpu_here
 
-    args.work = args.work or str(load_settings().cache_dir / "gpu-check")
-    return run(args)
+    if args.dry_run:
+        return dry_run(args)
+    card = gpu_here()
+    if card is None:
+        print("gpu-check: no NVIDIA GPU here (NVML found none); `--dry-run` runs every step that needs none")
+        return 2
+    from serve.gpu_check_run import real_run
+
+    return real_run(args, card)
 
 
 def _cmd_render_k8s(args: argparse.Namespace) -> int:
-    from serve.config import PROJECT_ROOT, ProfileError
+    from serve.kernel.config import PROJECT_ROOT, ProfileError
     from serve.k8s import render, write
 
     try:

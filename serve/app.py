@@ -8,15 +8,16 @@ scaling the profile gives it.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from serve.config import Profile, load_profile
-from serve.core_plan import control_plane_env
-from serve.serve_loops import SINGLE_LOOP_ENV
-from serve.settings import Settings, load_settings
+from serve.kernel.config import Profile, load_profile
+from serve.kernel.core_plan import control_plane_env
+from serve.kernel.serve_loops import SINGLE_LOOP_ENV
+from serve.kernel.settings import Settings, load_settings
 
 
 class AppArgs(BaseModel):
@@ -49,17 +50,17 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     from deployments.embedder.deployment import Embedder
     from deployments.extraction.deployment import Extraction
     from deployments.llm.builder import build_llm_node
-    from deployments.llm.sources import resolve_source
     from deployments.monitor.deployment import GpuMonitor
-    from deployments.router.decision import RouteTargets
-    from deployments.router.deployment import Router
-    from serve.ingress import make_ingress_class
-
     from deployments.residency.deployment import Residency
+    from deployments.router.deployment import Router
+    from deployments.router.in_process import InProcessRouter
+    from serve.ingress import make_ingress_class
+    from serve.kernel.routing import RouteTargets
+    from serve.kernel.sources import resolve_source
 
     settings = settings or load_settings()
-    # Every replica runs on one event loop (serve/serve_loops.py), and every one but the
-    # Embedder (which computes) keeps off the CPU engines' cores (serve/core_plan.py).
+    # Every replica runs on one event loop (serve/kernel/serve_loops.py), and every one but the
+    # Embedder (which computes) keeps off the CPU engines' cores (serve/kernel/core_plan.py).
     replica_env = {**SINGLE_LOOP_ENV, **control_plane_env(profile)}
     llms = {spec.role: build_llm_node(spec, device=profile.device, cache_dir=settings.cache_dir, extra_env=replica_env,
                                       gpu_memory_gib=profile.gpu_memory_gib, wake_timeout_s=profile.residency.wake_timeout_s)
@@ -104,7 +105,8 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     ingress_cls = make_ingress_class(settings, frozenset(spec.model_id for spec in profile.models))
     return serve.deployment(
         ingress_cls, name="Ingress", **_options(profile.ingress.resources, profile.ingress.scaling, env=replica_env)
-    ).bind(profile, llms, embedder, router, monitor, extraction, collections, residency)
+    ).bind(profile, llms, embedder, router, monitor, extraction, collections, residency,
+           local_router=partial(InProcessRouter, profile, embedder_path) if profile.router.embeds_in_process(profile.embedder) else None)
 
 
 def build_app(args: dict[str, Any]):
@@ -126,7 +128,7 @@ def _check_cores(profile: Profile) -> None:
     """Refuse engine cores this machine does not allow; log the plan (and any sharing)."""
     import logging
 
-    from serve.core_plan import build_core_plan
+    from serve.kernel.core_plan import build_core_plan
 
     plan = build_core_plan(profile)
     if plan.problems():

@@ -11,7 +11,7 @@ import ipaddress
 import logging
 from typing import Optional
 
-from serve.settings import Settings
+from serve.kernel.settings import Settings
 
 logger = logging.getLogger("ray.serve")
 
@@ -49,7 +49,7 @@ def exposure_problem(host: Optional[str], settings: Settings) -> Optional[str]:
 
 def serve_http_host() -> Optional[str]:
     """The host Serve's HTTP proxies bind to, asked of the running Serve controller."""
-    from serve.ray_private import serve_http_options
+    from serve.kernel.ray_private import serve_http_options
 
     try:
         return str(serve_http_options().host)

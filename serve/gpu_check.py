@@ -34,9 +34,9 @@ from typing import Any, Optional
 
 import yaml
 
-from serve.config import CONFIGS_DIR, Profile, load_profile
-from serve.planner import GIB, build_plan, load_facts
-from serve.residency_plan import build_residency_plan
+from serve.kernel.config import CONFIGS_DIR, Profile, load_profile
+from serve.kernel.planner import GIB, build_plan, load_facts
+from serve.kernel.residency_plan import build_residency_plan
 
 #: Files a dummy checkpoint takes from a generated tiny checkpoint: a tokenizer whose ids
 #: are all below any real vocabulary size, and the Qwen3 chat template.
@@ -115,7 +115,7 @@ def dummy_checkpoint(facts_name: str, out: Path, tokenizer_dir: Path) -> Path:
 
 def check_profile(base: str, work: Path, cache_dir: Path) -> tuple[Path, Profile]:
     """Write the check profile: ``base`` with every LLM loading a dummy checkpoint."""
-    from serve.checkpoints import ensure_checkpoint
+    from serve.kernel.checkpoints import ensure_checkpoint
 
     raw = yaml.safe_load((CONFIGS_DIR / f"{base}.yaml").read_text())
     profile = load_profile(base)
@@ -197,7 +197,7 @@ def bandwidth_ceiling_tps(weight_bytes: int, bandwidth_gbs: float) -> float:
 
 def dry_run(args) -> int:
     """Every step that needs no GPU; the plan for the real run."""
-    from serve.settings import load_settings
+    from serve.kernel.settings import load_settings
 
     work = Path(args.work)
     started = time.perf_counter()
@@ -250,16 +250,3 @@ def gpu_here() -> Optional[dict[str, Any]]:
                 "bandwidth_gbs": round(bus_bits / 8 * mem_mhz * 2 / 1000, 0)}
     finally:
         pynvml.nvmlShutdown()
-
-
-def run(args) -> int:
-    """Entry point for ``python -m serve gpu-check``."""
-    if args.dry_run:
-        return dry_run(args)
-    card = gpu_here()
-    if card is None:
-        print("gpu-check: no NVIDIA GPU here (NVML found none); `--dry-run` runs every step that needs none")
-        return 2
-    from serve.gpu_check_run import real_run
-
-    return real_run(args, card)

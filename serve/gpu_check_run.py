@@ -21,10 +21,10 @@ import httpx
 import yaml
 
 from serve.bench.meta import save_results
-from serve.config import PROJECT_ROOT
 from serve.gpu_check import STEPS, bandwidth_ceiling_tps, check_profile, materialize_embedder
-from serve.planner import GIB, build_plan, load_facts
-from serve.serve_loops import SINGLE_LOOP_ENV
+from serve.kernel.config import PROJECT_ROOT
+from serve.kernel.planner import GIB, build_plan, load_facts
+from serve.kernel.serve_loops import SINGLE_LOOP_ENV
 
 PORT = 8000
 STREAMS = 16
@@ -124,7 +124,7 @@ def _telemetry(client: httpx.Client, samples: list, stop: threading.Event) -> No
 
 def real_run(args, card: dict[str, Any]) -> int:
     """The check on this machine's GPU; writes ``<out>/gpu-check.json`` and its PNG."""
-    from serve.settings import load_settings
+    from serve.kernel.settings import load_settings
 
     budgets = {s.name: (s.quick_s if args.quick else s.full_s) for s in STEPS}
     results: dict[str, Any] = {"card": card, "quick": args.quick, "steps": {}}
@@ -149,7 +149,7 @@ def real_run(args, card: dict[str, Any]) -> int:
         step("install", lambda: _install(results))
         profile_path, profile = step("checkpoints", lambda: check_profile(args.profile, work, load_settings().cache_dir))
         if profile.embedder.resources.num_gpus:
-            from serve.checkpoints import ensure_checkpoint
+            from serve.kernel.checkpoints import ensure_checkpoint
 
             materialize_embedder(Path(profile.embedder.source), ensure_checkpoint(load_settings().cache_dir, "extractor"))
         plan = step("plan", lambda: build_plan(profile))

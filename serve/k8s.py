@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from serve.config import PROJECT_ROOT, Profile, load_profile
-from serve.serve_loops import SINGLE_LOOP_ENV
+from serve.kernel.config import PROJECT_ROOT, Profile, load_profile
+from serve.kernel.serve_loops import SINGLE_LOOP_ENV
 
 RAY_VERSION = "2.60.0"
 DEFAULT_IMAGE = "local-llm-graph:0.1.0"
@@ -73,7 +73,7 @@ def _env(profile: Profile) -> list[dict[str, Any]]:
         {"name": "HF_HOME", "value": f"{MODEL_CACHE_PATH}/huggingface"},
         {"name": "LLMGRAPH_CACHE_DIR", "value": f"{MODEL_CACHE_PATH}/local-llm-graph"},
         {"name": "LLMGRAPH_DATA_DIR", "value": COLLECTIONS_PATH},
-        # Ray's HTTP proxy on one event loop, as the graph's replicas (serve/serve_loops.py).
+        # Ray's HTTP proxy on one event loop, as the graph's replicas (serve/kernel/serve_loops.py).
         *({"name": name, "value": value} for name, value in SINGLE_LOOP_ENV.items()),
     ]
 

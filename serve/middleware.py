@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve.errors import error_body
+from serve.kernel.errors import error_body
 
 logger = logging.getLogger("ray.serve")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from deployments.llm.sources import source_provenance
-from serve.config import AUTO_MODEL_ID, LLMSpec, Profile
-from serve.ray_private import ModelCard
-from serve.tiers import Tiers
+from serve.kernel.config import AUTO_MODEL_ID, LLMSpec, Profile
+from serve.kernel.ray_private import ModelCard
+from serve.kernel.sources import source_provenance
+from serve.kernel.tiers import Tiers
 
 TEST_CHECKPOINT_NOTE = (
     "Generated test checkpoint with RANDOM weights: every serving path is real, the "

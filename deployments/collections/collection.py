@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -31,18 +30,16 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
-from deployments.collections.chunking import chunk_spans
 from deployments.collections import snapshots
+from deployments.collections.chunking import chunk_spans
 from deployments.collections.index import IndexParams, VectorIndex
+from serve.kernel.protocol import COLLECTION_NAME_RULE, valid_collection_name
 
 if TYPE_CHECKING:
-    from serve.config import CollectionsSpec, EmbedderSpec
+    from serve.kernel.config import CollectionsSpec, EmbedderSpec
 
 logger = logging.getLogger("ray.serve")
 
-NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-NAME_RULE = ("collection names are 1-64 characters: lowercase letters, digits, '_' and '-', "
-             "starting with a letter or digit")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
@@ -54,12 +51,6 @@ CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id);
 CREATE TABLE IF NOT EXISTS ops (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, added TEXT NOT NULL, removed TEXT NOT NULL);
 """
-
-
-def valid_collection_name(name: object) -> bool:
-    """Whether ``name`` is a collection name as a whole: ``fullmatch``, because ``$``
-    also matches before a trailing newline, which would become part of a directory name."""
-    return isinstance(name, str) and NAME_PATTERN.fullmatch(name) is not None
 
 
 class StoreError(Exception):
@@ -423,7 +414,7 @@ class CollectionStore:
     @staticmethod
     def check_name(name: str) -> None:
         if not valid_collection_name(name):
-            raise StoreError(NAME_RULE, param="collection", code="invalid_collection_name")
+            raise StoreError(COLLECTION_NAME_RULE, param="collection", code="invalid_collection_name")
 
     def get(self, name: str, *, create: bool = False) -> Collection:
         self.check_name(name)

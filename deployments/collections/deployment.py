@@ -7,7 +7,7 @@ and bulk ingestion here never holds a lock the routing path needs. The store's w
 (SQLite, FAISS) runs in worker threads so reads keep flowing while a large upsert is
 written.
 
-Errors cross the handle as the application's typed errors (``serve/errors.py``), which
+Errors cross the handle as the application's typed errors (``serve/kernel/errors.py``), which
 the ingress maps to the OpenAI envelope like any other.
 """
 
@@ -23,12 +23,12 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.collections.collection import CollectionStore, StoreError, StoreParams
 from deployments.collections.filters import FilterError, compile_filter
-from serve.config import CollectionsSpec, EmbedderSpec
-from serve.core_plan import keep_to_control_plane
-from serve.errors import BadRequest, Conflict, GraphError, NotFound, PayloadTooLarge, Unavailable, within
-from serve.log_filters import quiet_probes
-from serve.observability import replica_metric
-from serve.settings import load_settings
+from serve.kernel.config import CollectionsSpec, EmbedderSpec
+from serve.kernel.core_plan import keep_to_control_plane
+from serve.kernel.errors import BadRequest, Conflict, GraphError, NotFound, PayloadTooLarge, Unavailable, within
+from serve.kernel.log_filters import quiet_probes
+from serve.kernel.observability import replica_metric
+from serve.kernel.settings import load_settings
 
 logger = logging.getLogger("ray.serve")
 
@@ -52,7 +52,7 @@ class Collections:
 
     def __init__(self, spec: CollectionsSpec, embedder_spec: EmbedderSpec, data_dir: str, embedder: DeploymentHandle) -> None:
         quiet_probes()  # successful health probes stay out of the access log
-        keep_to_control_plane()  # off the engines' cores (serve/core_plan.py)
+        keep_to_control_plane()  # off the engines' cores (serve/kernel/core_plan.py)
         self._spec = spec
         self._embedder = embedder
         self._embed_timeout_s = load_settings().embedder_timeout_s

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Iterable, Optional
 import numpy as np
 
 if TYPE_CHECKING:
-    from serve.config import CollectionsSpec
+    from serve.kernel.config import CollectionsSpec
 
 #: Largest filtered candidate set scored exactly instead of through the HNSW graph.
 EXACT_FILTERED_MAX = 20_000

@@ -18,9 +18,9 @@ import numpy as np
 from ray import serve
 
 from deployments.embedder.encoder import Encoder, encode_requests
-from serve.config import EmbedderSpec
-from serve.cpu_affinity import spread_over_node_cores
-from serve.log_filters import quiet_probes
+from serve.kernel.config import EmbedderSpec
+from serve.kernel.cpu_affinity import spread_over_node_cores
+from serve.kernel.log_filters import quiet_probes
 
 #: Characters per token assumed before tokenizing. WordPiece and BPE average about four
 #: on English and fewer on other scripts; three errs toward smaller passes.
@@ -99,7 +99,7 @@ class Embedder:
         spread_over_node_cores()
         if encoder is None:
             from deployments.embedder.encoder import make_encoder
-            from serve.settings import load_settings
+            from serve.kernel.settings import load_settings
 
             encoder = make_encoder(spec, model_path, cache_dir=Path(cache_dir) if cache_dir else load_settings().cache_dir)
         if encoder.dimensions != spec.dimensions:

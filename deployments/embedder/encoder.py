@@ -14,6 +14,8 @@ from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
+from deployments.embedder.features import model_features
+
 logger = logging.getLogger(__name__)
 
 
@@ -31,12 +33,6 @@ class Encoder(Protocol):
     def count_tokens(self, texts: Sequence[str]) -> int:
         """Tokens the model would read for ``texts`` (for usage reporting)."""
         ...
-
-
-def model_features(model, texts: Sequence[str]):
-    """A SentenceTransformer's own tokenization of ``texts`` (padded, truncated tensors)."""
-    prepare = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 5
-    return prepare(list(texts))
 
 
 class SentenceTransformerEncoder:

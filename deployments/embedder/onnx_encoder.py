@@ -104,7 +104,7 @@ class OnnxEncoder:
 
     # ------------------------------------------------------------------ export
     def _prepare(self, texts: Sequence[str]):
-        from deployments.embedder.encoder import model_features
+        from deployments.embedder.features import model_features
 
         return model_features(self._model, texts)
 

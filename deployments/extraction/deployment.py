@@ -5,7 +5,7 @@ the GIL; run in the ingress, it would sit next to every streaming response. Here
 replicas of its own, sized and autoscaled from the profile's ``extraction`` block.
 
 The pipeline's one need from the graph, a constrained chat completion, is served by a
-:class:`~serve.dispatcher.Dispatcher` built in this replica from the LLM and Router
+:class:`~serve.kernel.dispatcher.Dispatcher` built in this replica from the LLM and Router
 handles: the same routing, limits, thermal admission, backpressure and fallback as
 ``/v1/chat/completions``, with the reply as data (no HTTP in between). A document is
 routed once: a repair call goes where the first call went.
@@ -21,16 +21,17 @@ from ray.serve.llm.openai_api_models import ChatCompletionRequest
 from deployments.extraction.pipeline import (
     ExtractionFailed, LlmReply, LlmRequest, PipelineLimits, extract_custom, extract_job_posting,
 )
-from deployments.router.decision import RouteDecision
-from deployments.router.features import route_input_from_chat
-from serve.config import AUTO_MODEL_ID, Profile
-from serve.core_plan import keep_to_control_plane
-from serve.dispatcher import Dispatcher
-from serve.errors import GraphError, Unprocessable
-from serve.health import HealthPicture, HealthSnapshot
-from serve.log_filters import quiet_probes
-from serve.protocol import ExtractRequest
-from serve.settings import load_settings
+from deployments.extraction.record import job_posting_json_schema
+from deployments.extraction.schemas import job_posting_response_format
+from serve.kernel.config import AUTO_MODEL_ID, Profile
+from serve.kernel.core_plan import keep_to_control_plane
+from serve.kernel.dispatcher import Dispatcher
+from serve.kernel.errors import GraphError, Unprocessable
+from serve.kernel.health import HealthPicture, HealthSnapshot
+from serve.kernel.log_filters import quiet_probes
+from serve.kernel.protocol import ExtractRequest
+from serve.kernel.routing import RouteDecision, route_input_from_chat
+from serve.kernel.settings import load_settings
 
 
 class Extraction:
@@ -46,7 +47,7 @@ class Extraction:
     def __init__(self, profile: Profile, llms: dict[str, DeploymentHandle], router: DeploymentHandle,
                  residency: Optional[DeploymentHandle] = None) -> None:
         quiet_probes()  # successful health probes stay out of the access log
-        keep_to_control_plane()  # off the engines' cores (serve/core_plan.py)
+        keep_to_control_plane()  # off the engines' cores (serve/kernel/core_plan.py)
         self._profile = profile
         settings = load_settings()
         # The ingress sends its health picture with each document: no probe loop here.
@@ -57,6 +58,16 @@ class Extraction:
 
     async def check_health(self) -> None:
         return None
+
+    async def job_posting_schema(self) -> dict[str, Any]:
+        """The ``job_posting`` record's JSON schema, and the ``response_format`` that
+        ``/v1/extract`` itself sends to the LLM (the same record through
+        ``/v1/chat/completions`` with any OpenAI client)."""
+        return {
+            "name": "job_posting",
+            "record_schema": job_posting_json_schema(),
+            "response_format": job_posting_response_format(self._profile.extractor.max_tokens_limit),
+        }
 
     async def extract(self, item: ExtractRequest, health: Optional[HealthSnapshot] = None) -> dict[str, Any]:
         """One document, already validated by the ingress → the response body.

@@ -17,11 +17,11 @@ from pydantic import ValidationError
 
 from deployments.extraction import grounding, rules, schemas, structured, text as text_stage
 from deployments.extraction.record import DERIVED_FROM, FIELDS, JobPosting, JobPostingDraft, error_fields
+from serve.kernel.protocol import ExtractMode
 
 if TYPE_CHECKING:
-    from serve.config import Profile
+    from serve.kernel.config import Profile
 
-Mode = Literal["auto", "fast", "llm", "deep"]
 Source = Literal["structured_data", "rules", "llm"]
 SALARY_FIELDS = ("salary_min", "salary_max", "salary_currency", "salary_period")
 SYSTEM_PROMPT = (
@@ -281,7 +281,7 @@ def _check_job_posting(value: dict[str, Any]) -> Optional[str]:
 
 
 async def extract_job_posting(
-    document: str, *, mode: Mode, content_type: Optional[str] = None, base_url: str = "",
+    document: str, *, mode: ExtractMode, content_type: Optional[str] = None, base_url: str = "",
     limits: PipelineLimits, complete: Optional[Complete] = None,
 ) -> Extraction:
     """Extract a ``job_posting`` record.
@@ -335,7 +335,7 @@ async def extract_job_posting(
 
 
 async def extract_custom(
-    document: str, schema: dict[str, Any], *, mode: Mode, content_type: Optional[str] = None,
+    document: str, schema: dict[str, Any], *, mode: ExtractMode, content_type: Optional[str] = None,
     base_url: str = "", limits: PipelineLimits, complete: Complete,
 ) -> Extraction:
     """Fill a caller's JSON schema with the LLM; the output is validated against it.

@@ -15,6 +15,7 @@ import copy
 import json
 from typing import Any, Callable, Iterator, Optional
 
+from serve.kernel.limits import MAX_REGEX_CHARS, MAX_SCHEMA_BYTES, nests_deeper_than
 from deployments.extraction.record import (
     CURRENCY_CODES,
     FIELDS,
@@ -38,10 +39,8 @@ MAX_SCHEMA_DEPTH = 8
 #: before it is validated (a 30-level one made jsonschema's meta-validation overflow the
 #: stack).
 MAX_JSON_DEPTH = 2 * MAX_SCHEMA_DEPTH + 4
-#: Largest caller schema (serialized JSON); chat's response_format has the same bound.
-MAX_SCHEMA_CHARS = 64 * 1024
-#: Longest ``pattern`` accepted in a caller's schema; chat's regex has the same bound.
-MAX_PATTERN_CHARS = 2000
+#: A caller schema's largest size and longest ``pattern`` are chat's bounds
+#: (``serve/kernel/limits.py``: MAX_SCHEMA_BYTES, MAX_REGEX_CHARS).
 #: ``$ref`` a caller's schema may hold (each is followed when looking for cycles).
 MAX_REFS = 64
 #: Keywords the decoder cannot enforce; a schema using one is refused with a 422.
@@ -272,19 +271,6 @@ def _check_references(schema: dict[str, Any]) -> None:
                             "cannot bound", keyword="$ref", path=cycle)
 
 
-def nests_deeper_than(value: Any, limit: int) -> bool:
-    """Whether ``value`` has objects or arrays nested more than ``limit`` deep (iterative:
-    the nesting a request can carry never reaches the interpreter's stack)."""
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, (dict, list)):
-            if depth > limit:
-                return True
-            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
-    return False
-
-
 def check_caller_schema(schema: Any) -> None:
     """Refuse a schema that is invalid or that the decoder cannot enforce.
 
@@ -298,8 +284,8 @@ def check_caller_schema(schema: Any) -> None:
         raise SchemaRefused("schema must be a JSON object (a JSON schema)", keyword="type", path="#")
     if nests_deeper_than(schema, MAX_JSON_DEPTH):
         raise SchemaRefused(f"schema nests deeper than {MAX_SCHEMA_DEPTH} levels", keyword="depth", path="#")
-    if len(json.dumps(schema, default=str)) > MAX_SCHEMA_CHARS:
-        raise SchemaRefused(f"schema is larger than {MAX_SCHEMA_CHARS} characters", keyword="size", path="#")
+    if len(json.dumps(schema, default=str)) > MAX_SCHEMA_BYTES:
+        raise SchemaRefused(f"schema is larger than {MAX_SCHEMA_BYTES} characters", keyword="size", path="#")
     try:
         Draft202012Validator.check_schema(schema)
     except RecursionError:
@@ -318,8 +304,8 @@ def check_caller_schema(schema: Any) -> None:
             raise SchemaRefused(f"schema keyword {keyword!r} at {path} cannot be enforced by the decoder",
                                 keyword=keyword, path=path)
         pattern = node.get("pattern")
-        if isinstance(pattern, str) and len(pattern) > MAX_PATTERN_CHARS:
-            raise SchemaRefused(f"pattern at {path} is longer than {MAX_PATTERN_CHARS} characters",
+        if isinstance(pattern, str) and len(pattern) > MAX_REGEX_CHARS:
+            raise SchemaRefused(f"pattern at {path} is longer than {MAX_REGEX_CHARS} characters",
                                 keyword="pattern", path=path)
         if isinstance(pattern, str):
             try:
@@ -396,7 +382,7 @@ def token_budget(schema: dict[str, Any]) -> Optional[int]:
             pattern = node.get("pattern")
             if pattern is None:
                 return 40 if "format" in node else None
-            if not isinstance(pattern, str) or len(pattern) > MAX_PATTERN_CHARS:
+            if not isinstance(pattern, str) or len(pattern) > MAX_REGEX_CHARS:
                 return None
             # Each scan stops at the next opening bracket, so it is linear in the pattern.
             if re.search(r"(?<!\\)[*+]|\{\d+,\}", pattern):

@@ -2,7 +2,7 @@
 
 Ray Serve LLM already runs the vLLM engine, its OpenAI protocol (chat, completions,
 streaming, ``response_format``, tools, reasoning), health checks and engine metrics. This
-module only translates a profile's :class:`~serve.config.LLMSpec` into an ``LLMConfig``,
+module only translates a profile's :class:`~serve.kernel.config.LLMSpec` into an ``LLMConfig``,
 keeping two things consistent that users otherwise get wrong by hand: the Ray placement
 (CPU bundles, GPU fraction) and vLLM's own memory share.
 """
@@ -14,8 +14,8 @@ from typing import Any, Optional
 
 from deployments.llm.engine_cores import ENV_VAR as ENGINE_CORES_ENV
 from deployments.llm.engine_watchdog import ENV_VAR as ENGINE_WATCHDOG_ENV
-from serve.config import LLMSpec
-from serve.core_plan import parse_cores
+from serve.kernel.config import LLMSpec
+from serve.kernel.core_plan import parse_cores
 
 # The LLMServer replica actor itself needs a sliver of CPU; the engine's bundle gets the
 # rest of the profile's num_cpus.
@@ -31,8 +31,8 @@ def llm_config_dict(spec: LLMSpec, *, device: str, model_path: str, extra_env: O
         wake_timeout_s: The profile's wake budget (``residency.wake_timeout_s``): the
             replica's health-check timeout unless the model's scaling sets one.
         extra_env: More environment for the replica and its engine (one event loop,
-            :mod:`serve.serve_loops`; the control plane's cores,
-            :func:`serve.core_plan.control_plane_env`).
+            :mod:`serve.kernel.serve_loops`; the control plane's cores,
+            :func:`serve.kernel.core_plan.control_plane_env`).
     """
     engine_kwargs: dict[str, Any] = {
         "max_model_len": spec.max_model_len,
@@ -118,7 +118,7 @@ def build_llm_node(spec: LLMSpec, *, device: str, cache_dir: Path, gpu_memory_gi
     from ray.serve.llm import LLMConfig, build_llm_deployment
 
     from deployments.llm.engine import OffLoopStartEngine
-    from deployments.llm.sources import resolve_source
+    from serve.kernel.sources import resolve_source
     from deployments.llm.swappable import EngineLifecycle, make_server_cls
 
     model_path = resolve_source(spec.source, cache_dir=cache_dir)

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from serve.ray_private import CallbackBase
+from serve.kernel.ray_private import CallbackBase
 
 
 class EngineStartCallback(CallbackBase):

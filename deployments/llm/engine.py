@@ -16,7 +16,7 @@ engine starts, the loop answers health checks, state queries and requests (which
 the model is asleep, :class:`deployments.llm.swappable`).
 
 The methods taken over are named, in ``start``'s order, in
-:data:`serve.ray_private.VLLM_ENGINE_START_STEPS`; ``tests/unit/test_ray_private.py``
+:data:`serve.kernel.ray_private.VLLM_ENGINE_START_STEPS`; ``tests/unit/test_ray_private.py``
 fails when a Ray upgrade moves them.
 """
 
@@ -27,7 +27,7 @@ import logging
 import time
 from typing import Any, Optional
 
-from serve.ray_private import VLLMEngine
+from serve.kernel.ray_private import VLLMEngine
 
 logger = logging.getLogger("ray.serve")
 
@@ -58,7 +58,7 @@ class OffLoopStartEngine(VLLMEngine):
         Called by the start callback after node initialisation; ``start`` then takes the
         results instead of building them on the loop.
         """
-        from serve.settings import load_settings
+        from serve.kernel.settings import load_settings
 
         delay_s = load_settings().engine_start_delay_s
         started = time.perf_counter()

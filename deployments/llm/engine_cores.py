@@ -30,6 +30,6 @@ def install() -> None:
     """Pin this process, if vLLM started it and the graph named its cores."""
     if multiprocessing.parent_process() is None:
         return  # not an engine process (the replica, or vLLM's API server)
-    from serve.cpu_affinity import pin_to_cores_in
+    from serve.kernel.cpu_affinity import pin_to_cores_in
 
     pin_to_cores_in(ENV_VAR)  # every thread, those started before the plugin too

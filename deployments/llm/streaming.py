@@ -23,7 +23,7 @@ HEAD_CHUNKS = 2
 
 async def first_chunks_at_once(generator: AsyncIterator[T], interval_ms: Optional[float]) -> AsyncIterator[List[T]]:
     """Yield the first :data:`HEAD_CHUNKS` chunks of ``generator`` as they come, then batches of the rest every ``interval_ms`` (Ray Serve LLM's ``Batcher``)."""
-    from serve.ray_private import Batcher
+    from serve.kernel.ray_private import Batcher
 
     sent = 0
     async for chunk in generator:

@@ -134,7 +134,7 @@ def make_server_cls(lifecycle: EngineLifecycle):
         _lifecycle = lifecycle
 
         async def start(self):
-            from serve.core_plan import keep_to_control_plane
+            from serve.kernel.core_plan import keep_to_control_plane
 
             keep_to_control_plane()  # this replica detokenizes and streams: off the engines' cores
             self._engine_lock = asyncio.Lock()
@@ -161,20 +161,20 @@ def make_server_cls(lifecycle: EngineLifecycle):
             return not self._asleep and self.engine is not None
 
         async def chat(self, request, raw_request_info=None):
-            """LLMServer's chat, or :class:`~serve.errors.ModelAsleep` as the stream's only
+            """LLMServer's chat, or :class:`~serve.kernel.errors.ModelAsleep` as the stream's only
             item when the engine is not running (a typed answer, never an AttributeError)."""
             if not self._engine_running():
                 return self._asleep_stream()
             return await super().chat(request, raw_request_info)
 
         async def completions(self, request, raw_request_info=None):
-            """LLMServer's completions, or :class:`~serve.errors.ModelAsleep` (see :meth:`chat`)."""
+            """LLMServer's completions, or :class:`~serve.kernel.errors.ModelAsleep` (see :meth:`chat`)."""
             if not self._engine_running():
                 return self._asleep_stream()
             return await super().completions(request, raw_request_info)
 
         async def _asleep_stream(self):
-            from serve.errors import ModelAsleep
+            from serve.kernel.errors import ModelAsleep
 
             yield ModelAsleep.of(self._llm_config.model_id)
 

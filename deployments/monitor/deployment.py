@@ -8,10 +8,10 @@ import time
 from typing import Any, Optional
 
 from deployments.monitor.nvml import GpuReader, GpuSample
-from deployments.monitor.thermal import ThermalLevel, hottest, next_level
-from serve.config import MonitorSpec
-from serve.core_plan import keep_to_control_plane
-from serve.log_filters import quiet_probes
+from serve.kernel.config import MonitorSpec
+from serve.kernel.core_plan import keep_to_control_plane
+from serve.kernel.log_filters import quiet_probes
+from serve.kernel.thermal import ThermalLevel, hottest, next_level
 
 logger = logging.getLogger("ray.serve")
 
@@ -35,7 +35,7 @@ class GpuMonitor:
         reader: Optional[GpuReader] = None,
     ) -> None:
         quiet_probes()  # successful health probes stay out of the access log
-        keep_to_control_plane()  # off the engines' cores (serve/core_plan.py)
+        keep_to_control_plane()  # off the engines' cores (serve/kernel/core_plan.py)
         if reader is None:
             from deployments.monitor.nvml import FileGpuReader, NvmlReader
 

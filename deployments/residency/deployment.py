@@ -34,11 +34,11 @@ from typing import Any, Optional
 
 from deployments.residency.ledger import STATES, CannotFit, Entry, Ledger
 from deployments.residency.turns import Turns
-from serve.config import Profile
-from serve.core_plan import keep_to_control_plane
-from serve.errors import BadRequest, Conflict, GraphError, ModelUnavailable, NotFound
-from serve.observability import replica_metric
-from serve.residency_plan import build_residency_plan
+from serve.kernel.config import Profile
+from serve.kernel.core_plan import keep_to_control_plane
+from serve.kernel.errors import BadRequest, Conflict, GraphError, ModelUnavailable, NotFound
+from serve.kernel.observability import replica_metric
+from serve.kernel.residency_plan import build_residency_plan
 
 logger = logging.getLogger("ray.serve")
 
@@ -70,7 +70,7 @@ class Residency:
     """
 
     async def __init__(self, profile: Profile, llms: dict[str, Any]) -> None:
-        keep_to_control_plane()  # off the engines' cores (serve/core_plan.py)
+        keep_to_control_plane()  # off the engines' cores (serve/kernel/core_plan.py)
         plan = build_residency_plan(profile)
         self._spec = profile.residency
         self._handles = {profile.llm(role).model_id: handle for role, handle in llms.items()}

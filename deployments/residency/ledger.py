@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from serve.errors import ModelUnavailable
+from serve.kernel.errors import ModelUnavailable
 
 #: The states a model is in (``/v1/models`` ``metadata.state``).
 STATES = ("awake", "asleep", "waking", "sleeping")

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from deployments.residency.ledger import Entry, Ledger
-from serve.errors import ModelUnavailable
+from serve.kernel.errors import ModelUnavailable
 
 #: How often a request waiting its turn looks again when nothing has told it to.
 TURN_POLL_S = 0.5

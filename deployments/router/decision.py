@@ -2,53 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
-
-from deployments.router.features import RouteInput
 from deployments.router.policies import RoutingPolicy
+from serve.kernel.routing import RouteDecision, RouteInput, RouteTargets
 
 # A rough, tokenizer-free estimate; good enough to keep prompts out of a model whose
 # context they cannot fit in.
 CHARS_PER_TOKEN = 4
-
-
-@dataclass(frozen=True)
-class RouteTargets:
-    """The two LLM roles the router chooses between, with their context limits."""
-
-    extractor: str
-    reasoner: str
-    extractor_max_model_len: int
-    reasoner_max_model_len: int
-
-    @classmethod
-    def of(cls, profile) -> "RouteTargets":
-        """The targets of a profile (``serve.config.Profile``)."""
-        return cls(extractor=profile.extractor.model_id, reasoner=profile.reasoner.model_id,
-                   extractor_max_model_len=profile.extractor.max_model_len,
-                   reasoner_max_model_len=profile.reasoner.max_model_len)
-
-
-class RouteDecision(BaseModel):
-    """Where a request goes and why: the router's answer, the dispatcher's final word
-    (after pins, admission and fallback), and the body of ``POST /v1/route``."""
-
-    model_config = ConfigDict(frozen=True)
-
-    target: str = Field(description="Model id the request would be sent to.")
-    role: str = Field(description="extractor or reasoner.")
-    reason: str = Field(description="Why, in one line (also the x-route-reason header).")
-    policy: str
-    score: float
-    threshold: float
-    features: dict[str, Any] = Field(default_factory=dict)
-    pinned: bool = Field(False, description="True when the client named the model.")
-    random_weights_allowed: bool = Field(
-        False, description="The request let `auto` answer with random-weight models (`x-route-random-weights: allow`), "
-        "in its decision and its fallbacks, in a profile that does not (router.allow_random_weights).")
 
 
 def decide(

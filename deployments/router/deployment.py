@@ -20,14 +20,16 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from deployments.router.decision import RouteDecision, RouteTargets, decide
+from deployments.router.decision import decide
+
 from deployments.router.exemplars import load_exemplars
-from deployments.router.features import RouteInput, text_to_embed
+from deployments.router.features import text_to_embed
 from deployments.router.policies import NEEDS_EXEMPLARS, ExemplarVectors, RoutingPolicy, make_policy
-from serve.config import CONFIGS_DIR, RouterSpec
-from serve.core_plan import keep_to_control_plane
-from serve.log_filters import quiet_probes
-from serve.observability import replica_metric
+from serve.kernel.config import CONFIGS_DIR, RouterSpec
+from serve.kernel.core_plan import keep_to_control_plane
+from serve.kernel.log_filters import quiet_probes
+from serve.kernel.observability import replica_metric
+from serve.kernel.routing import RouteDecision, RouteInput, RouteTargets
 
 #: Prompts up to this long are scored on the event loop (a thread hop would cost more than
 #: the scan); longer ones in a worker thread.
@@ -35,7 +37,7 @@ INLINE_SCAN_CHARS = 4_000
 
 if TYPE_CHECKING:
     from deployments.embedder.encoder import Encoder
-    from serve.config import EmbedderSpec
+    from serve.kernel.config import EmbedderSpec
 
 logger = logging.getLogger("ray.serve")
 
@@ -66,14 +68,14 @@ class Router:
         policy: Optional[RoutingPolicy] = None,
     ) -> None:
         quiet_probes()  # successful health probes stay out of the access log
-        keep_to_control_plane()  # off the engines' cores (serve/core_plan.py)
+        keep_to_control_plane()  # off the engines' cores (serve/kernel/core_plan.py)
         self._spec = spec
         self._targets = targets
         self._embedder = embedder
         self._multilingual = multilingual_embedder
         if encoder is None and local_encoder is not None:
             from deployments.embedder.encoder import make_encoder
-            from serve.settings import load_settings
+            from serve.kernel.settings import load_settings
 
             embedder_spec, model_path = local_encoder
             # No more threads than this process has cores: one, where it keeps to the

@@ -1,30 +1,13 @@
-"""What the router looks at: a compact, Ray-free view of a chat request.
+"""What the policies read from a request's text: the text to embed, its script, its language.
 
-The ingress turns each chat body into a :class:`RouteInput` (plain text and a few flags),
-so that routing policies never depend on the OpenAI protocol models and the router
-deployment receives a small payload instead of the whole request.
+The request itself arrives as a :class:`~serve.kernel.routing.RouteInput`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
 
-
-@dataclass(frozen=True)
-class RouteInput:
-    """The parts of a chat request that routing policies use."""
-
-    text: str
-    """System and user text, joined; assistant turns are left out."""
-    last_user_text: str = ""
-    num_messages: int = 0
-    has_tools: bool = False
-    wants_json: bool = False
-    max_tokens: int | None = None
-    embedding: Sequence[float] | None = None
-    """The text's embedding (a vector), filled in by the router for policies that need one."""
+from serve.kernel.routing import RouteInput
 
 
 def text_to_embed(request: RouteInput, max_chars: int) -> str:
@@ -67,49 +50,3 @@ def reads_as_english(text: str) -> bool:
         return False
     words = _WORD.findall(sample.lower())
     return len(words) <= 3 or not _ENGLISH_MARKERS.isdisjoint(words)
-
-
-def _content_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, Iterable):
-        parts = []
-        for part in content:
-            if isinstance(part, dict) and part.get("type") == "text":
-                parts.append(str(part.get("text", "")))
-        return "\n".join(parts)
-    return str(content)
-
-
-def last_user_text(messages: Iterable[Any]) -> str:
-    """The text of the last user message (its text parts joined), or ``""``."""
-    last = ""
-    for message in messages:
-        if isinstance(message, dict) and message.get("role") == "user":
-            last = _content_text(message.get("content"))
-    return last
-
-
-def route_input_from_chat(body: dict[str, Any]) -> RouteInput:
-    """Build a :class:`RouteInput` from an OpenAI chat-completions body (a dict)."""
-    messages = body.get("messages") or []
-    texts = [
-        _content_text(m.get("content")) for m in messages
-        if isinstance(m, dict) and m.get("role") in ("system", "developer", "user")
-    ]
-    response_format = body.get("response_format") or {}
-    wants_json = isinstance(response_format, dict) and response_format.get("type") in (
-        "json_schema",
-        "json_object",
-    )
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-    return RouteInput(
-        text="\n\n".join(texts),
-        last_user_text=last_user_text(messages),
-        num_messages=len(messages),
-        has_tools=bool(body.get("tools")),
-        wants_json=wants_json,
-        max_tokens=max_tokens if isinstance(max_tokens, int) else None,
-    )

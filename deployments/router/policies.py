@@ -14,7 +14,9 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
-from deployments.router.features import RouteInput, reads_as_english
+from deployments.router.features import reads_as_english
+
+from serve.kernel.routing import RouteInput
 
 
 @dataclass(frozen=True)

@@ -282,7 +282,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def run(args) -> int:
     """Entry point for ``python -m serve bench extract``."""
-    from serve.config import load_profile
+    from serve.kernel.config import load_profile
 
     profile = load_profile(args.profile)
     limits = PipelineLimits.from_profile(profile)

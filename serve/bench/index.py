@@ -180,9 +180,9 @@ def run(args) -> int:
     """Entry point for ``python -m serve bench index``."""
     from deployments.embedder.encoder import SentenceTransformerEncoder
     from deployments.collections.index import IndexParams
-    from deployments.llm.sources import resolve_source
-    from serve.config import load_profile
-    from serve.settings import load_settings
+    from serve.kernel.sources import resolve_source
+    from serve.kernel.config import load_profile
+    from serve.kernel.settings import load_settings
 
     # Ray runs every replica at niceness 15 (RAY_worker_niceness). The bench runs at
     # the same niceness, so neither path is favoured: at 0 its own HTTP client would

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import urlparse
 
-from serve.config import PROJECT_ROOT
+from serve.kernel.config import PROJECT_ROOT
 
 
 def _cpu_model() -> str:

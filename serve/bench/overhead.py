@@ -39,8 +39,8 @@ import yaml
 from serve.bench.cpu_share import cpu_by_group, cpu_census
 from serve.bench.meta import save_results, write_result
 from serve.bench.stats import percentile
-from serve.config import PROJECT_ROOT, load_profile
-from serve.serve_loops import SINGLE_LOOP_ENV
+from serve.kernel.config import PROJECT_ROOT, load_profile
+from serve.kernel.serve_loops import SINGLE_LOOP_ENV
 
 PROMPT_TOKENS = 256
 OUTPUT_TOKENS = 128
@@ -269,8 +269,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def run(args) -> int:
     """Entry point for ``python -m serve bench overhead``."""
-    from deployments.llm.sources import resolve_source
-    from serve.settings import load_settings
+    from serve.kernel.sources import resolve_source
+    from serve.kernel.settings import load_settings
 
     profile = load_profile(args.profile)
     spec = profile.extractor

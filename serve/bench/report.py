@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from deployments.extraction.record import FIELDS
-from serve.config import PROJECT_ROOT
+from serve.kernel.config import PROJECT_ROOT
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 GPU_BEGIN, GPU_END = "<!-- gpu-check:begin -->", "<!-- gpu-check:end -->"

@@ -21,13 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from deployments.router.decision import RouteTargets, decide
+from deployments.router.decision import decide
+
 from deployments.router.exemplars import load_exemplars
-from deployments.router.features import RouteInput, text_to_embed
+from deployments.router.features import text_to_embed
 from deployments.router.policies import ExemplarVectors, make_policy
 from serve.bench.meta import save_results
 from serve.bench.stats import percentile
-from serve.config import CONFIGS_DIR, load_profile
+from serve.kernel.config import CONFIGS_DIR, load_profile
+from serve.kernel.routing import RouteInput, RouteTargets
 
 POLICIES = ("heuristic", "semantic", "hybrid")
 
@@ -124,8 +126,8 @@ def plot(results: dict, path: Path) -> None:
 def run(args) -> int:
     """Entry point for ``python -m serve bench router``."""
     from deployments.embedder.encoder import make_encoder
-    from deployments.llm.sources import resolve_source
-    from serve.settings import load_settings
+    from serve.kernel.sources import resolve_source
+    from serve.kernel.settings import load_settings
 
     profile = load_profile(args.profile)
     spec = profile.router

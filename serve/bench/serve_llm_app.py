@@ -15,9 +15,9 @@ def build(args: dict[str, Any]):
     from ray.serve.llm import LLMConfig, build_openai_app
 
     from deployments.llm.builder import llm_config_dict
-    from deployments.llm.sources import resolve_source
-    from serve.config import load_profile
-    from serve.settings import load_settings
+    from serve.kernel.sources import resolve_source
+    from serve.kernel.config import load_profile
+    from serve.kernel.settings import load_settings
 
     profile = load_profile(args.get("profile", "cpu-tiny"))
     spec = profile.extractor

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from serve.config import load_profile
+from serve.kernel.config import load_profile
 from tests.support.graph import metrics_text, replica_log_records
 from tests.support.models import EXTRACTOR, PROFILE
 
@@ -76,7 +76,7 @@ def test_one_request_id_is_in_the_logs_of_every_deployment_it_reached(graph, htt
     assert any(str(r.get("message", "")).startswith("CALL ") for r in found["Extractor"]), found["Extractor"]
     # Nothing else carries it: not the health probes started during this request, and not
     # the Router deployment, since the cpu profile's ingress decides `auto` in its own
-    # process (serve/router_client.InProcessRouter).
+    # process (deployments/router/in_process.py).
     assert PROFILE_SPEC.router.embeds_in_process(PROFILE_SPEC.embedder)
     for deployment in ("Reasoner", "Router"):
         assert [r for r in replica_log_records(graph, deployment) if r.get("request_id") == request_id] == [], deployment

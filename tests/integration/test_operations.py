@@ -81,8 +81,8 @@ def test_each_cpu_engine_computes_on_the_cores_its_profile_names(graph):
     engine process, scheduler included, computes on those cores only."""
     import psutil
 
-    from serve.config import load_profile
-    from serve.core_plan import parse_cores
+    from serve.kernel.config import load_profile
+    from serve.kernel.core_plan import parse_cores
 
     profile = load_profile(PROFILE)
     wanted = {parse_cores(profile.llm(role).cpu_cores) for role in ("extractor", "reasoner")}
@@ -129,8 +129,8 @@ def test_rays_own_processes_and_the_replicas_keep_off_the_engines_cores(graph):
     itself is left as the user started it."""
     import psutil
 
-    from serve.config import load_profile
-    from serve.core_plan import build_core_plan
+    from serve.kernel.config import load_profile
+    from serve.kernel.core_plan import build_core_plan
 
     plan = build_core_plan(load_profile(PROFILE))
     control, every = set(plan.control()), set(plan.allowed)

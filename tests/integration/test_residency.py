@@ -20,7 +20,7 @@ import psutil
 import pytest
 import yaml
 
-from serve.config import load_profile
+from serve.kernel.config import load_profile
 from tests.support.graph import ROOT, metrics_text, serve_details, start_graph, stop_graph
 from tests.support.profiles import llm_entry
 

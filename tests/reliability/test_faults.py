@@ -13,8 +13,8 @@ from datetime import datetime
 import httpx
 import pytest
 
+from serve.kernel.config import load_profile
 from tests.support.graph import replica_log_records, serve_details
-from serve.config import load_profile
 from tests.support.models import EXTRACTOR, PROFILE
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from serve.serve_loops import SINGLE_LOOP_ENV
+from serve.kernel.serve_loops import SINGLE_LOOP_ENV
 from tests.support.models import PROFILE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +85,7 @@ def start_graph(workdir: Path, *, profile: str = PROFILE, timeout_s: float = 420
     config_path.write_text(yaml.safe_dump(config))
     log_path = workdir / f"serve-{time.time_ns()}.log"
 
-    # As `make serve` runs it: Ray's HTTP proxy on one event loop too (serve/serve_loops.py).
+    # As `make serve` runs it: Ray's HTTP proxy on one event loop too (serve/kernel/serve_loops.py).
     run_env = {**os.environ, "RAY_ADDRESS": "local", **SINGLE_LOOP_ENV, **(env or {})}
     serve_bin = Path(sys.executable).parent / "serve"
     started = time.monotonic()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from serve.config import Profile
+from serve.kernel.config import Profile
 
 
 def llm_entry(raw: dict[str, Any], role: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from deployments.collections.collection import CollectionStore, StoreParams
 from deployments.collections.index import IndexParams
-from serve.config import CollectionsSpec
+from serve.kernel.config import CollectionsSpec
 
 DIMENSIONS = 32
 COLLECTION = "crash"

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from ray.serve.llm.ingress import make_fastapi_ingress
 
 from serve.ingress import ENDPOINTS, Ingress, build_ingress_app
-from serve.settings import Settings
+from serve.kernel.settings import Settings
 
 SLEEP = "/v1/models/some-model/sleep"
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from serve.checkpoints import SPECIAL_TOKENS, TINY_SPECS, checkpoint_dir, ensure_checkpoint
-from serve.settings import load_settings
+from serve.kernel.checkpoints import SPECIAL_TOKENS, TINY_SPECS, checkpoint_dir, ensure_checkpoint
+from serve.kernel.settings import load_settings
 
 
 def _digest(path):

@@ -12,7 +12,7 @@ from deployments.collections.chunking import chunk_spans
 from deployments.collections.collection import CollectionStore, StoreError, StoreParams
 from deployments.collections.filters import FilterError, compile_filter
 from deployments.collections.index import IndexParams
-from serve.config import CollectionsSpec
+from serve.kernel.config import CollectionsSpec
 
 DIMS = 16
 
@@ -191,7 +191,7 @@ def test_metadata_json_cannot_carry_is_refused_at_the_door(value):
     """A stored NaN made every later search, GET or RAG answer holding it fail with a 500."""
     from pydantic import ValidationError
 
-    from serve.protocol import CollectionDocument
+    from serve.kernel.protocol import CollectionDocument
 
     with pytest.raises(ValidationError):
         CollectionDocument(id="a", text="t", metadata={"n": value})

@@ -7,7 +7,7 @@ import yaml
 
 from tests.support.profiles import llm_entry
 
-from serve.config import CONFIGS_DIR, Profile, ProfileError, load_profile
+from serve.kernel.config import CONFIGS_DIR, Profile, ProfileError, load_profile
 
 
 @pytest.mark.parametrize("name", ["cpu", "cpu-tiny", "gpu-16gb", "gpu-80gb"])

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from serve.conformance import check_chat_reply, forced_tool, structured_thinking_budget, wants_json
-from serve.errors import BadModelOutput, Unprocessable
+from serve.kernel.conformance import check_chat_reply, forced_tool, structured_thinking_budget, wants_json
+from serve.kernel.errors import BadModelOutput, Unprocessable
 
 NAMED = {"tool_choice": {"type": "function", "function": {"name": "get_weather"}}, "max_tokens": 50}
 SCHEMA = {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}}

@@ -7,9 +7,9 @@ import os
 import pytest
 
 from deployments.llm.builder import engine_env
-from serve.config import load_profile
+from serve.kernel.config import load_profile
+from serve.kernel.core_plan import build_core_plan, parse_cores
 from tests.support.profiles import with_llm
-from serve.core_plan import build_core_plan, parse_cores
 
 CPU = load_profile("cpu")
 
@@ -68,7 +68,7 @@ def test_the_cpu_profiles_bind_their_engines_deliberately():
 def test_a_gpu_profile_refuses_cpu_cores():
     from pydantic import ValidationError
 
-    from serve.config import Profile
+    from serve.kernel.config import Profile
 
     data = load_profile("gpu-16gb").model_dump()
     data["models"][0]["cpu_cores"] = "0-1"
@@ -77,7 +77,7 @@ def test_a_gpu_profile_refuses_cpu_cores():
 
 
 def test_the_graphs_replicas_keep_to_the_cores_no_engine_computes_on():
-    from serve.core_plan import CONTROL_CORES_ENV, control_plane_env
+    from serve.kernel.core_plan import CONTROL_CORES_ENV, control_plane_env
 
     allowed = sorted(os.sched_getaffinity(0))
     env = control_plane_env(CPU)

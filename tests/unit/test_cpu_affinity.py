@@ -18,8 +18,8 @@ import sys
 import psutil
 import pytest
 
-from serve.config import PROJECT_ROOT
-from serve.cpu_affinity import (
+from serve.kernel.config import PROJECT_ROOT
+from serve.kernel.cpu_affinity import (
     _ray_package_dir,
     is_ray_daemon,
     is_ray_system_actor,
@@ -68,7 +68,7 @@ wait
 
 INSPECT = """
 import json, os
-from serve.cpu_affinity import keep_ray_daemons_to, node_cores, spread_over_node_cores
+from serve.kernel.cpu_affinity import keep_ray_daemons_to, node_cores, spread_over_node_cores
 started_on = sorted(os.sched_getaffinity(0))
 pinned = keep_ray_daemons_to({int(os.environ["CONTROL"])})
 spread_over_node_cores()

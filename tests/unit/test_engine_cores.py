@@ -59,14 +59,14 @@ def test_the_replica_itself_is_never_pinned(monkeypatch):
 
 
 def _replica_process(queue) -> None:
-    from serve.core_plan import keep_to_control_plane
+    from serve.kernel.core_plan import keep_to_control_plane
 
     keep_to_control_plane()
     queue.put({int(t): sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")})
 
 
 def test_a_replica_keeps_to_the_control_planes_cores():
-    from serve.core_plan import CONTROL_CORES_ENV
+    from serve.kernel.core_plan import CONTROL_CORES_ENV
 
     first = min(os.sched_getaffinity(0))
     threads = _affinities_in_child({CONTROL_CORES_ENV: str(first)}, target=_replica_process)

@@ -18,8 +18,8 @@ from ray.serve.llm import LLMConfig
 from deployments.llm.builder import llm_config_dict
 from deployments.llm.callbacks import EngineStartCallback
 from deployments.llm.engine import OffLoopStartEngine
-from serve.config import load_profile
-from serve.ray_private import VLLMEngine
+from serve.kernel.config import load_profile
+from serve.kernel.ray_private import VLLMEngine
 from tests.support.loop import LoopTicks
 
 BLOCK_S = 0.5

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from serve.errors import BadRequest, Unavailable, client_message, install_error_handlers
+from serve.kernel.errors import BadRequest, Unavailable, client_message, install_error_handlers
 from serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware
 
 
@@ -22,7 +22,7 @@ class Stops(BaseModel):
 
 
 def make_app(keys=frozenset(), max_bytes=1024) -> TestClient:
-    from serve.ray_private import OpenAIHTTPException
+    from serve.kernel.ray_private import OpenAIHTTPException
 
     app = FastAPI()
     install_error_handlers(app)
@@ -155,7 +155,7 @@ def test_client_message_bounds_length():
 def test_serve_handle_errors_become_typed_errors():
     from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-    from serve.errors import RateLimited, Unavailable, typed_handle_errors
+    from serve.kernel.errors import RateLimited, Unavailable, typed_handle_errors
 
     with pytest.raises(RateLimited) as err:
         with typed_handle_errors():
@@ -170,7 +170,7 @@ def test_serve_handle_errors_become_typed_errors():
 def test_batch_items_are_scrubbed_like_whole_requests():
     """A batch item that failed with provider text (a 503 from the remote hop, a crash)
     carries the same generic message as a whole request would, never the internal text."""
-    from serve.extract_api import _failure
+    from serve.services.extraction import _failure
 
     provider_text = "remote provider unreachable: ConnectError('10.0.0.7:443 secret-token')"
     status, body = _failure(Unavailable(provider_text, code="service_unavailable"), "req-1", 3)
@@ -200,7 +200,7 @@ def test_oversized_request_headers_are_a_431_envelope():
 
 
 def test_unknown_chat_roles_are_found():
-    from serve.protocol import unknown_role
+    from serve.kernel.protocol import unknown_role
 
     assert unknown_role([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]) is None
     assert unknown_role([{"role": "user", "content": "u"}, {"role": "hacker", "content": "x"}]) == (1, "hacker")
@@ -210,7 +210,7 @@ def test_unknown_chat_roles_are_found():
 def test_a_stalled_handle_call_becomes_a_retryable_503():
     import asyncio
 
-    from serve.errors import within
+    from serve.kernel.errors import within
 
     async def stalled():
         await asyncio.sleep(60)
@@ -231,7 +231,7 @@ def test_typed_errors_cross_a_handle_as_values_intact():
 
     import cloudpickle
 
-    import serve.errors as errors
+    import serve.kernel.errors as errors
 
     kinds = [cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.GraphError)]
     assert len(kinds) >= 6
@@ -243,7 +243,7 @@ def test_typed_errors_cross_a_handle_as_values_intact():
 
 
 def test_a_batch_goes_to_extraction_in_a_few_chunks():
-    from serve.extract_api import MAX_CHUNK, chunk_size
+    from serve.services.extraction import MAX_CHUNK, chunk_size
 
     assert chunk_size(100, 4) == MAX_CHUNK == 8  # 13 calls instead of 100
     assert chunk_size(100, 16) == 4  # about two chunks per slot: 25 calls

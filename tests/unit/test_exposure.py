@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from serve.exposure import exposure_problem, is_loopback
-from serve.settings import Settings
+from serve.kernel.settings import Settings
 
 
 @pytest.mark.parametrize("host,expected", [("127.0.0.1", True), ("127.8.9.1", True), ("::1", True), ("localhost", True), ("0.0.0.0", False), ("::", False), ("10.0.0.5", False), ("example.internal", False)])

@@ -5,7 +5,7 @@ import pytest
 from deployments.extraction.pipeline import PipelineLimits
 from deployments.extraction.record import JobPosting
 from serve.bench.extract import RULES_FIELDS, SALARY_FIELDS, load_corpus, predict_fast, score
-from serve.config import load_profile
+from serve.kernel.config import load_profile
 
 #: The cpu profile's extraction limits.
 LIMITS = PipelineLimits.from_profile(load_profile("cpu"))

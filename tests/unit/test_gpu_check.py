@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from serve.config import PROJECT_ROOT, load_profile
+from serve.kernel.config import PROJECT_ROOT, load_profile
 
 
 def test_the_dry_run_builds_checkpoints_the_engine_can_read_and_plans_for_the_card(tmp_path):
@@ -36,8 +36,8 @@ def test_a_dummy_checkpoint_has_the_published_architecture_and_a_tokenizer_that_
     from transformers import AutoConfig, AutoTokenizer
 
     from serve.gpu_check import check_profile
-    from serve.planner import load_facts
-    from serve.settings import load_settings
+    from serve.kernel.planner import load_facts
+    from serve.kernel.settings import load_settings
 
     _, profile = check_profile("gpu-16gb", tmp_path, load_settings().cache_dir)
     for spec in profile.models:

@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 from deployments.collections.filters import FilterError, compile_filter
 from deployments.extraction import grounding, rules, schemas, structured
 from deployments.extraction.pipeline import PipelineLimits, run_fast
-from deployments.router.features import RouteInput
 from deployments.router.policies import HeuristicPolicy
-from serve.config import RouterSpec, load_profile
+from serve.kernel.config import RouterSpec, load_profile
+from serve.kernel.routing import RouteInput
 
 #: The cpu profile's extraction limits.
 LIMITS = PipelineLimits.from_profile(load_profile("cpu"))

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from ray.serve.llm.ingress import make_fastapi_ingress
 
 from serve.ingress import ENDPOINTS, Ingress, build_ingress_app
-from serve.settings import Settings
+from serve.kernel.settings import Settings
 
 
 def test_every_route_but_healthz_requires_a_key():
@@ -36,8 +36,8 @@ def test_no_secret_is_pickled_into_the_graph(monkeypatch):
     from ray import cloudpickle
 
     from serve.app import build_graph
-    from serve.config import load_profile
-    from serve.settings import load_settings
+    from serve.kernel.config import load_profile
+    from serve.kernel.settings import load_settings
     from tests.support.models import PROFILE
 
     monkeypatch.setenv("LLMGRAPH_API_KEYS", "sekrit-key-123")

@@ -9,8 +9,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from serve.config import PROJECT_ROOT, load_profile
 from serve.k8s import DEFAULT_PROFILE, GPU_PROFILES, render, serve_config_for
+from serve.kernel.config import PROJECT_ROOT, load_profile
 
 K8S = PROJECT_ROOT / "k8s"
 CRDS = PROJECT_ROOT.parent / "shared" / "k8s" / "crds"

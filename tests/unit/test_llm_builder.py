@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deployments.llm.builder import llm_config_dict
-from serve.config import load_profile
+from serve.kernel.config import load_profile
 
 
 @pytest.fixture(scope="module", autouse=True)

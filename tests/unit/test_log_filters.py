@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from serve.log_filters import ProbeFilter, quiet_probes
+from serve.kernel.log_filters import ProbeFilter, quiet_probes
 
 
 def record(message: str, route: str = "") -> logging.LogRecord:

@@ -6,7 +6,7 @@ import asyncio
 
 from deployments.monitor.deployment import GpuMonitor
 from deployments.monitor.nvml import GpuSample, NvmlReader, decode_throttle_reasons
-from serve.config import MonitorSpec
+from serve.kernel.config import MonitorSpec
 
 
 class FakeReader:

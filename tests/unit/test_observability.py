@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from serve import observability
+from serve.kernel import observability
 
 
 class FakeMetric:

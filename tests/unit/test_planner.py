@@ -10,8 +10,8 @@ import yaml
 
 from tests.support.profiles import llm_entry
 
-from serve.config import CONFIGS_DIR, PROJECT_ROOT, ProfileError, load_profile
-from serve.planner import GIB, build_plan, load_facts
+from serve.kernel.config import CONFIGS_DIR, PROJECT_ROOT, ProfileError, load_profile
+from serve.kernel.planner import GIB, build_plan, load_facts
 
 
 def test_qwen3_8b_awq_kv_bytes_per_token():

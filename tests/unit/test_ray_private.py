@@ -1,11 +1,11 @@
 """The private Ray Serve LLM surface the project leans on: fails loudly when an upgrade
-moves it (serve/ray_private.py is the one place that names it)."""
+moves it (serve/kernel/ray_private.py is the one place that names it)."""
 
 from __future__ import annotations
 
 import inspect
 
-from serve.ray_private import VLLM_ENGINE_START_STEPS, CallbackBase, VLLMEngine
+from serve.kernel.ray_private import VLLM_ENGINE_START_STEPS, CallbackBase, VLLMEngine
 
 
 def test_vllm_engine_start_still_runs_the_steps_the_off_loop_engine_takes_over_in_order():

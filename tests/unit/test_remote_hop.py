@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from serve.errors import Unavailable
-from serve.remote import forward_remote
+from serve.kernel.errors import Unavailable
+from serve.kernel.remote import forward_remote
 from tests.support.fake_provider import ANSWER, FakeProvider
 from tests.support.graph import free_port
 
@@ -41,9 +41,9 @@ def test_the_provider_gets_the_routed_models_generation_limits():
     """A request without max_tokens must not reach a paid provider unbounded."""
     from ray.serve.llm.openai_api_models import ChatCompletionRequest
 
-    from serve.config import load_profile
-    from serve.errors import BadRequest
-    from serve.remote import remote_payload
+    from serve.kernel.config import load_profile
+    from serve.kernel.errors import BadRequest
+    from serve.kernel.remote import remote_payload
     from tests.support.models import PROFILE
 
     spec = load_profile(PROFILE).extractor
@@ -72,7 +72,7 @@ def test_a_gzipped_provider_stream_reaches_the_client_decoded(provider):
 def test_a_gzip_bomb_is_cut_at_the_limit_with_a_502_and_memory_stays_flat(provider):
     import tracemalloc
 
-    from serve.errors import BadGateway
+    from serve.kernel.errors import BadGateway
     from tests.support.fake_provider import BOMB_MODEL
 
     limit = 8 * 1024 * 1024

@@ -14,8 +14,8 @@ import pytest
 
 import deployments.residency.deployment as manager_module
 from deployments.residency.deployment import Residency
-from serve.config import load_profile
-from serve.errors import Conflict, Unavailable
+from serve.kernel.config import load_profile
+from serve.kernel.errors import Conflict, Unavailable
 
 SWAP = load_profile("cpu-swap")
 EXTRACTOR, REASONER, HEAVY = (spec.model_id for spec in SWAP.models)

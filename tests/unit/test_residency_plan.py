@@ -9,8 +9,8 @@ import sys
 import pytest
 import yaml
 
-from serve.config import CONFIGS_DIR, PROJECT_ROOT, ProfileError, load_profile
-from serve.residency_plan import build_residency_plan
+from serve.kernel.config import CONFIGS_DIR, PROJECT_ROOT, ProfileError, load_profile
+from serve.kernel.residency_plan import build_residency_plan
 from tests.support.profiles import llm_entry
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.router.decision import RouteTargets, decide
-from deployments.router.features import RouteInput, route_input_from_chat
+from deployments.router.decision import decide
+
 from deployments.router.policies import HeuristicPolicy, make_policy
-from serve.config import RouterSpec
+from serve.kernel.config import RouterSpec
+from serve.kernel.routing import RouteInput, RouteTargets, route_input_from_chat
 
 #: The heuristic policy as the profile's defaults build it.
 HEURISTIC = HeuristicPolicy(long_context_chars=RouterSpec().long_context_chars)

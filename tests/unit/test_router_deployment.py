@@ -7,10 +7,9 @@ import asyncio
 import numpy as np
 import pytest
 
-from deployments.router.decision import RouteTargets
 from deployments.router.deployment import Router
-from deployments.router.features import RouteInput
-from serve.config import EmbedderSpec, RouterSpec
+from serve.kernel.config import EmbedderSpec, RouterSpec
+from serve.kernel.routing import RouteInput, RouteTargets
 from tests.support.loop import LoopTicks
 
 TARGETS = RouteTargets(extractor="ext", reasoner="rea", extractor_max_model_len=4096, reasoner_max_model_len=8192)

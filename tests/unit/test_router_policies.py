@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from deployments.router.exemplars import load_exemplars
-from deployments.router.features import RouteInput, latin_share, reads_as_english
+from deployments.router.features import latin_share, reads_as_english
 from deployments.router.policies import ExemplarVectors, HeuristicPolicy, HybridPolicy, SemanticPolicy, make_policy
-from serve.config import CONFIGS_DIR, PROJECT_ROOT, RouterSpec
+from serve.kernel.config import CONFIGS_DIR, PROJECT_ROOT, RouterSpec
+from serve.kernel.routing import RouteInput
 
 #: The heuristic policy as the profile's defaults build it.
 HEURISTIC = HeuristicPolicy(long_context_chars=RouterSpec().long_context_chars)

@@ -1,5 +1,5 @@
 """Every replica of the graph, and Ray's HTTP proxy wherever the project starts it, runs
-on one event loop (serve/serve_loops.py)."""
+on one event loop (serve/kernel/serve_loops.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from ray.serve.deployment import Application
 
 from serve.app import build_graph
-from serve.config import PROJECT_ROOT, load_profile
-from serve.serve_loops import SINGLE_LOOP_ENV
+from serve.kernel.config import PROJECT_ROOT, load_profile
+from serve.kernel.serve_loops import SINGLE_LOOP_ENV
 
 
 def _deployments(node, found: dict) -> dict:
@@ -43,9 +43,9 @@ def test_every_replica_runs_its_code_and_its_handles_on_one_loop(profile):
 
 def test_make_serve_and_kuberay_start_rays_proxy_on_one_loop_too():
     makefile = (PROJECT_ROOT / "Makefile").read_text()
-    assert re.search(r"^serve:.*\n\tenv \$\$\(\$\(BIN\)/python -m serve\.serve_loops\) .*serve run serve_config.yaml$",
+    assert re.search(r"^serve:.*\n\tenv \$\$\(\$\(BIN\)/python -m serve\.kernel\.serve_loops\) .*serve run serve_config.yaml$",
                      makefile, re.MULTILINE)
-    printed = subprocess.run([sys.executable, "-m", "serve.serve_loops"], cwd=PROJECT_ROOT, capture_output=True,
+    printed = subprocess.run([sys.executable, "-m", "serve.kernel.serve_loops"], cwd=PROJECT_ROOT, capture_output=True,
                              text=True, check=True, timeout=60).stdout
     assert dict(pair.split("=", 1) for pair in printed.split()) == SINGLE_LOOP_ENV
 

@@ -9,8 +9,8 @@ import pytest
 
 from deployments.monitor.deployment import GpuMonitor
 from deployments.monitor.nvml import FileGpuReader
-from deployments.monitor.thermal import ThermalLevel, hottest, next_level, shed_reason
-from serve.config import MonitorSpec, ThermalSpec
+from serve.kernel.config import MonitorSpec, ThermalSpec
+from serve.kernel.thermal import ThermalLevel, hottest, next_level, shed_reason
 
 SPEC = ThermalSpec(soft_limit_c=83, hard_limit_c=90, hysteresis_c=5)
 N, S, H = ThermalLevel.NORMAL, ThermalLevel.SOFT, ThermalLevel.HARD

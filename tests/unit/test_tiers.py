@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from deployments.router.decision import RouteDecision
-from serve.config import load_profile
-from serve.health import HealthPicture
-from serve.tiers import Tiers
+from serve.kernel.config import load_profile
+from serve.kernel.health import HealthPicture
+from serve.kernel.routing import RouteDecision
+from serve.kernel.tiers import Tiers
 
 SWAP = load_profile("cpu-swap")  # extractor from 0, reasoner from 0.5, heavy from 0.9; margin 0.1
 EXTRACTOR, REASONER, HEAVY = (spec.model_id for spec in SWAP.models)
@@ -110,7 +110,7 @@ def test_a_profile_whose_extractor_has_random_weights_must_opt_in():
     import pytest
     import yaml
 
-    from serve.config import CONFIGS_DIR, Profile
+    from serve.kernel.config import CONFIGS_DIR, Profile
 
     raw = yaml.safe_load((CONFIGS_DIR / "cpu-tiny.yaml").read_text())
     raw["router"]["allow_random_weights"] = False

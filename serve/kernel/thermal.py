@@ -12,7 +12,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Iterable, Optional
 
-from serve.config import ThermalSpec
+from serve.kernel.config import ThermalSpec
 
 
 class ThermalLevel(str, Enum):

@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS_DIR = PROJECT_ROOT / "configs"
 
 #: The model id clients send to let the router pick the LLM.
@@ -580,7 +580,7 @@ class Profile(_Strict):
         return self
 
     def _check_residency_plan(self) -> None:
-        from serve.residency_plan import build_residency_plan
+        from serve.kernel.residency_plan import build_residency_plan
 
         if self.device == "cpu" and self.residency.budget_gib is not None:
             unsized = [m.role for m in self.models if m.host_memory_gib is None]
@@ -591,7 +591,7 @@ class Profile(_Strict):
             raise ValueError("the residency plan does not fit:\n" + plan.table())
 
     def _check_gpu_plan(self) -> None:
-        from serve.planner import build_plan
+        from serve.kernel.planner import build_plan
 
         missing = [
             node

@@ -11,8 +11,8 @@ import asyncio
 import logging
 from typing import Any
 
-from serve.config import ResidencySpec
-from serve.errors import GraphError, Unavailable, within
+from serve.kernel.config import ResidencySpec
+from serve.kernel.errors import GraphError, Unavailable, within
 
 logger = logging.getLogger("ray.serve")
 

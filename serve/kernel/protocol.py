@@ -7,11 +7,11 @@ request/response shapes are defined here, as are the graph's own endpoints.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments.extraction.pipeline import Mode
 
 #: The message roles of the OpenAI chat API. vLLM's protocol accepts any string (its
 #: "custom" message type), and a chat template then renders or drops an unknown role
@@ -26,6 +26,18 @@ def unknown_role(messages: Any) -> Optional[tuple[int, str]]:
         if role not in CHAT_ROLES:
             return index, str(role)[:40]
     return None
+
+
+#: What a collection may be called: it names a directory (embedded store) or rows (a server).
+COLLECTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+COLLECTION_NAME_RULE = ("collection names are 1-64 characters: lowercase letters, digits, '_' and '-', "
+                        "starting with a letter or digit")
+
+
+def valid_collection_name(name: object) -> bool:
+    """Whether ``name`` is a collection name as a whole: ``fullmatch``, because ``$``
+    also matches before a trailing newline, which would become part of a directory name."""
+    return isinstance(name, str) and COLLECTION_NAME.fullmatch(name) is not None
 
 
 class EmbeddingsRequest(BaseModel):
@@ -60,7 +72,9 @@ class EmbeddingsResponse(BaseModel):
     usage: EmbeddingsUsage
 
 
-ExtractMode = Mode  # one definition, the pipeline's
+#: How far extraction goes: ``fast`` stops after the rules, ``llm`` asks the extractor,
+#: ``deep`` the reasoner, ``auto`` lets the router pick (``deployments/extraction/pipeline.py``).
+ExtractMode = Literal["auto", "fast", "llm", "deep"]
 
 
 class ExtractRequest(BaseModel):

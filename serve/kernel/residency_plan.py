@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from serve.planner import GIB, load_facts
+from serve.kernel.planner import GIB, load_facts
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class ResidencyPlan:
 
 
 def build_residency_plan(profile) -> ResidencyPlan:
-    """The residency plan of a ``serve.config.Profile``."""
+    """The residency plan of a ``serve.kernel.config.Profile``."""
     gpu = profile.device == "gpu"
     rows = []
     for spec in profile.models:

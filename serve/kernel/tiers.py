@@ -25,9 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from deployments.router.decision import RouteDecision
-from serve.config import Profile
-from serve.health import HealthPicture
+from serve.kernel.config import Profile
+from serve.kernel.health import HealthPicture
+from serve.kernel.routing import RouteDecision
 
 
 @dataclass(frozen=True)

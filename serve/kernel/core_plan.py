@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from serve.cpu_affinity import keep_ray_daemons_to, node_cores, pin_to_cores_in
+from serve.kernel.cpu_affinity import keep_ray_daemons_to, node_cores, pin_to_cores_in
 
 #: The cores the graph's own replicas keep to (set in their runtime environment).
 CONTROL_CORES_ENV = "LLMGRAPH_CONTROL_CORES"
@@ -27,7 +27,7 @@ CONTROL_CORES_ENV = "LLMGRAPH_CONTROL_CORES"
 
 def parse_cores(text: str) -> tuple[int, ...]:
     """``"0-2,5"`` -> ``(0, 1, 2, 5)``; ``"all"`` -> every core this node gives the graph
-    (:func:`serve.cpu_affinity.node_cores`);
+    (:func:`serve.kernel.cpu_affinity.node_cores`);
     ``"rest"`` -> all of them but the first, which is left to the control plane (all of
     them on a one-core machine). The profile's pattern has already checked the syntax.
 
@@ -137,7 +137,7 @@ def keep_to_control_plane() -> None:
     to their own cores by :mod:`deployments.llm.engine_cores`.
 
     It also moves Ray's own processes on this node there (the raylet, the GCS, the
-    dashboard, Serve's controller and HTTP proxy: :func:`serve.cpu_affinity.keep_ray_daemons_to`),
+    dashboard, Serve's controller and HTTP proxy: :func:`serve.kernel.cpu_affinity.keep_ray_daemons_to`),
     which would otherwise wake on the engines' cores; so a plain ``serve run`` and a
     KubeRay pod get the whole plan, with no wrapper around the command."""
     control = pin_to_cores_in(CONTROL_CORES_ENV)

@@ -5,39 +5,60 @@ The cards are built once from the profile (``serve/model_cards.py``); each LLM's
 on-demand models (with the health loop's last picture as the fallback when the manager
 does not answer in time). Sleep and wake are for an operator who wants a model warm
 before a batch, or its memory back now; like every route, they need an API key when the
-graph has keys.
+graph has keys. Readiness (``/readyz``) is the same picture seen from the other side:
+which deployments answer.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, Optional
 
-from serve.errors import BadRequest, NotFound, within
-from serve.ray_private import ModelCard, ModelList
-from serve.residency_client import HANDLE_SLACK_S, raise_if_error
+from serve.kernel.config import Profile
+from serve.kernel.errors import BadRequest, NotFound, within
+from serve.kernel.health import HealthCache
+from serve.kernel.ray_private import ModelCard, ModelList
+from serve.kernel.residency_client import HANDLE_SLACK_S, raise_if_error
 
 
-class ModelEndpoints:
-    """Mixed into the ingress: expects ``_profile``, ``_cards``, ``_residency``, ``_health``
-    and ``_settings``."""
+class ModelsService:
+    """The graph's models as cards, their live state, sleep and wake, and readiness.
 
-    async def models(self) -> ModelList:
+    Args:
+        profile: The profile the graph was built from.
+        cards: The model cards, built once from the profile (``serve/model_cards.py``).
+        health: The replica's health cache (deployment health, the last model states).
+        monitor: The GpuMonitor deployment's handle (readiness shows the GPU).
+        residency: The residency manager's handle (None when every model is resident).
+        timeout_s: Longest wait for the manager's states and the monitor's snapshot.
+    """
+
+    def __init__(self, profile: Profile, cards: dict[str, ModelCard], health: HealthCache, monitor: Any,
+                 residency: Optional[Any], *, timeout_s: float) -> None:
+        self._profile = profile
+        self._cards = cards
+        self._health = health
+        self._monitor = monitor
+        self._residency = residency
+        self._timeout_s = timeout_s
+
+    async def list(self) -> ModelList:
         return ModelList(data=list((await self._live_cards()).values()))
 
-    async def model_data(self, model: str):
+    async def get(self, model: str) -> ModelCard:
         cards = await self._live_cards()
         if model not in cards:
             raise NotFound(f"model {model!r} does not exist; GET /v1/models lists the models", param="model",
                            code="model_not_found")
         return cards[model]
 
-    async def sleep_model(self, model: str) -> dict[str, Any]:
+    async def sleep(self, model: str) -> dict[str, Any]:
         """Put an on-demand model to sleep now; what its engine held before and after."""
         self._check_on_demand(model)
         return raise_if_error(await within(self._residency.sleep.remote(model), self._operator_timeout_s,
                                            "the residency manager"))
 
-    async def wake_model(self, model: str) -> dict[str, Any]:
+    async def wake(self, model: str) -> dict[str, Any]:
         """Wake an on-demand model now (evicting idle ones if the budget needs it)."""
         self._check_on_demand(model)
         return raise_if_error(await within(self._residency.wake.remote(model), self._operator_timeout_s,
@@ -59,8 +80,7 @@ class ModelEndpoints:
         if self._residency is None:
             return self._cards
         try:
-            rows = await within(self._residency.states.remote(), self._settings.readiness_timeout_s,
-                                "the residency manager")
+            rows = await within(self._residency.states.remote(), self._timeout_s, "the residency manager")
             states = {row["model"]: row for row in rows}
         except Exception:  # noqa: BLE001 - the last picture the health loop saw will do
             states = {model: {"state": state} for model, state in self._health.model_states.items()}
@@ -72,3 +92,17 @@ class ModelEndpoints:
                 card = card.model_copy(update={"metadata": {**card.metadata, **extra}})
             cards[model_id] = card
         return cards
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether every deployment answered its last health check, and the picture."""
+        self._health.watch()
+        if "unknown" in self._health.statuses().values():
+            await self._health.refresh()  # the first call, before the loop has run
+        deployments = self._health.statuses()
+        try:
+            gpu = await asyncio.wait_for(self._monitor.snapshot.remote(), self._timeout_s)
+        except Exception:  # noqa: BLE001 - the GPU picture is informative only
+            gpu = {"available": None}
+        ready = all(status == "ok" for status in deployments.values())
+        return ready, {"status": "ready" if ready else "not_ready", "profile": self._profile.name,
+                       "deployments": deployments, "gpu": gpu}

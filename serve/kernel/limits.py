@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from deployments.extraction.schemas import MAX_PATTERN_CHARS, MAX_SCHEMA_CHARS
-from serve.config import LLMSpec
-from serve.errors import BadRequest
+from serve.kernel.config import LLMSpec
+from serve.kernel.errors import BadRequest
 
-#: Longest regex accepted for regex-constrained decoding (a caller schema's pattern bound).
-MAX_REGEX_CHARS = MAX_PATTERN_CHARS
+#: Longest regex accepted for regex-constrained decoding, and longest ``pattern`` in a
+#: caller's extraction schema.
+MAX_REGEX_CHARS = 2000
 #: Largest JSON schema (serialized) accepted for schema-constrained decoding, in chat
 #: as in ``/v1/extract``.
-MAX_SCHEMA_BYTES = MAX_SCHEMA_CHARS
+MAX_SCHEMA_BYTES = 64 * 1024
 #: Largest logprob count, for generated and for prompt tokens (vLLM's default cap).
 MAX_LOGPROBS = 20
 #: Stop sequences a request may carry, and the longest one: each is searched for in every
@@ -116,8 +116,6 @@ def apply_generation_limits(body: Any, spec: LLMSpec) -> None:
 
 def _check_schema_bounds(field: str, schema: Any) -> None:
     """A schema the grammar compiler will see: bounded in size and nesting."""
-    from deployments.extraction.schemas import nests_deeper_than
-
     if schema is None:
         return
     if nests_deeper_than(schema, MAX_CHAT_SCHEMA_DEPTH):
@@ -138,3 +136,16 @@ def _check_stops(body: Any) -> None:
     stop_ids = getattr(body, "stop_token_ids", None) or []
     if len(stop_ids) > MAX_STOP_TOKEN_IDS:
         raise _too_big("stop_token_ids", f"{len(stop_ids)} ids", MAX_STOP_TOKEN_IDS)
+
+
+def nests_deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` has objects or arrays nested more than ``limit`` deep (iterative:
+    the nesting a request can carry never reaches the interpreter's stack)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return False

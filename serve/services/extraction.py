@@ -1,6 +1,6 @@
-"""``/v1/extract`` and ``/v1/extract/batch``: the ingress side of extraction.
+"""``/v1/extract`` and ``/v1/extract/batch``: the shell's side of extraction.
 
-The ingress checks sizes and thermal admission, then hands each document to the
+The service checks sizes and thermal admission, then hands each document to the
 Extraction deployment (``deployments/extraction/deployment.py``), which parses it on its
 own CPU replicas and calls the LLMs through its own dispatcher. A batch is sent in
 chunks of a few documents (one handle call each), so Serve spreads it over the
@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Optional
 
-from fastapi import Request
 from pydantic import ValidationError
 
-from serve.errors import (
+from serve.kernel.errors import (
     BadRequest,
     GraphError,
     PayloadTooLarge,
@@ -25,7 +24,10 @@ from serve.errors import (
     validation_problem,
     within,
 )
-from serve.protocol import ExtractBatchRequest, ExtractRequest
+from serve.kernel.config import Profile
+from serve.kernel.dispatcher import Dispatcher
+from serve.kernel.health import HealthPicture
+from serve.kernel.protocol import ExtractBatchRequest, ExtractRequest
 
 #: Most documents one call to the Extraction deployment carries.
 MAX_CHUNK = 8
@@ -33,7 +35,7 @@ MAX_CHUNK = 8
 
 def _failure(exc: BaseException, request_id: str, index: int) -> tuple[int, dict[str, Any]]:
     """A batch item's error: its status and envelope, 5xx text scrubbed as for requests."""
-    from serve.ray_private import OpenAIHTTPException
+    from serve.kernel.ray_private import OpenAIHTTPException
 
     where = f"/v1/extract/batch documents[{index}]"
     if isinstance(exc, GraphError):
@@ -46,43 +48,50 @@ def _failure(exc: BaseException, request_id: str, index: int) -> tuple[int, dict
     return status, error_body(status, message, param=param, code=code)
 
 
-class ExtractionEndpoints:
-    """The extraction routes, mixed into the Ingress: they check sizes and admission and
-    forward each document to the Extraction deployment (its ``_extraction`` handle)."""
+class ExtractionService:
+    """Check sizes and admission, and send each document to the Extraction deployment.
+
+    Args:
+        profile: The profile (``extraction`` holds the limits).
+        dispatcher: Admission (LLM modes are shed first on a hot GPU).
+        extraction: The Extraction deployment's handle.
+        health: The replica's health picture, sent with each call (the Extraction
+            deployment's dispatcher probes nothing itself).
+        timeout_s: Longest wait for one document.
+    """
+
+    def __init__(self, profile: Profile, dispatcher: Dispatcher, extraction: Any, health: HealthPicture, *,
+                 timeout_s: float) -> None:
+        self._spec = profile.extraction
+        self._dispatcher = dispatcher
+        self._extraction = extraction
+        self._health = health
+        self._timeout_s = timeout_s
 
     def _check_size(self, item: ExtractRequest) -> None:
-        limit = self._profile.extraction.max_document_chars
+        limit = self._spec.max_document_chars
         if len(item.document) > limit:
             raise PayloadTooLarge(
                 f"document is {len(item.document)} characters; the limit is {limit}",
                 param="document", code="document_too_long",
             )
 
-    async def extract(self, body: ExtractRequest, request: Request) -> dict[str, Any]:
+    async def extract(self, body: ExtractRequest) -> dict[str, Any]:
         """One document → a validated record with per-field sources (or a 4xx)."""
         self._check_size(body)
         self._dispatcher.admit(llm=body.mode != "fast")
-        return await within(self._extraction.extract.remote(body, self._health.snapshot()),
-                            self._settings.extraction_timeout_s, "the extraction service")
+        return await within(self._extraction.extract.remote(body, self._health.snapshot()), self._timeout_s,
+                            "the extraction service")
 
     async def job_posting_schema(self) -> dict[str, Any]:
-        """The ``job_posting`` record's JSON schema, and a ``response_format`` for chat.
+        """The ``job_posting`` record's JSON schema, and a ``response_format`` for chat,
+        as the Extraction deployment, which owns the record, describes them."""
+        return await within(self._extraction.job_posting_schema.remote(), self._timeout_s, "the extraction service")
 
-        The response format is what ``/v1/extract`` itself sends to the LLM: the same
-        record through ``/v1/chat/completions`` with any OpenAI client.
-        """
-        from deployments.extraction.record import job_posting_json_schema
-        from deployments.extraction.schemas import job_posting_response_format
-
-        return {
-            "name": "job_posting",
-            "record_schema": job_posting_json_schema(),
-            "response_format": job_posting_response_format(self._profile.extractor.max_tokens_limit),
-        }
-
-    async def extract_batch(self, body: ExtractBatchRequest, request: Request) -> dict[str, Any]:
-        """Many documents, processed concurrently; one result or one error each, in order."""
-        spec = self._profile.extraction
+    async def extract_batch(self, body: ExtractBatchRequest, request_id: str) -> dict[str, Any]:
+        """Many documents, processed concurrently; one result or one error each, in order
+        (``request_id`` names the request in the scrubbed 5xx messages)."""
+        spec = self._spec
         if not body.documents:
             raise BadRequest("documents must not be empty", param="documents")
         if len(body.documents) > spec.max_batch_documents:
@@ -90,7 +99,6 @@ class ExtractionEndpoints:
                 f"{len(body.documents)} documents; at most {spec.max_batch_documents} per batch",
                 param="documents", code="too_many_documents",
             )
-        request_id = request.headers.get("x-request-id", "-")
         results: list[Optional[dict[str, Any]]] = [None] * len(body.documents)
         valid: list[tuple[int, ExtractRequest]] = []
         for index, raw in enumerate(body.documents):
@@ -106,7 +114,7 @@ class ExtractionEndpoints:
                     self._dispatcher.admit(llm=any(item.mode != "fast" for _, item in chunk))
                     outcomes = await within(
                         self._extraction.extract_many.remote([item for _, item in chunk], self._health.snapshot()),
-                        self._settings.extraction_timeout_s * len(chunk), "the extraction service")
+                        self._timeout_s * len(chunk), "the extraction service")
                 except Exception as exc:  # noqa: BLE001 - the chunk's documents all fail with it
                     outcomes = [exc] * len(chunk)
             for (index, _), outcome in zip(chunk, outcomes):

@@ -1,10 +1,10 @@
 """Putting processes on cores: this one, and Ray's own on this node.
 
-:mod:`serve.core_plan` decides which cores each CPU engine computes on and which are left
+:mod:`serve.kernel.core_plan` decides which cores each CPU engine computes on and which are left
 to the control plane; this module moves processes there. Three kinds of process:
 
 - the engines, pinned by the vLLM plugin :mod:`deployments.llm.engine_cores`;
-- the graph's replicas, which pin themselves (:func:`serve.core_plan.keep_to_control_plane`);
+- the graph's replicas, which pin themselves (:func:`serve.kernel.core_plan.keep_to_control_plane`);
 - Ray's own: the raylet, the GCS, the dashboard and its agents, Serve's controller and
   HTTP proxy. Ray starts them, not the graph, so the graph's replicas move them
   (:func:`keep_ray_daemons_to`). Most run at niceness 0 while the engines run at Ray's

@@ -31,7 +31,7 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from serve.checkpoints import chat_template
+from serve.kernel.checkpoints import chat_template
 
 # Bump when the conversion recipe changes so cached checkpoints are rebuilt.
 RECIPE_VERSION = 1

@@ -6,7 +6,7 @@ pipeline, goes through it:
 
 1. **resolve**: a pin (the ``x-route`` header or a model id) wins; ``auto`` asks the
    Router (bounded in time: a stalled router means the extractor), places its score on
-   the profile's tiers (``serve/tiers.py``: awake-aware), then faces the GPU's thermal
+   the profile's tiers (``serve/kernel/tiers.py``: awake-aware), then faces the GPU's thermal
    state and the reasoner's load, either of which keeps it on the extractor;
 2. **admission**: thermal shedding (429 + ``Retry-After``) and the in-flight count,
    taken with no await in between so concurrent requests cannot all pass a soft limit;
@@ -30,21 +30,20 @@ from typing import Any, AsyncIterator, Optional
 
 from ray.exceptions import RayActorError
 
-from deployments.monitor.thermal import shed_reason
-from deployments.router.decision import RouteDecision
-from deployments.router.features import RouteInput
-from serve.config import AUTO_MODEL_ID, LLMSpec, Profile
-from serve.conformance import forces_structure, structured_thinking_budget
-from serve.errors import BadRequest, GraphError, ModelAsleep, NotFound, RateLimited, Unavailable, typed_handle_errors
-from serve.health import HealthPicture
-from serve.limits import apply_generation_limits
-from serve.observability import replica_metric
-from serve.ray_private import NON_STREAMING_RESPONSE_TYPES, ErrorResponse, OpenAIHTTPException, openai_sse, sanitize_chat_request
-from serve.remote import REMOTE_HOP, forward_remote, remote_payload
-from serve.residency_client import Leases
-from serve.router_client import decide_in_time
-from serve.settings import Settings
-from serve.tiers import Tiers
+from serve.kernel.config import AUTO_MODEL_ID, LLMSpec, Profile
+from serve.kernel.conformance import forces_structure, structured_thinking_budget
+from serve.kernel.errors import BadRequest, GraphError, ModelAsleep, NotFound, RateLimited, Unavailable, typed_handle_errors
+from serve.kernel.health import HealthPicture
+from serve.kernel.limits import apply_generation_limits
+from serve.kernel.observability import replica_metric
+from serve.kernel.ray_private import NON_STREAMING_RESPONSE_TYPES, ErrorResponse, OpenAIHTTPException, openai_sse, sanitize_chat_request
+from serve.kernel.remote import REMOTE_HOP, forward_remote, remote_payload
+from serve.kernel.residency_client import Leases
+from serve.kernel.router_client import decide_in_time
+from serve.kernel.routing import RouteDecision, RouteInput
+from serve.kernel.settings import Settings
+from serve.kernel.thermal import shed_reason
+from serve.kernel.tiers import Tiers
 
 logger = logging.getLogger("ray.serve")
 
@@ -159,6 +158,12 @@ class Dispatcher:
             "features": features, "role": "extractor", "target": self._profile.extractor.model_id,
             "reason": f"{why}; router wanted the reasoner ({decision.reason})",
         })
+
+    async def send(self, original: Any, call_method: str, route_input: RouteInput, *, pin: Optional[str] = None,
+                   allow_random_weights: bool = False, request_info: Any = None) -> Dispatched:
+        """:meth:`resolve`, then :meth:`dispatch`: a request from its body to its answer."""
+        decision = await self.resolve(original.model, route_input, pin, allow_random_weights=allow_random_weights)
+        return await self.dispatch(original, call_method, decision, request_info)
 
     # -------------------------------------------------------------- admission
     def admit(self, *, llm: bool) -> None:

@@ -275,7 +275,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, Optional[str]
 
 def install_error_handlers(app: FastAPI) -> None:
     """Map every exception reaching ``app`` to the OpenAI envelope."""
-    from serve.ray_private import OpenAIHTTPException
+    from serve.kernel.ray_private import OpenAIHTTPException
 
     @app.exception_handler(GraphError)
     async def _graph_error(request: Request, exc: GraphError):

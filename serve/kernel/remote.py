@@ -13,9 +13,9 @@ from typing import Any, AsyncIterator, Optional
 
 import httpx
 
-from serve.config import LLMSpec
-from serve.errors import BadGateway, Unavailable
-from serve.limits import apply_generation_limits
+from serve.kernel.config import LLMSpec
+from serve.kernel.errors import BadGateway, Unavailable
+from serve.kernel.limits import apply_generation_limits
 
 REMOTE_HOP = "remote"
 #: Bytes of decoded reply taken from the provider per decompression step: a compressed

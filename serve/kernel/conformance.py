@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
-from serve.errors import BadModelOutput, Unprocessable
+from serve.kernel.errors import BadModelOutput, Unprocessable
 
 
 def forced_tool(body: dict[str, Any]) -> Optional[str]:

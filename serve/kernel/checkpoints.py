@@ -94,7 +94,7 @@ TINY_SPECS: dict[str, TinySpec] = {
     "reasoner": TinySpec(name="reasoner", seed=5678, thinking=True),
 }
 
-_CORPUS_FILE = Path(__file__).resolve().parent.parent / "configs" / "tiny_corpus.txt"
+_CORPUS_FILE = Path(__file__).resolve().parents[2] / "configs" / "tiny_corpus.txt"
 
 
 def chat_template(thinking: bool, default_system: str | None = None) -> str:

@@ -1,0 +1,14 @@
+"""One plain class per API area, each with its dependencies passed in.
+
+The Serve ingress (``serve/ingress.py``) builds them once per replica and its endpoints
+only call them and turn what they return into HTTP (status, headers, SSE): the logic
+of an API lives here, where unit tests drive it with the shared fakes of
+``tests/support/fakes.py`` (no Ray, no HTTP).
+
+- :class:`~serve.services.chat.ChatService`: chat and text completions, ``auto``
+  routing's dry run, and retrieval-augmented chat as one step of a chat request;
+- :class:`~serve.services.embeddings.EmbeddingsService`: ``/v1/embeddings``;
+- :class:`~serve.services.extraction.ExtractionService`: ``/v1/extract`` and its batch;
+- :class:`~serve.services.collections.CollectionsService`: ``/v1/collections``;
+- :class:`~serve.services.models.ModelsService`: ``/v1/models``, sleep and wake, readiness.
+"""
