@@ -11,7 +11,7 @@ runs that graph.
 ``--dry-run`` does every step that needs no GPU: it builds the checkpoints, validates the
 check profile, prints the memory and residency plans (on the card given by
 ``--card-gib``, with the ``gpu_memory_utilization`` each engine will get there, see
-``deployments/llm/swappable.memory_utilization``), and lists the steps with their time
+``deployments/llm/footprint.memory_utilization``), and lists the steps with their time
 budgets. It runs in the test suite.
 
 A real run (on a machine with an NVIDIA GPU and the ``gpu`` extra installed) then starts
@@ -160,7 +160,7 @@ def materialize_embedder(directory: Path, tokenizer_dir: Path) -> None:
 
 def utilization_table(profile: Profile, card_gib: float) -> list[dict[str, Any]]:
     """Each LLM's GiB and the gpu_memory_utilization it gets on a ``card_gib`` card."""
-    from deployments.llm.swappable import memory_utilization
+    from deployments.llm.footprint import memory_utilization
 
     rows = []
     for spec in profile.models:
@@ -174,7 +174,7 @@ def vllm_serve_command(profile: Profile, role: str, card_gib: float, port: int) 
     """``vllm serve`` with the engine arguments the graph gives ``role``'s engine, and the
     same GiB of this card: the baseline for the graph's overhead."""
     from deployments.llm.builder import llm_config_dict
-    from deployments.llm.swappable import memory_utilization
+    from deployments.llm.footprint import memory_utilization
 
     spec = profile.llm(role)
     engine = dict(llm_config_dict(spec, device="gpu", model_path=spec.source)["engine_kwargs"])

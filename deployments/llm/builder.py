@@ -118,21 +118,21 @@ def build_llm_node(spec: LLMSpec, *, device: str, cache_dir: Path, gpu_memory_gi
     from ray.serve.llm import LLMConfig, build_llm_deployment
 
     from deployments.llm.engine import OffLoopStartEngine
+    from deployments.llm.lifecycle import EngineLifecycle
+    from deployments.llm.swappable import SwappableLLMServer
     from serve.kernel.sources import resolve_source
-    from deployments.llm.swappable import EngineLifecycle, make_server_cls
 
     model_path = resolve_source(spec.source, cache_dir=cache_dir)
-    config = LLMConfig(**llm_config_dict(spec, device=device, model_path=model_path, extra_env=extra_env,
-                                         wake_timeout_s=wake_timeout_s))
+    fields = llm_config_dict(spec, device=device, model_path=model_path, extra_env=extra_env, wake_timeout_s=wake_timeout_s)
     budget = spec.resources.num_gpus * gpu_memory_gib if device == "gpu" and gpu_memory_gib else None
-    deployment_cls = make_server_cls(EngineLifecycle(
-        start_awake=not spec.on_demand, mechanism=spec.mechanism(device), serialize_start=device == "gpu",
-        memory_budget_gib=budget))
+    lifecycle = EngineLifecycle(start_awake=not spec.on_demand, mechanism=spec.mechanism(device),
+                                serialize_start=device == "gpu", memory_budget_gib=budget)
+    fields["experimental_configs"] = lifecycle.into(fields.get("experimental_configs") or {})
     return build_llm_deployment(
-        config,
+        LLMConfig(**fields),
         name_prefix="",
         override_serve_options={"name": spec.deployment_name},
-        deployment_cls=deployment_cls,
+        deployment_cls=SwappableLLMServer,
         # Ray Serve LLM's engine injection point: the engine starts off the replica's loop.
         bind_kwargs={"engine_cls": OffLoopStartEngine},
     )

@@ -18,6 +18,12 @@ the model is asleep, :class:`deployments.llm.swappable`).
 The methods taken over are named, in ``start``'s order, in
 :data:`serve.kernel.ray_private.VLLM_ENGINE_START_STEPS`; ``tests/unit/test_ray_private.py``
 fails when a Ray upgrade moves them.
+
+The engine also does what the residency manager's sleep and wake need of it and
+``VLLMEngine`` does not offer: :meth:`OffLoopStartEngine.stop` (the EngineCore process
+exits and its memory is freed), :meth:`~OffLoopStartEngine.warm_up` (one token) and
+:meth:`~OffLoopStartEngine.reload_weights` (after a level-2 sleep); on a GPU its start
+gives vLLM the profile's GiB of whatever card it finds.
 """
 
 from __future__ import annotations
@@ -25,9 +31,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any, Optional
 
-from serve.kernel.ray_private import VLLMEngine
+from deployments.llm.footprint import card_gib, memory_utilization
+from deployments.llm.lifecycle import EngineLifecycle
+from serve.kernel.ray_private import VLLMEngine, engine_client
 
 logger = logging.getLogger("ray.serve")
 
@@ -44,6 +53,7 @@ class OffLoopStartEngine(VLLMEngine):
         self._built: Any = None
 
     async def start(self) -> None:
+        self._fit_to_card()
         callback = self.llm_config.get_or_create_callback()
         callback.ctx.custom_data[ENGINE_KEY] = self
         try:
@@ -84,6 +94,43 @@ class OffLoopStartEngine(VLLMEngine):
         return super()._start_async_llm_engine(engine_args, engine_config, placement_group)
 
     async def check_health(self) -> None:
-        if self._engine_client is None:
+        if engine_client(self) is None:
             return  # still starting: the start itself fails loudly if it fails
         await super().check_health()
+
+    def _fit_to_card(self) -> None:
+        """Give vLLM the profile's GiB, not its fraction, of the card found here."""
+        import ray
+
+        budget = EngineLifecycle.of(self.llm_config).memory_budget_gib
+        ids = ray.get_gpu_ids() if budget else []
+        total = card_gib(int(ids[0]) if ids else 0) if budget else None
+        if budget and total:
+            share = memory_utilization(budget, total)
+            self.llm_config.engine_kwargs["gpu_memory_utilization"] = share
+            logger.info("GPU memory: %.2f GiB of this %.1f GiB card (gpu_memory_utilization %.4f)", budget, total, share)
+
+    async def stop(self) -> None:
+        """Shut the engine down: its EngineCore process exits and every byte it held is
+        freed (``VLLMEngine.shutdown`` closes only its token channel)."""
+        client = engine_client(self)
+        if client is not None:
+            await asyncio.to_thread(client.shutdown)
+        await self.shutdown()
+
+    async def reload_weights(self) -> None:
+        """Load the weights again after a level-2 sleep dropped them."""
+        await self.collective_rpc("reload_weights")
+
+    async def warm_up(self) -> None:
+        """One token through the engine, so that the first request after a wake does not
+        pay for the first forward pass (about 1.7 s of a tiny model's first request on
+        CPU). A failed warm-up is logged; the engine is still awake."""
+        from vllm import SamplingParams
+
+        try:
+            async for _ in engine_client(self).generate(
+                    "warm up", SamplingParams(max_tokens=1), request_id=f"llmgraph-warm-up-{uuid.uuid4().hex}"):
+                pass
+        except Exception as exc:  # noqa: BLE001 - the wake itself succeeded
+            logger.warning("warm-up after wake failed: %r", exc)

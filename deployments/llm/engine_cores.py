@@ -30,6 +30,7 @@ def install() -> None:
     """Pin this process, if vLLM started it and the graph named its cores."""
     if multiprocessing.parent_process() is None:
         return  # not an engine process (the replica, or vLLM's API server)
-    from serve.kernel.cpu_affinity import pin_to_cores_in
+    from serve.kernel.cpu_affinity import pin_to_cores
+    from serve.kernel.settings import load_settings
 
-    pin_to_cores_in(ENV_VAR)  # every thread, those started before the plugin too
+    pin_to_cores(load_settings().engine_cores)  # every thread, those started before the plugin too

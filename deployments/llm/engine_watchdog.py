@@ -34,7 +34,11 @@ _started = False
 def install() -> None:
     """Start the parent watch in this process (once; only when the graph asked for it)."""
     global _started
-    if _started or os.environ.get(ENV_VAR) != "1":
+    if _started:
+        return
+    from serve.kernel.settings import load_settings
+
+    if not load_settings().engine_watchdog:
         return
     _started = True
     parent = os.getppid()

@@ -187,7 +187,7 @@ def run(args) -> int:
     # Ray runs every replica at niceness 15 (RAY_worker_niceness). The bench runs at
     # the same niceness, so neither path is favoured: at 0 its own HTTP client would
     # preempt the server it measures, and the in-process baseline would look better.
-    target = int(os.environ.get("RAY_worker_niceness", "15"))
+    target = load_settings().ray_worker_niceness
     os.nice(max(0, target - os.nice(0)))
     profile = load_profile(args.profile)
     spec, coll = profile.embedder, profile.collections

@@ -96,19 +96,23 @@ def _stop(process: subprocess.Popen, *, ray: bool) -> None:
         subprocess.run([_bin("ray"), "stop", "--force"], capture_output=True, timeout=120)
 
 
-#: Ray runs every replica at this niceness; vLLM alone is started at the same one, so the
-#: benchmark's own client competes with every server on the same terms.
-RAY_WORKER_NICENESS = int(os.environ.get("RAY_worker_niceness", "15"))
+def ray_worker_niceness() -> int:
+    """The niceness Ray runs every replica at; vLLM alone is started at the same one, so
+    the benchmark's own client competes with every server on the same terms."""
+    from serve.kernel.settings import load_settings
+
+    return load_settings().ray_worker_niceness
 
 
 @contextmanager
 def _server(command: list[str], *, env: dict[str, str], ready_path: str, port: int, ray: bool, log: Path) -> Iterator[tuple[str, float]]:
     url = f"http://127.0.0.1:{port}"
+    niceness = ray_worker_niceness()
 
     def prepare() -> None:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         if not ray:
-            os.nice(max(0, RAY_WORKER_NICENESS - os.nice(0)))
+            os.nice(max(0, niceness - os.nice(0)))
 
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -188,7 +192,7 @@ def _client_niceness() -> None:
     whenever the kernel put them on its core, more often the busier the other cores
     (the graph's more than vLLM's). Per thread (Linux), so the servers this process
     starts later are not niced twice (Ray adds its own 15 to its parent's niceness)."""
-    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), RAY_WORKER_NICENESS)
+    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ray_worker_niceness())
 
 
 def run_level(url: str, model: str, prompt: str, concurrency: int, requests: int) -> dict[str, Any]:
@@ -279,7 +283,7 @@ def run(args) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     ray_env = {"RAY_ADDRESS": "local", "LLMGRAPH_DATA_DIR": str(workdir / "data")}
     results: dict[str, Any] = {"profile": profile.name, "levels": args.levels, "prompt_tokens": PROMPT_TOKENS,
-                               "output_tokens": OUTPUT_TOKENS, "client_niceness": RAY_WORKER_NICENESS, "targets": {}, "start": {}}
+                               "output_tokens": OUTPUT_TOKENS, "client_niceness": ray_worker_niceness(), "targets": {}, "start": {}}
     subprocess.run([_bin("ray"), "stop", "--force"], capture_output=True, timeout=120)
 
     from deployments.llm.builder import engine_env

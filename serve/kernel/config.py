@@ -538,6 +538,16 @@ class Profile(_Strict):
     extraction: ExtractionSpec = Field(default_factory=ExtractionSpec)
     collections: CollectionsSpec = Field(default_factory=CollectionsSpec)
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
+    move_ray_daemons: Optional[bool] = Field(
+        None, description="Move Ray's own processes (raylet, GCS, dashboard, Serve's controller and HTTP proxy) onto "
+        "the control plane's cores, once per node, so they never wake on an engine's core. Null: on for cpu "
+        "profiles (it acts only where every engine names its cores and leaves some free), off for gpu ones.")
+
+    @property
+    def moves_ray_daemons(self) -> bool:
+        """Whether the graph moves Ray's daemons off the engines' cores (``move_ray_daemons``,
+        its default resolved by device)."""
+        return self.device == "cpu" if self.move_ray_daemons is None else self.move_ray_daemons
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "Profile":

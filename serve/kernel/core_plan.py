@@ -19,10 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from serve.kernel.cpu_affinity import keep_ray_daemons_to, node_cores, pin_to_cores_in
+from serve.kernel.cpu_affinity import keep_ray_daemons_to_once, node_cores, pin_to_cores
 
-#: The cores the graph's own replicas keep to (set in their runtime environment).
+#: The cores the graph's own replicas keep to (set in their runtime environment; read as
+#: ``Settings.control_cores``), and whether the first of them on a node moves Ray's daemons.
 CONTROL_CORES_ENV = "LLMGRAPH_CONTROL_CORES"
+MOVE_RAY_DAEMONS_ENV = "LLMGRAPH_MOVE_RAY_DAEMONS"
 
 
 def parse_cores(text: str) -> tuple[int, ...]:
@@ -125,7 +127,10 @@ def control_plane_env(profile) -> dict[str, str]:
     control = plan.control()
     if not control or not all(row.cores for row in plan.rows):
         return {}
-    return {CONTROL_CORES_ENV: ",".join(map(str, control))}
+    env = {CONTROL_CORES_ENV: ",".join(map(str, control))}
+    if profile.moves_ray_daemons:
+        env[MOVE_RAY_DAEMONS_ENV] = "1"
+    return env
 
 
 def keep_to_control_plane() -> None:
@@ -136,10 +141,15 @@ def keep_to_control_plane() -> None:
     is whenever the engine streams to 8 clients. Engines a replica starts are pinned back
     to their own cores by :mod:`deployments.llm.engine_cores`.
 
-    It also moves Ray's own processes on this node there (the raylet, the GCS, the
-    dashboard, Serve's controller and HTTP proxy: :func:`serve.kernel.cpu_affinity.keep_ray_daemons_to`),
-    which would otherwise wake on the engines' cores; so a plain ``serve run`` and a
-    KubeRay pod get the whole plan, with no wrapper around the command."""
-    control = pin_to_cores_in(CONTROL_CORES_ENV)
-    if control:
-        keep_ray_daemons_to(control)
+    When the profile moves Ray's daemons (``move_ray_daemons``, on for CPU profiles), the
+    first replica on each node also moves Ray's own processes there (the raylet, the GCS,
+    the dashboard, Serve's controller and HTTP proxy:
+    :func:`serve.kernel.cpu_affinity.keep_ray_daemons_to_once`), which would otherwise wake
+    on the engines' cores; so a plain ``serve run`` and a KubeRay pod get the whole plan,
+    with no wrapper around the command."""
+    from serve.kernel.settings import load_settings
+
+    settings = load_settings()
+    control = pin_to_cores(settings.control_cores)
+    if control and settings.move_ray_daemons:
+        keep_ray_daemons_to_once(control)

@@ -6,8 +6,8 @@ to the control plane; this module moves processes there. Three kinds of process:
 - the engines, pinned by the vLLM plugin :mod:`deployments.llm.engine_cores`;
 - the graph's replicas, which pin themselves (:func:`serve.kernel.core_plan.keep_to_control_plane`);
 - Ray's own: the raylet, the GCS, the dashboard and its agents, Serve's controller and
-  HTTP proxy. Ray starts them, not the graph, so the graph's replicas move them
-  (:func:`keep_ray_daemons_to`). Most run at niceness 0 while the engines run at Ray's
+  HTTP proxy. Ray starts them, not the graph, so the first of the graph's replicas on
+  each node moves them, when the profile says so (:func:`keep_ray_daemons_to_once`). Most run at niceness 0 while the engines run at Ray's
   worker niceness (15), so every time one of them woke on an engine's core it preempted a
   thread the whole token was waiting for; at 8 streaming clients the control plane's core
   is full and the kernel put them there often.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -49,22 +50,25 @@ def pin_this_process(cores: Iterable[int]) -> None:
     pin_threads(os.getpid(), cores)
 
 
-def cores_in(env_var: str) -> Optional[set[int]]:
-    """The cores listed in ``env_var`` (``"0,2"``), or None when it is unset or empty."""
-    wanted = os.environ.get(env_var)
-    return {int(core) for core in wanted.split(",")} if wanted else None
+def parse_core_list(text: str) -> Optional[set[int]]:
+    """The cores of a list like ``"0,2"``, or None when it is empty.
+
+    Raises:
+        ValueError: something other than core numbers.
+    """
+    return {int(core) for core in text.split(",")} if text else None
 
 
-def pin_to_cores_in(env_var: str) -> Optional[set[int]]:
-    """Pin this process to the cores listed in ``env_var``, if it is set, and return them;
-    a core the machine does not allow is logged, never fatal (None is returned)."""
+def pin_to_cores(text: str) -> Optional[set[int]]:
+    """Pin this process to the cores listed in ``text`` (``"0,2"``), if any, and return
+    them; a core the machine does not allow is logged, never fatal (None is returned)."""
     try:
-        wanted = cores_in(env_var)
+        wanted = parse_core_list(text)
         if wanted:
             pin_this_process(wanted)
         return wanted
     except (OSError, ValueError) as exc:
-        logger.warning("could not pin this process to cores %s (%s): %s", os.environ.get(env_var), env_var, exc)
+        logger.warning("could not pin this process to cores %r: %s", text, exc)
         return None
 
 
@@ -145,10 +149,9 @@ def ray_daemons_on_this_node() -> list:
 
 def keep_ray_daemons_to(cores: Iterable[int]) -> int:
     """Pin Ray's own processes on this node, every thread, to ``cores``; returns how many
-    were pinned. Idempotent: every replica on the control plane calls it as it starts
-    (each node's replicas take that node's daemons). Workers the raylet starts later
-    start on these cores too: the replicas re-place themselves, the vLLM plugin moves the
-    engines, and the Embedder spreads back over :func:`node_cores`."""
+    were pinned. Workers the raylet starts later start on these cores too: the replicas
+    re-place themselves, the vLLM plugin moves the engines, and the Embedder spreads back
+    over :func:`node_cores`."""
     import psutil
 
     wanted = set(cores)
@@ -160,6 +163,27 @@ def keep_ray_daemons_to(cores: Iterable[int]) -> int:
         except (psutil.Error, OSError) as exc:  # gone meanwhile, or not ours to move
             logger.debug("could not pin Ray process %s to cores %s: %s", proc.pid, sorted(wanted), exc)
     return pinned
+
+
+def keep_ray_daemons_to_once(cores: Iterable[int]) -> Optional[int]:
+    """:func:`keep_ray_daemons_to`, once per node: the first caller under a raylet (known
+    by its pid and start time) marks it in the temporary directory and moves the daemons;
+    later callers on that node find the mark and return None, as does a process outside
+    Ray. What the raylet starts after the move inherits its cores, so once is enough."""
+    import psutil
+
+    raylet, _ = _raylet_and_root()
+    if raylet is None:
+        return None
+    try:
+        mark = Path(tempfile.gettempdir()) / f"llmgraph-ray-daemons-moved-{raylet.pid}-{int(raylet.create_time())}"
+        os.close(os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        return None
+    except (OSError, psutil.Error) as exc:
+        logger.warning("could not mark this node's Ray daemons as moved: %s", exc)
+        return None
+    return keep_ray_daemons_to(cores)
 
 
 def spread_over_node_cores() -> None:

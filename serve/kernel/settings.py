@@ -21,7 +21,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Environment settings (``LLMGRAPH_<FIELD>``)."""
 
-    model_config = SettingsConfigDict(env_prefix="LLMGRAPH_", extra="ignore")
+    # An empty variable counts as unset: `LLMGRAPH_X=` turns a switch off, as its default is.
+    model_config = SettingsConfigDict(env_prefix="LLMGRAPH_", extra="ignore", env_ignore_empty=True)
 
     cache_dir: Path = Field(
         default=Path.home() / ".cache" / "local-llm-graph",
@@ -113,6 +114,21 @@ class Settings(BaseSettings):
             "loop, as the start itself), to show that a slow start costs no health check."
         ),
     )
+
+    # Set by the graph itself, in the runtime environment of its replicas and engines
+    # (serve/kernel/core_plan.py, deployments/llm/builder.py): read here like the rest.
+    control_cores: str = Field(
+        default="", description="Cores the graph's control-plane replicas keep to, e.g. `0` (set by the graph).")
+    move_ray_daemons: bool = Field(
+        default=False, description="The first replica on each node moves Ray's own processes to `control_cores` "
+        "(set by the graph from the profile's `move_ray_daemons`).")
+    engine_cores: str = Field(default="", description="Cores a CPU engine computes on (set by the graph).")
+    engine_watchdog: bool = Field(
+        default=False, description="An engine process exits when the replica that started it dies (set by the graph).")
+    ray_worker_niceness: int = Field(
+        default=15, validation_alias="RAY_worker_niceness",
+        description="Ray's own setting, read for the benchmarks: the niceness Ray gives its workers (15 by default); "
+        "a fair baseline runs at the same.")
 
     @property
     def api_key_set(self) -> frozenset[str]:

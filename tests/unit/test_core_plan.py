@@ -77,14 +77,18 @@ def test_a_gpu_profile_refuses_cpu_cores():
 
 
 def test_the_graphs_replicas_keep_to_the_cores_no_engine_computes_on():
-    from serve.kernel.core_plan import CONTROL_CORES_ENV, control_plane_env
+    from serve.kernel.core_plan import CONTROL_CORES_ENV, MOVE_RAY_DAEMONS_ENV, control_plane_env
 
     allowed = sorted(os.sched_getaffinity(0))
     env = control_plane_env(CPU)
     if len(allowed) > 1:
-        assert env == {CONTROL_CORES_ENV: str(allowed[0])}, "rest leaves the first core to the control plane"
+        assert env == {CONTROL_CORES_ENV: str(allowed[0]), MOVE_RAY_DAEMONS_ENV: "1"}, \
+            "rest leaves the first core to the control plane, and a cpu profile moves Ray's daemons there"
+        kept = CPU.model_copy(update={"move_ray_daemons": False})
+        assert control_plane_env(kept) == {CONTROL_CORES_ENV: str(allowed[0])}, "the profile can leave Ray's daemons be"
     else:
         assert env == {}, "one core: nothing to keep apart"
     assert control_plane_env(with_cores("all", "all")) == {}, "no core is free of engines"
     assert control_plane_env(with_cores(None, "rest")) == {}, "an engine left to vLLM's auto may be anywhere"
     assert control_plane_env(load_profile("gpu-16gb")) == {}
+    assert CPU.moves_ray_daemons and not load_profile("gpu-16gb").moves_ray_daemons, "on for cpu profiles, off for gpu"

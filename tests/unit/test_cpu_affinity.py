@@ -52,8 +52,11 @@ def test_rays_system_actors_are_told_from_replicas_idle_workers_and_engines():
 
 
 def test_outside_ray_the_node_is_this_process_and_there_is_nothing_to_sweep():
+    from serve.kernel.cpu_affinity import keep_ray_daemons_to_once
+
     assert node_cores() == tuple(sorted(os.sched_getaffinity(0)))
     assert ray_daemons_on_this_node() == []
+    assert keep_ray_daemons_to_once({0}) is None
 
 
 SHAPED_LIKE_RAY = """
@@ -68,11 +71,12 @@ wait
 
 INSPECT = """
 import json, os
-from serve.kernel.cpu_affinity import keep_ray_daemons_to, node_cores, spread_over_node_cores
+from serve.kernel.cpu_affinity import keep_ray_daemons_to_once, node_cores, spread_over_node_cores
 started_on = sorted(os.sched_getaffinity(0))
-pinned = keep_ray_daemons_to({int(os.environ["CONTROL"])})
+pinned = keep_ray_daemons_to_once({int(os.environ["CONTROL"])})
+again = keep_ray_daemons_to_once({int(os.environ["CONTROL"])})
 spread_over_node_cores()
-print(json.dumps({"node": node_cores(), "started_on": started_on, "pinned": pinned,
+print(json.dumps({"node": node_cores(), "started_on": started_on, "pinned": pinned, "again": again,
                   "spread_to": sorted(os.sched_getaffinity(0))}), flush=True)
 """
 
@@ -89,7 +93,8 @@ def test_the_sweep_pins_rays_daemons_and_nothing_of_the_graph(tmp_path):
     stranger = subprocess.Popen(["not-ray", "600"], **sleeper)
     raylet = subprocess.Popen(
         [str(raylet_program), "-c", SHAPED_LIKE_RAY], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "INSPECT_PYTHON": sys.executable, "INSPECT": INSPECT, "CONTROL": str(control)},
+        env={**os.environ, "INSPECT_PYTHON": sys.executable, "INSPECT": INSPECT, "CONTROL": str(control),
+             "TMPDIR": str(tmp_path)},  # where the once-per-node mark is left
         preexec_fn=lambda: os.sched_setaffinity(0, {engine}),  # as a raylet already kept elsewhere
     )
     try:
@@ -98,6 +103,7 @@ def test_the_sweep_pins_rays_daemons_and_nothing_of_the_graph(tmp_path):
                     for child in psutil.Process(raylet.pid).children() if child.name() == "sleep"}
 
         assert report["pinned"] == 4, report  # the raylet, the GCS, the proxy, the controller
+        assert report["again"] is None, "once per node: the second replica finds the mark"
         assert sorted(os.sched_getaffinity(raylet.pid)) == [control]
         assert sorted(os.sched_getaffinity(gcs.pid)) == [control]
         assert children["ray::ProxyActor"] == [control]

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from deployments.llm.swappable import engine_footprint
+from deployments.llm.footprint import engine_footprint
 
 # A stand-in replica: after a second it starts an "engine" child that holds 200 MB.
 REPLICA = textwrap.dedent("""
@@ -40,7 +40,7 @@ def test_the_footprint_is_the_resident_memory_of_the_processes_below_the_replica
 
 
 def test_a_profile_sized_for_16_gb_takes_16_gb_of_a_bigger_card():
-    from deployments.llm.swappable import memory_utilization
+    from deployments.llm.footprint import memory_utilization
 
     assert memory_utilization(8.0, 16.0) == 0.5, "on the card it was sized for: the profile's fraction"
     assert memory_utilization(8.0, 141.0) == round(8 / 141, 4)
