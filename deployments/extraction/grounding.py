@@ -32,11 +32,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import pycountry
 
 from deployments.extraction import rules
+from deployments.extraction.record import SALARY_FIELDS
 
 _NON_WORD = re.compile(r"[^\w]+")
 _NUMBER = re.compile(r"(?<![\w.])\d{1,4}(?![\w])")
@@ -99,10 +100,15 @@ class Evidence:
         return any(abs(value - amount) <= AMOUNT_TOLERANCE * max(abs(amount), 1.0) for amount in self.amounts)
 
 
+def _city(location: Any) -> Optional[str]:
+    """The city of a record's location ("Berlin" of "Berlin, DE"), or None when it has none."""
+    return location.split(",", 1)[0] if isinstance(location, str) else None
+
+
 def _location(value: str, evidence: Evidence) -> bool:
     """The city is written, and is a city: "US" from "Remote (US)" is a country, which the
     record's location leaves out."""
-    city = value.split(",", 1)[0]
+    city = _city(value)
     return evidence.says(city) and not _wider_than_a_city(city)
 
 
@@ -183,19 +189,16 @@ def _another_fields_value(name: str, value: Any, record: dict[str, Any]) -> bool
     if rules.describes_arrangement(value):
         return True
     if name == "company":
-        city = record.get("location", "")
-        city = city.split(",", 1)[0] if isinstance(city, str) else ""
-        return _same_or_inside(value, record.get("title")) or _same_or_inside(value, city)
+        return _same_or_inside(value, record.get("title")) or _same_or_inside(value, _city(record.get("location")) or "")
     if name == "location":
-        return _same_or_inside(value.split(",", 1)[0], record.get("company"))
+        return _same_or_inside(_city(value), record.get("company"))
     return False
 
 
 def _not_a_skill(skill: str, record: dict[str, Any], evidence: Evidence) -> bool:
     """A "skill" that is the title, the company, the city, a work arrangement, or a label
     of the posting ("Location", "Skills")."""
-    city = record.get("location")
-    city = city.split(",", 1)[0] if isinstance(city, str) else None
+    city = _city(record.get("location"))
     return (rules.describes_arrangement(skill) or normalise(skill) in evidence.labels
             or any(_same_or_inside(skill, other) for other in (record.get("title"), record.get("company"), city)))
 
@@ -234,7 +237,7 @@ def ground(values: dict[str, Any], evidence: Evidence, known: dict[str, Any] | N
             dropped["skills"] = [skill for skill in kept["skills"] if skill not in skills]
             kept["skills"] = skills
     if any(k in dropped for k in ("salary_min", "salary_max")):
-        for name in ("salary_min", "salary_max", "salary_currency", "salary_period"):
+        for name in SALARY_FIELDS:
             if name in kept:
                 dropped[name] = kept.pop(name)
     return kept, dropped

@@ -16,14 +16,13 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, Optional
 from pydantic import ValidationError
 
 from deployments.extraction import grounding, rules, schemas, structured, text as text_stage
-from deployments.extraction.record import DERIVED_FROM, FIELDS, JobPosting, JobPostingDraft, error_fields
+from deployments.extraction.record import DERIVED_FROM, FIELDS, SALARY_FIELDS, JobPosting, JobPostingDraft, error_fields
 from serve.kernel.protocol import ExtractMode
 
 if TYPE_CHECKING:
     from serve.kernel.config import Profile
 
 Source = Literal["structured_data", "rules", "llm"]
-SALARY_FIELDS = ("salary_min", "salary_max", "salary_currency", "salary_period")
 SYSTEM_PROMPT = (
     "You extract facts from job postings. Answer with one JSON object that matches the "
     "schema. Use null for anything the posting does not state; never invent a value."

@@ -45,6 +45,8 @@ FIELDS: tuple[str, ...] = (
     "salary_max", "salary_currency", "salary_period", "employment_type",
     "experience_years", "skills", "date_posted", "apply_url",
 )
+#: The salary's fields: kept or dropped together (a bound without the rest is not a salary).
+SALARY_FIELDS: tuple[str, ...] = ("salary_min", "salary_max", "salary_currency", "salary_period")
 #: Fields the record fills from another when a stage left them empty: the derived value
 #: shares its origin's source.
 DERIVED_FROM = {"remote": "workplace_type"}

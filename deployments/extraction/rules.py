@@ -272,6 +272,9 @@ _WORKPLACE_LABEL = re.compile(
                   r"arbeitsmodell|arbeitsweise|modalidad|modalité|mode de travail|télétravail|type de poste"),
     _I | re.MULTILINE,
 )
+#: A value that says "remote" in a language the rules read (the workplace field's value,
+#: a skill or location that is an arrangement).
+_SAYS_REMOTE = re.compile(r"\bremote\b|télétravail|remoto", _I)
 _NOT_REMOTE = re.compile(r"\bnot (?:a )?remote\b|\bno remote\b|\bkein(?:e)? (?:remote|home ?office)\b|\bpas de télétravail\b|\bsin teletrabajo\b|\bnicht remote\b", _I)
 _HYBRID = re.compile(
     r"\bhybrid(?:e|es|en|er)?\b|\bh[ií]brid[oa]s?\b|\b\d\s*(?:days?|tage?|jours?|d[ií]as?)\b[^.\n]{0,30}\b(?:in|at|im|au|en)\s+(?:the\s+|our\s+|el\s+|la\s+)?(?:office|büro|bureau|oficina)",
@@ -308,7 +311,7 @@ def workplace_from_text(text: str) -> Optional[str]:
         value = match["value"]
         if re.fullmatch(r"\s*(?:yes|ja|oui|s[ií]|100\s?%)\b.*", value, _I) and "remote" in match.group(0).lower():
             return "remote"
-        found = _workplace_of(value) or ("remote" if re.search(r"\bremote\b|télétravail|remoto", value, _I) else None)
+        found = _workplace_of(value) or ("remote" if _SAYS_REMOTE.search(value) else None)
         if found:
             return found
     return _workplace_of(text)
@@ -569,4 +572,4 @@ def stated_experience(text: str) -> set[int]:
 def describes_arrangement(value: str) -> bool:
     """Whether a short value names how or when one works ("Hybrid", "Part-time", "Remote")
     rather than a place or an organisation."""
-    return bool(_workplace_of(value) or parse_employment_type(value) or re.search(r"\bremote\b|télétravail|remoto", value, _I))
+    return bool(_workplace_of(value) or parse_employment_type(value) or _SAYS_REMOTE.search(value))

@@ -32,21 +32,18 @@ import logging
 import time
 from typing import Any, Optional
 
-from deployments.residency.ledger import STATES, CannotFit, Entry, Ledger
+from deployments.residency.ledger import CannotFit, Entry, Ledger
+from deployments.residency.transitions import Transitions
 from deployments.residency.turns import Turns
 from serve.kernel.config import Profile
 from serve.kernel.core_plan import keep_to_control_plane
 from serve.kernel.errors import BadRequest, Conflict, GraphError, ModelUnavailable, NotFound
-from serve.kernel.observability import replica_metric
 from serve.kernel.residency_plan import build_residency_plan
 
 logger = logging.getLogger("ray.serve")
 
-WAKE_BOUNDARIES_S = (0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300)
-#: How often the awake engines' memory is measured (and the state gauges published again),
-#: and how long one measurement may take.
+#: How often the awake engines' memory is measured (and the state gauges published again).
 MEASURE_EVERY_S = 10.0
-MEASURE_TIMEOUT_S = 5.0
 
 
 def _errors_as_values(method):
@@ -82,7 +79,7 @@ class Residency:
         self._ledger = Ledger(entries, plan.budget_gib, self._spec.retry_after_s)
         self._decide = asyncio.Lock()  # one eviction decision at a time
         self._turns = Turns(self._ledger, self._spec.min_awake_s)
-        self._transitions: dict[str, asyncio.Task] = {}
+        self._moves = Transitions(self._handles, self._ledger.entries, self._spec, self._turns)
         self._idle_task = asyncio.get_running_loop().create_task(self._idle_loop(), context=contextvars.Context())
 
     async def check_health(self) -> None:
@@ -111,7 +108,7 @@ class Residency:
             await self._turns.wait_for_turn(entry, deadline, lambda: self._late(entry))
         entry.in_flight += 1  # counted first: a model with a lease is never put to sleep
         entry.last_used = time.monotonic()
-        if entry.state == "awake" and self._running(entry) is None:
+        if entry.state == "awake" and self._moves.running(entry) is None:
             return round((time.perf_counter() - started) * 1000, 1) if turn else 0.0
         try:
             await self._awake_in_time(entry, deadline - time.monotonic())
@@ -154,24 +151,24 @@ class Residency:
         entry = self._entry(model_id)
         if not entry.on_demand:
             raise BadRequest(f"model {model_id!r} is resident: it stays awake", param="model", code="model_resident")
-        while (running := self._running(entry)) is not None:
+        while (running := self._moves.running(entry)) is not None:
             await asyncio.shield(running)
         if entry.in_flight:
             raise Conflict(f"model {model_id!r} has {entry.in_flight} requests in flight; it sleeps once they finish",
                            code="model_busy")
         if entry.state == "asleep":
             return {**entry.view(), "result": None}
-        result = await self._transition(entry, self._sleep_engine(entry))
+        result = await self._moves.run(entry, self._moves.sleep(entry))
         return {**entry.view(), "result": result}
 
     async def engine_found_asleep(self, model_id: str) -> None:
         """A request met ``model_id``'s replica without a running engine (a replica that
         Serve replaced starts asleep): take the engine's word, so the next lease wakes it."""
         entry = self._entry(model_id)
-        if entry.on_demand and self._running(entry) is None and entry.state == "awake":
+        if entry.on_demand and self._moves.running(entry) is None and entry.state == "awake":
             logger.warning("%s was found asleep while the ledger had it awake (its replica was replaced?)",
                            model_id)
-            self._set_state(entry, "asleep")
+            self._moves.set_state(entry, "asleep")
 
     async def states(self) -> list[dict[str, Any]]:
         """Every LLM's residency, state and memory, in profile order."""
@@ -196,11 +193,6 @@ class Residency:
         return ModelUnavailable(f"model {entry.model_id!r} did not wake within {self._spec.wake_timeout_s:.0f} s",
                                 code="model_waking", headers={"Retry-After": str(self._spec.retry_after_s)})
 
-    def _running(self, entry: Entry) -> Optional[asyncio.Task]:
-        """The transition ``entry`` is in, if one is still running."""
-        task = self._transitions.get(entry.model_id)
-        return task if task is not None and not task.done() else None
-
     async def _ensure_awake(self, entry: Entry, min_awake_s: Optional[float] = None) -> None:
         """Wait for ``entry`` to be awake: one wake serves every waiter. A failed wake
         fails its waiters; the next request tries again. When the memory it needs is
@@ -210,7 +202,7 @@ class Residency:
         with contextlib.ExitStack() as counted:
             is_counted = False
             while True:
-                running = self._running(entry)
+                running = self._moves.running(entry)
                 if running is None and entry.state != "awake":
                     running = await self._begin_wake(entry, min_awake_s)
                     if running is None and entry.state != "awake":
@@ -231,7 +223,7 @@ class Residency:
             CannotFit: it never will fit (the budget is held by resident models).
         """
         async with self._decide:
-            running = self._running(entry)
+            running = self._moves.running(entry)
             if running is not None or entry.state == "awake":
                 return running
             try:
@@ -241,139 +233,25 @@ class Residency:
                     raise
                 return None
             for victim in victims:
-                self._start(victim, self._sleep_engine(victim))
-            return self._start(entry, self._wake_engine(entry, victims))
-
-    def _start(self, entry: Entry, work) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(work, context=contextvars.Context())
-        self._transitions[entry.model_id] = task
-
-        def forget(done: asyncio.Task) -> None:
-            if self._transitions.get(entry.model_id) is done:
-                del self._transitions[entry.model_id]
-        task.add_done_callback(forget)
-        return task
-
-    async def _transition(self, entry: Entry, work) -> Any:
-        return await asyncio.shield(self._start(entry, work))
-
-    async def _wake_engine(self, entry: Entry, victims: list[Entry]) -> dict[str, Any]:
-        for victim in victims:
-            task = self._transitions.get(victim.model_id)
-            if task is not None:
-                await asyncio.shield(task)  # their memory first
-        self._set_state(entry, "waking")
-        started = time.perf_counter()
-        try:
-            result = await self._handles[entry.model_id].engine_wake.remote()
-        except Exception as exc:
-            self._set_state(entry, "asleep")
-            logger.error("waking %s failed: %r", entry.model_id, exc)
-            raise ModelUnavailable(f"model {entry.model_id!r} failed to wake", code="model_wake_failed",
-                              headers={"Retry-After": str(self._spec.retry_after_s)}) from None
-        seconds = time.perf_counter() - started
-        entry.measured_gib = _held(result["after"])
-        entry.wakes += 1
-        entry.last_used = entry.awake_since = time.monotonic()
-        self._set_state(entry, "awake")
-        _switches().inc(tags={"model": entry.model_id, "direction": "wake", "mechanism": entry.mechanism})
-        _wake_seconds().observe(seconds, tags={"model": entry.model_id, "mechanism": entry.mechanism})
-        logger.info("woke %s in %.2f s (%s; evicted %s); holds %.2f GiB", entry.model_id, seconds, result["how"],
-                    [v.model_id for v in victims] or "none", entry.held_gib)
-        return result
-
-    async def _sleep_engine(self, entry: Entry) -> dict[str, Any]:
-        self._set_state(entry, "sleeping")
-        try:
-            result = await self._handles[entry.model_id].engine_sleep.remote()
-        except Exception as exc:
-            # The engine's state is unknown: count it as awake (its memory held) and retry later.
-            self._set_state(entry, "awake")
-            logger.error("putting %s to sleep failed: %r", entry.model_id, exc)
-            raise ModelUnavailable(f"model {entry.model_id!r} failed to sleep", code="model_sleep_failed") from None
-        self._set_state(entry, "asleep")
-        _switches().inc(tags={"model": entry.model_id, "direction": "sleep", "mechanism": entry.mechanism})
-        freed = _held(result["before"]) - _held(result["after"])
-        logger.info("%s asleep (%s) in %.2f s; freed %.2f GiB", entry.model_id, result["mechanism"],
-                    result["seconds"], freed)
-        return {**result, "freed_gib": round(freed, 3)}
-
-    def _set_state(self, entry: Entry, state: str) -> None:
-        entry.state = state
-        self._publish(entry)
-        self._turns.notify()
-
-    @staticmethod
-    def _publish(entry: Entry) -> None:
-        gauge = _state_gauge()
-        for state in STATES:
-            gauge.set(1.0 if entry.state == state else 0.0, tags={"model": entry.model_id, "state": state})
-
-    async def _reconcile(self) -> None:
-        """Take each on-demand engine's own word for its state: a manager that was restarted
-        (its replica died) must not count an awake engine as asleep, or the budget lies."""
-        for entry in list(self._ledger.entries.values()):
-            if not entry.on_demand or self._running(entry) is not None:
-                continue
-            try:
-                state = await asyncio.wait_for(self._handles[entry.model_id].engine_state.remote(), MEASURE_TIMEOUT_S)
-            except Exception as exc:  # noqa: BLE001 - the replica may still be starting: it starts asleep
-                logger.debug("asking %s for its state failed: %r", entry.model_id, exc)
-                continue
-            if state != entry.state and self._running(entry) is None:
-                logger.info("%s reports itself %s (the ledger had %s)", entry.model_id, state, entry.state)
-                self._set_state(entry, state)
+                self._moves.start(victim, self._moves.sleep(victim))
+            return self._moves.start(entry, self._moves.wake(entry, victims))
 
     async def _idle_loop(self) -> None:
-        await self._reconcile()
+        await self._moves.reconcile()
         measured_at = 0.0
         while True:
             await asyncio.sleep(self._spec.idle_check_s)
             for entry in self._ledger.idle(time.monotonic()):
-                if self._running(entry) is None:
+                if self._moves.running(entry) is None:
                     logger.info("%s idle for %.0f s: putting it to sleep", entry.model_id, entry.idle_sleep_s)
-                    self._start(entry, self._sleep_engine(entry)).add_done_callback(_log_failure)
+                    self._moves.start(entry, self._moves.sleep(entry)).add_done_callback(_log_failure)
             if time.monotonic() - measured_at >= MEASURE_EVERY_S:
                 measured_at = time.monotonic()
-                await self._measure_awake()
+                await self._moves.measure_awake()
                 for entry in self._ledger.entries.values():
-                    self._publish(entry)  # gauges set once (at start) are not always exported
-
-    async def _measure_awake(self) -> None:
-        """Replace the plan's figure with what each awake engine holds now (resident ones
-        too: they never wake, so this is where the ledger learns their size)."""
-        for entry in list(self._ledger.entries.values()):
-            if entry.state != "awake" or self._running(entry) is not None:
-                continue
-            try:
-                footprint = await asyncio.wait_for(self._handles[entry.model_id].engine_footprint.remote(), MEASURE_TIMEOUT_S)
-            except Exception as exc:  # noqa: BLE001 - keep the last figure; the engine may be starting
-                logger.debug("measuring %s failed: %r", entry.model_id, exc)
-                continue
-            if entry.state == "awake" and _held(footprint) > 0:
-                entry.measured_gib = _held(footprint)
-
-
-def _held(footprint: dict[str, float]) -> float:
-    """The figure the budget counts: GPU memory where measured, resident memory on CPU."""
-    return footprint.get("gpu_gib", footprint.get("rss_gib", 0.0))
+                    self._moves.publish(entry)  # gauges set once (at start) are not always exported
 
 
 def _log_failure(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.warning("idle sleep failed: %r", task.exception())
-
-
-def _state_gauge():
-    return replica_metric("Gauge", "llmgraph_model_state", "1 for the state each LLM is in (awake, asleep, waking, "
-                          "sleeping), 0 for the others.", ("model", "state"))
-
-
-def _switches():
-    return replica_metric("Counter", "llmgraph_model_switches_total", "Wakes and sleeps of on-demand LLMs.",
-                          ("model", "direction", "mechanism"))
-
-
-def _wake_seconds():
-    return replica_metric("Histogram", "llmgraph_model_wake_seconds", "Time an on-demand LLM took to wake.",
-                          ("model", "mechanism"), WAKE_BOUNDARIES_S)

@@ -31,13 +31,12 @@ from typing import Any, Optional
 import yaml
 
 from deployments.extraction.pipeline import PipelineLimits, extract_job_posting
-from deployments.extraction.record import FIELDS
+from deployments.extraction.record import FIELDS, SALARY_FIELDS
 from serve.bench.meta import loopback_client, save_results
 
 CORPUS_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "postings"
-RULES_FIELDS = ("salary_min", "salary_max", "salary_currency", "salary_period", "remote", "workplace_type", "employment_type")
+RULES_FIELDS = (*SALARY_FIELDS, "remote", "workplace_type", "employment_type")
 STRUCTURED_KINDS = ("jsonld", "microdata")
-SALARY_FIELDS = ("salary_min", "salary_max", "salary_currency", "salary_period")
 
 
 def load_corpus(directory: Path = CORPUS_DIR) -> list[dict[str, Any]]:

@@ -10,21 +10,19 @@ pipeline, goes through it:
    state and the reasoner's load, either of which keeps it on the extractor;
 2. **admission**: thermal shedding (429 + ``Retry-After``) and the in-flight count,
    taken with no await in between so concurrent requests cannot all pass a soft limit;
-3. **forward** to the LLM deployment with that model's limits and defaults; an
-   on-demand model is leased from the residency manager first (which wakes it) and
-   given back after the answer's last byte;
+3. **forward** to the LLM deployment with that model's limits and defaults
+   (``serve/kernel/llm_calls.py``: an on-demand model is leased from the residency
+   manager first, which wakes it, and given back after the answer's last byte);
 4. **fall back** (``auto`` traffic only) to the other resident models, then to the
    remote provider, but only before the first byte: a started stream is never replayed.
 
 It returns protocol data (the reply as the OpenAI JSON object, or the SSE stream) and
 the final decision; it never builds HTTP responses and never changes its arguments.
-Unit tests drive it with fake handles (``tests/unit/test_dispatcher.py``).
+Unit tests drive it with the shared fake handles (``tests/support/fakes.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Optional
 
@@ -32,11 +30,11 @@ from ray.exceptions import RayActorError
 
 from serve.kernel.config import AUTO_MODEL_ID, LLMSpec, Profile
 from serve.kernel.conformance import forces_structure, structured_thinking_budget
-from serve.kernel.errors import BadRequest, GraphError, ModelAsleep, NotFound, RateLimited, Unavailable, typed_handle_errors
+from serve.kernel.errors import BadRequest, NotFound, RateLimited, Unavailable
 from serve.kernel.health import HealthPicture
 from serve.kernel.limits import apply_generation_limits
+from serve.kernel.llm_calls import LlmCalls
 from serve.kernel.observability import replica_metric
-from serve.kernel.ray_private import NON_STREAMING_RESPONSE_TYPES, ErrorResponse, OpenAIHTTPException, openai_sse, sanitize_chat_request
 from serve.kernel.remote import REMOTE_HOP, forward_remote, remote_payload
 from serve.kernel.residency_client import Leases
 from serve.kernel.router_client import decide_in_time
@@ -44,12 +42,6 @@ from serve.kernel.routing import RouteDecision, RouteInput
 from serve.kernel.settings import Settings
 from serve.kernel.thermal import shed_reason
 from serve.kernel.tiers import Tiers
-
-logger = logging.getLogger("ray.serve")
-
-#: Pauses before a request that waited for its model tries again after a refusal for
-#: load (see :meth:`Dispatcher._first_chunk`).
-BURST_RETRIES_S = (0.25, 0.5, 1.0, 2.0)
 
 
 @dataclass(frozen=True)
@@ -87,14 +79,18 @@ class Dispatcher:
                  residency: Any = None) -> None:
         self._profile = profile
         self.specs: dict[str, tuple[str, LLMSpec]] = {spec.model_id: (spec.role, spec) for spec in profile.models}
-        # Configured once: every .options() call makes a new handle with its own pushers.
-        self._llms = {model_id: handle.options(stream=True) for model_id, handle in llms.items()}
         self._router = router
         self._health = health
         self._settings = settings
-        self._leases = Leases(residency, profile.residency) if residency is not None else None
         self._tiers = Tiers(profile)
-        self.in_flight: dict[str, int] = {}
+        leases = Leases(residency, profile.residency) if residency is not None else None
+        self._calls = LlmCalls(llms, {model_id: spec.on_demand for model_id, (_, spec) in self.specs.items()}, leases,
+                               admit=lambda: self.admit(llm=True))
+
+    @property
+    def in_flight(self) -> dict[str, int]:
+        """Requests this replica is serving now, by model id."""
+        return self._calls.in_flight
 
     # ---------------------------------------------------------------- resolve
     def pinned(self, value: str, source: str) -> RouteDecision:
@@ -196,95 +192,6 @@ class Dispatcher:
         body.model = target
         return body
 
-    async def _call_llm(self, body: Any, call_method: str, request_info: Any) -> tuple[Optional[dict], Optional[AsyncIterator], float]:
-        """One LLM call: its reply, or its stream once the first chunk has arrived, and
-        how long it waited for the model to wake.
-
-        The in-flight count, and an on-demand model's lease, cover the whole answer (the
-        last byte of a stream).
-        """
-        target = body.model
-        # Admission and the count happen with no await in between, so concurrent
-        # requests cannot all pass a soft-limit check before any of them is counted.
-        self.admit(llm=True)
-        self._count_in_flight(target, +1)
-        leased = self._leases is not None and self.specs[target][1].on_demand
-        wake_ms = 0.0
-        try:
-            if leased:
-                wake_ms = await self._leases.acquire(target)
-        except BaseException:
-            self._count_in_flight(target, -1)
-            raise
-        try:
-            if call_method == "chat":
-                body = sanitize_chat_request(body)
-            chunks, first = await self._first_chunk(target, call_method, body, request_info, waited=wake_ms > 0)
-            head = first[0] if isinstance(first, list) else first
-            if isinstance(head, GraphError):
-                raise head  # the replica's typed answer (its engine is asleep)
-            if isinstance(head, ErrorResponse):
-                raise OpenAIHTTPException(message=head.error.message, status_code=head.error.code, type=head.error.type)
-            if isinstance(head, NON_STREAMING_RESPONSE_TYPES):
-                self._finished(target, leased)
-                return head.model_dump(), None, wake_ms
-        except BaseException:
-            self._finished(target, leased)
-            raise
-
-        async def rest() -> AsyncIterator[Any]:
-            try:
-                yield first
-                async for chunk in chunks:
-                    yield chunk
-            finally:
-                self._finished(target, leased)
-
-        return None, openai_sse(rest()), wake_ms
-
-    async def _first_chunk(self, target: str, call_method: str, body: Any, request_info: Any, *,
-                           waited: bool) -> tuple[Any, Any]:
-        """Call ``target``'s replica; its generator and first chunk.
-
-        A request that waited for a wake or a turn is let go with every other request
-        that waited: Ray Serve's handle counts requests it has not placed yet against
-        ``max_queued_requests`` and may refuse part of such a burst before placing any
-        (its router says so). Such a request, holding its lease, tries again after a
-        refusal for load, :data:`BURST_RETRIES_S` apart; then the 429 stands.
-        """
-        delays = BURST_RETRIES_S if waited else ()
-        for attempt in range(len(delays) + 1):
-            try:
-                with typed_handle_errors():
-                    chunks = getattr(self._llms[target], call_method).remote(body, request_info)
-                    return chunks, await chunks.__anext__()
-            except RateLimited as exc:
-                if attempt == len(delays) or exc.code != "overloaded":
-                    raise
-                await asyncio.sleep(delays[attempt])
-        raise AssertionError("unreachable")
-
-    async def _call_awake_llm(self, body: Any, call_method: str, request_info: Any) -> tuple[Optional[dict], Optional[AsyncIterator], float]:
-        """:meth:`_call_llm`; when the replica answers that its engine is asleep (its replica
-        was replaced, or the manager's ledger is behind), the manager is told, and one
-        more lease wakes the model for a second try."""
-        try:
-            return await self._call_llm(body, call_method, request_info)
-        except ModelAsleep:
-            if self._leases is None or not self.specs[body.model][1].on_demand:
-                raise
-            logger.warning("%s answered that its engine is asleep; waking it", body.model)
-            await self._leases.found_asleep(body.model)
-            return await self._call_llm(body, call_method, request_info)
-
-    def _count_in_flight(self, target: str, delta: int) -> None:
-        self.in_flight[target] = self.in_flight.get(target, 0) + delta
-
-    def _finished(self, target: str, leased: bool) -> None:
-        self._count_in_flight(target, -1)
-        if leased:
-            self._leases.release(target)
-
     # --------------------------------------------------------------- fallback
     def _chain(self, decision: RouteDecision) -> list[str]:
         """The hops to try: the target, then (``auto`` only) the other resident models that
@@ -323,8 +230,8 @@ class Dispatcher:
                 elif not self._health.healthy(self.specs[target][0]) and not last:
                     raise Unavailable(f"{target} is down", code="service_unavailable")
                 else:
-                    reply, stream, wake_ms = await self._call_awake_llm(self.prepare(original, target), call_method,
-                                                                        request_info)
+                    reply, stream, wake_ms = await self._calls.call(self.prepare(original, target), call_method,
+                                                                    request_info)
             except (RateLimited, Unavailable, RayActorError) as exc:
                 outcome = _hop_outcome(exc)
                 if outcome is None:

@@ -9,9 +9,10 @@ import pytest
 from ray.serve.exceptions import BackPressureError
 
 from serve.kernel.config import load_profile
-from serve.kernel.dispatcher import BURST_RETRIES_S, Dispatcher
+from serve.kernel.dispatcher import Dispatcher
 from serve.kernel.errors import ModelAsleep, RateLimited, Unavailable
 from serve.kernel.health import HealthPicture
+from serve.kernel.llm_calls import BURST_RETRIES_S
 from serve.kernel.routing import RouteInput
 from serve.kernel.settings import Settings
 from tests.support.fakes import FakeLlm, FakeResidency, FakeRouter
@@ -21,8 +22,10 @@ SWAP = load_profile("cpu-swap")
 EXTRACTOR, REASONER, HEAVY = (spec.model_id for spec in SWAP.models)
 
 
-def make(residency: FakeResidency, score: float = 0.97):
+def make(residency: FakeResidency, score: float = 0.97, heavy: FakeLlm = None):
     llms = {model: FakeLlm(model) for model in (EXTRACTOR, REASONER, HEAVY)}
+    if heavy is not None:
+        llms[HEAVY] = heavy
     health = HealthPicture(["extractor", "reasoner", "heavy"])
     dispatcher = Dispatcher(SWAP, llms, FakeRouter("reasoner", score=score, extractor=EXTRACTOR, reasoner=REASONER), health, Settings(router_timeout_s=0.5), residency)
     return dispatcher, llms
@@ -95,9 +98,7 @@ class AsleepOnceLlm(FakeLlm):
 def test_a_replica_without_its_engine_is_woken_and_asked_again_never_a_500():
     async def scenario():
         residency = FakeResidency()
-        dispatcher, llms = make(residency)
-        llms[HEAVY] = AsleepOnceLlm(HEAVY)
-        dispatcher._llms[HEAVY] = llms[HEAVY]
+        dispatcher, llms = make(residency, heavy=AsleepOnceLlm(HEAVY))
         pinned = await dispatcher.resolve(HEAVY, RouteInput(text="hi"))
         dispatched = await dispatcher.dispatch(chat(), "chat", pinned)
         assert dispatched.reply["model"] == HEAVY and len(llms[HEAVY].bodies) == 2
@@ -114,9 +115,7 @@ def test_a_replica_without_its_engine_is_woken_and_asked_again_never_a_500():
 def test_an_engine_that_stays_asleep_is_a_503_with_retry_after():
     async def scenario():
         residency = FakeResidency()
-        dispatcher, llms = make(residency)
-        llms[HEAVY] = AsleepOnceLlm(HEAVY, times=2)
-        dispatcher._llms[HEAVY] = llms[HEAVY]
+        dispatcher, llms = make(residency, heavy=AsleepOnceLlm(HEAVY, times=2))
         pinned = await dispatcher.resolve(HEAVY, RouteInput(text="hi"))
         with pytest.raises(ModelAsleep) as asleep:
             await dispatcher.dispatch(chat(), "chat", pinned)
@@ -156,9 +155,7 @@ class RefusingLlm(FakeLlm):
 def test_a_request_that_waited_for_its_model_rides_out_the_release_burst(waited_ms, refusals, answered):
     async def scenario():
         residency = FakeResidency(waited_ms=waited_ms)
-        dispatcher, llms = make(residency)
-        llms[HEAVY] = RefusingLlm(HEAVY, times=refusals)
-        dispatcher._llms[HEAVY] = llms[HEAVY]
+        dispatcher, llms = make(residency, heavy=RefusingLlm(HEAVY, times=refusals))
         pinned = await dispatcher.resolve(HEAVY, RouteInput(text="hi"))
         if answered:
             dispatched = await dispatcher.dispatch(chat(), "chat", pinned)

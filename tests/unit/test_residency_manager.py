@@ -12,8 +12,8 @@ import asyncio
 
 import pytest
 
-import deployments.residency.deployment as manager_module
 from deployments.residency.deployment import Residency
+import deployments.residency.transitions as transitions_module
 from serve.kernel.config import load_profile
 from serve.kernel.errors import Conflict, Unavailable
 
@@ -66,7 +66,7 @@ class _Metric:
 
 @pytest.fixture(autouse=True)
 def no_ray_metrics(monkeypatch):
-    monkeypatch.setattr(manager_module, "replica_metric", lambda *a, **k: _Metric())
+    monkeypatch.setattr(transitions_module, "replica_metric", lambda *a, **k: _Metric())
 
 
 async def make(profile=SWAP, engines=None, **engine_options):
@@ -195,7 +195,7 @@ def test_a_restarted_manager_takes_the_engines_word_for_what_is_awake():
         await first.release(HEAVY)
         engines = {spec.role: first._handles[spec.model_id] for spec in SWAP.models}  # the same replicas
         restarted, _ = await make(engines=engines)
-        await restarted._reconcile()
+        await restarted._moves.reconcile()
         views = await states_of(restarted)
         assert views[HEAVY] == "awake", "otherwise the budget would count the heavy model's memory as free"
         await restarted.acquire(REASONER)
