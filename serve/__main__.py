@@ -13,6 +13,8 @@ Commands:
     bench overhead the graph against Ray Serve LLM alone and vllm serve alone
     bench cpu-share CPU time per deployment during an extraction batch
     bench switch    time to first token of awake, sleeping and evicted on-demand models
+    bench priority  interactive time to first token, idle and under a running batch
+    bench batch     postings per minute through the Batch API, extracted and indexed
     bench report  the README's results tables from the latest result files
 """
 
@@ -224,6 +226,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--out", default="bench-results")
     p.set_defaults(func=lambda a: __import__("serve.bench.switch", fromlist=["run"]).run(a))
+
+    p = bench_sub.add_parser("priority", help="interactive time to first token idle and while a batch runs")
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the running graph (loopback), cpu profile")
+    p.add_argument("--api-key", default=None)
+    p.add_argument("--model", default=None, help="the model both phases ask (default: the extractor)")
+    p.add_argument("--requests", type=int, default=30, help="interactive requests per phase")
+    p.add_argument("--lines", type=int, default=500, help="chat lines in the batch")
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--out", default="bench-results")
+    p.set_defaults(func=lambda a: __import__("serve.bench.priority", fromlist=["run"]).run(a))
+
+    p = bench_sub.add_parser("batch", help="postings per minute through the Batch API, extracted and indexed")
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the running graph (loopback)")
+    p.add_argument("--api-key", default=None)
+    p.add_argument("--fast", type=int, default=1000, help="postings in the fast-mode batch")
+    p.add_argument("--auto", type=int, default=40, help="postings in the auto-mode batch (0: none)")
+    p.add_argument("--timeout", type=float, default=3600.0)
+    p.add_argument("--out", default="bench-results")
+    p.set_defaults(func=lambda a: __import__("serve.bench.batch", fromlist=["run"]).run(a))
 
     p = bench_sub.add_parser("report", help="render the results tables into README.md and <results>/REPORT.md")
     p.add_argument("--results", default="bench-results")

@@ -46,6 +46,7 @@ def _options(resources, scaling=None, env: Optional[dict[str, str]] = None, **ex
 
 def build_graph(profile: Profile, settings: Optional[Settings] = None):
     """Bind every node of the graph for ``profile`` and return the ingress application."""
+    from deployments.batches.deployment import Batches
     from deployments.collections.deployment import Collections
     from deployments.embedder.deployment import Embedder
     from deployments.extraction.deployment import Extraction
@@ -101,12 +102,20 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     )
     extraction = serve.deployment(
         Extraction, name="Extraction", **_options(profile.extraction.resources, profile.extraction.scaling, env=replica_env)
-    ).bind(profile, llms, router, residency)
-    ingress_cls = make_ingress_class(settings, frozenset(spec.model_id for spec in profile.models))
+    ).bind(profile, llms, router, residency, collections)
+    batches = None
+    if profile.batch.enabled:
+        # One replica: it owns the job store (its SQLite file); the ingress replicas run the lines.
+        batches = serve.deployment(
+            Batches, name="Batches", num_replicas=1, **_options(profile.batch.resources, env=replica_env)
+        ).bind(profile.batch, str(settings.data_dir))
+    ingress_cls = make_ingress_class(settings, frozenset(spec.model_id for spec in profile.models),
+                                     upload_bytes=profile.batch.max_file_bytes if profile.batch.enabled else None)
     return serve.deployment(
         ingress_cls, name="Ingress", **_options(profile.ingress.resources, profile.ingress.scaling, env=replica_env)
     ).bind(profile, llms, embedder, router, monitor, extraction, collections, residency,
-           local_router=partial(InProcessRouter, profile, embedder_path) if profile.router.embeds_in_process(profile.embedder) else None)
+           local_router=partial(InProcessRouter, profile, embedder_path) if profile.router.embeds_in_process(profile.embedder) else None,
+           batches=batches)
 
 
 def build_app(args: dict[str, Any]):

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import make_fastapi_ingress
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 
 from serve.browser_guard import BrowserGuardMiddleware
+from serve.kernel.batch_protocol import BatchCreateRequest
 from serve.kernel.config import Profile
 from serve.kernel.core_plan import keep_to_control_plane
 from serve.kernel.dispatcher import Dispatcher
@@ -31,6 +32,8 @@ from serve.kernel.routing import RouteDecision
 from serve.kernel.settings import Settings, configured_admin_keys, configured_api_keys, load_settings
 from serve.middleware import MAX_HEADER_BYTES, ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware, HeaderLimitMiddleware
 from serve.model_cards import model_cards
+from serve.services.batch_runner import BatchRunner
+from serve.services.batches import BatchesService
 from serve.services.chat import Answer, ChatService, RouteAsks
 from serve.services.collections import CollectionsService
 from serve.services.embeddings import EmbeddingsService
@@ -43,6 +46,8 @@ ROUTE_REASON_HEADER = "x-route-reason"
 ROUTE_HOPS_HEADER = "x-route-hops"
 RANDOM_WEIGHTS_HEADER = "x-route-random-weights"
 WAKE_HEADER = "x-model-wake-ms"
+#: What a multipart upload carries besides the file (boundaries, the purpose field).
+MULTIPART_SLACK_BYTES = 64 * 1024
 
 
 def _route_asks(request: Request) -> RouteAsks:
@@ -82,6 +87,8 @@ class Ingress:
         residency: Handle to the residency manager (None when every model is resident).
         local_router: Builds a Router in this process, for profiles whose Router embeds
             prompts itself (``deployments/router/in_process.py``); None asks the Router deployment.
+        batches: Handle to the Batches deployment, the job store (None when the profile
+            turns batches off); this replica's batch runner answers its lines.
 
     Environment settings are read in the replica, not bound: bound arguments are pickled
     into Serve's checkpoint, and the settings hold the API keys.
@@ -98,6 +105,7 @@ class Ingress:
         collections: Optional[DeploymentHandle] = None,
         residency: Optional[DeploymentHandle] = None,
         local_router: Optional[Callable[[], Any]] = None,
+        batches: Optional[DeploymentHandle] = None,
     ) -> None:
         quiet_probes()  # successful health probes stay out of the access log
         keep_to_control_plane()  # off the engines' cores (serve/kernel/core_plan.py)
@@ -107,6 +115,8 @@ class Ingress:
             deployments["collections"] = collections
         if residency is not None:
             deployments["residency"] = residency
+        if batches is not None:
+            deployments["batches"] = batches
         self._health = HealthCache(
             deployments,
             monitor, probe_timeout_s=settings.readiness_timeout_s,
@@ -130,11 +140,16 @@ class Ingress:
                                              timeout_s=settings.extraction_timeout_s)
         self._models = ModelsService(profile, model_cards(profile), self._health, monitor, residency,
                                      timeout_s=settings.readiness_timeout_s)
+        self._batches = BatchesService(profile.batch, batches, timeout_s=settings.embedder_timeout_s)
+        self._runner = BatchRunner(profile.batch, batches, dispatcher, chat=self._chat, embeddings=self._embeddings,
+                                   extraction=self._extraction) if batches is not None else None
 
     async def check_health(self) -> None:
         """Serve's health check: the ingress answers (and its health loop is running);
         the first one also starts the in-process router's warm-up."""
         self._health.watch()
+        if self._runner is not None:
+            self._runner.watch()
         if self._local_router is not None:
             await self._local_router.warm_up()
 
@@ -193,6 +208,39 @@ class Ingress:
         """The ``k`` documents closest in meaning to ``query`` (best passage each)."""
         return await self._collections.search(collection, body)
 
+    # ------------------------------------------------------------ files, batches
+    async def upload_file(self, file: UploadFile = File(...), purpose: str = Form(...)) -> dict[str, Any]:
+        """Upload a JSONL file of requests for a batch (``purpose=batch``)."""
+        return await self._batches.upload(file.filename, purpose, await file.read())
+
+    async def list_files(self, purpose: Optional[str] = None, after: Optional[str] = None,
+                         limit: Optional[int] = None) -> dict[str, Any]:
+        return await self._batches.list_files(purpose, after, limit)
+
+    async def get_file(self, file_id: str) -> dict[str, Any]:
+        return await self._batches.get_file(file_id)
+
+    async def file_content(self, file_id: str) -> Response:
+        """A file's bytes: an input file as uploaded, a batch's output or error JSONL."""
+        return Response(content=await self._batches.file_content(file_id), media_type="application/octet-stream")
+
+    async def delete_file(self, file_id: str) -> dict[str, Any]:
+        return await self._batches.delete_file(file_id)
+
+    async def create_batch(self, body: BatchCreateRequest) -> dict[str, Any]:
+        """Start a batch: every line of the file goes through the graph as a request would."""
+        return await self._batches.create(body)
+
+    async def list_batches(self, after: Optional[str] = None, limit: Optional[int] = None) -> dict[str, Any]:
+        return await self._batches.list(after, limit)
+
+    async def get_batch(self, batch_id: str) -> dict[str, Any]:
+        return await self._batches.get(batch_id)
+
+    async def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        """Stop a running batch; what finished is kept."""
+        return await self._batches.cancel(batch_id)
+
     # ------------------------------------------------------- models and health
     async def models(self):
         return await self._models.list()
@@ -237,12 +285,22 @@ ENDPOINTS = {
     "get_document": lambda app: app.get("/v1/collections/{collection}/documents/{doc_id:path}"),
     "delete_document": lambda app: app.delete("/v1/collections/{collection}/documents/{doc_id:path}"),
     "search_collection": lambda app: app.post("/v1/collections/{collection}/search"),
+    "upload_file": lambda app: app.post("/v1/files"),
+    "list_files": lambda app: app.get("/v1/files"),
+    "get_file": lambda app: app.get("/v1/files/{file_id}"),
+    "file_content": lambda app: app.get("/v1/files/{file_id}/content"),
+    "delete_file": lambda app: app.delete("/v1/files/{file_id}"),
+    "create_batch": lambda app: app.post("/v1/batches"),
+    "list_batches": lambda app: app.get("/v1/batches"),
+    "get_batch": lambda app: app.get("/v1/batches/{batch_id}"),
+    "cancel_batch": lambda app: app.post("/v1/batches/{batch_id}/cancel"),
     "healthz": lambda app: app.get("/healthz"),
     "readyz": lambda app: app.get("/readyz"),
 }
 
 
-def build_ingress_app(settings: Settings, targets: frozenset[str] = frozenset(), *, keys: Optional[frozenset[str]] = None) -> FastAPI:
+def build_ingress_app(settings: Settings, targets: frozenset[str] = frozenset(), *, keys: Optional[frozenset[str]] = None,
+                      upload_bytes: Optional[int] = None) -> FastAPI:
     """The FastAPI app of the ingress: error envelope and middleware, no routes yet.
 
     The app is pickled with the ingress class, so it holds no secret: by default the
@@ -252,6 +310,8 @@ def build_ingress_app(settings: Settings, targets: frozenset[str] = frozenset(),
         settings: Environment settings (the body limit).
         targets: Model ids the request metrics may name as a target.
         keys: Fixed API keys instead (unit tests).
+        upload_bytes: The largest file ``POST /v1/files`` takes (``batch.max_file_bytes``);
+            every other route keeps ``settings.max_body_bytes``.
     """
     app = FastAPI(
         title="local-llm-graph",
@@ -260,7 +320,8 @@ def build_ingress_app(settings: Settings, targets: frozenset[str] = frozenset(),
     install_error_handlers(app)
     # Starlette applies the last added middleware first: catch-all outermost, then
     # authentication, then the body limit (so unauthenticated bodies are never read).
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    uploads = {"/v1/files": upload_bytes + MULTIPART_SLACK_BYTES} if upload_bytes else {}
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, larger=uploads)
     app.add_middleware(HeaderLimitMiddleware, max_bytes=MAX_HEADER_BYTES)
     key_source = configured_api_keys if keys is None else keys
     app.add_middleware(BrowserGuardMiddleware, keys=key_source, any_host=settings.allow_unauthenticated)
@@ -271,6 +332,6 @@ def build_ingress_app(settings: Settings, targets: frozenset[str] = frozenset(),
     return app
 
 
-def make_ingress_class(settings: Settings, targets: frozenset[str] = frozenset()) -> type:
+def make_ingress_class(settings: Settings, targets: frozenset[str] = frozenset(), *, upload_bytes: Optional[int] = None) -> type:
     """The ingress class bound to a FastAPI app carrying our middleware and errors."""
-    return make_fastapi_ingress(Ingress, endpoint_map=ENDPOINTS, app=build_ingress_app(settings, targets))
+    return make_fastapi_ingress(Ingress, endpoint_map=ENDPOINTS, app=build_ingress_app(settings, targets, upload_bytes=upload_bytes))

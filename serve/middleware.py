@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -143,23 +143,26 @@ class _BodyTooLarge(StarletteHTTPException):
 
 
 class BodyLimitMiddleware:
-    """Answers 413 for bodies over ``max_bytes``, declared or streamed."""
+    """Answers 413 for bodies over ``max_bytes``, declared or streamed; the paths in
+    ``larger`` (an exact path: the file upload) have a limit of their own."""
 
-    def __init__(self, app, *, max_bytes: int) -> None:
+    def __init__(self, app, *, max_bytes: int, larger: Optional[dict[str, int]] = None) -> None:
         self.app = app
-        self._max = max_bytes
+        self._default = max_bytes
+        self._larger = dict(larger or {})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self._larger.get(scope.get("path", ""), self._default)
         for name, value in scope.get("headers", []):
             if name.lower() == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     return await _send_error(send, 400, "invalid Content-Length header")
-                if declared > self._max:
-                    return await self._reject(send)
+                if declared > limit:
+                    return await self._reject(send, limit)
         seen = 0
         started = False
 
@@ -168,8 +171,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self._max:
-                    raise _BodyTooLarge(self._max)
+                if seen > limit:
+                    raise _BodyTooLarge(limit)
             return message
 
         async def tracking_send(message):
@@ -182,12 +185,11 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(send, limit)
 
-    async def _reject(self, send):
-        await _send_error(
-            send, 413, f"request body exceeds the limit of {self._max} bytes",
-        )
+    @staticmethod
+    async def _reject(send, limit: int):
+        await _send_error(send, 413, f"request body exceeds the limit of {limit} bytes")
 
 
 class CatchAllMiddleware:

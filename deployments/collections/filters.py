@@ -1,19 +1,27 @@
-"""Metadata filters for search: equality, ``$in`` and numeric ranges.
+"""Metadata filters for search: equality, membership, ranges, and contains.
 
 A filter is ``{field: condition}``, all conditions must hold. A condition is a plain
-value (equality), ``{"$in": [values]}``, ``{"$ne": value}``, or any of ``$gt``, ``$gte``,
-``$lt``, ``$lte`` with a number. Filters are checked when the request arrives, so a
-malformed one is a 400 naming the field, never a silent match-nothing.
+value (equality), ``{"$in": [values]}`` (the field's value is one of them, or a list
+field holds one of them), ``{"$ne": value}``, any of ``$gt``, ``$gte``, ``$lt``, ``$lte``
+with a number or an ISO-8601 date (``"2026-03-01"``, compared as dates), or
+``{"$contains": value}``: a list field holds the value, or a text field holds it as a
+substring (both ignoring case). Filters are checked when the request arrives, so a
+malformed one is a 400 naming the field, never a silent match-nothing. Every check is
+linear in the document's metadata, which is bounded.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import datetime as dt
+from typing import Any, Callable, Optional
 
 Scalar = (str, int, float, bool)
 _RANGE = {"$gt": lambda a, b: a > b, "$gte": lambda a, b: a >= b, "$lt": lambda a, b: a < b, "$lte": lambda a, b: a <= b}
 MAX_FILTER_FIELDS = 16
 MAX_IN_VALUES = 256
+#: Longest ``$contains`` operand, and longest date string read.
+MAX_CONTAINS_CHARS = 256
+_MAX_DATE_CHARS = 40
 
 
 class FilterError(ValueError):
@@ -41,7 +49,46 @@ def _key(value: Any) -> tuple[bool, Any]:
 
 
 def _member(value: Any, keys: frozenset) -> bool:
+    if isinstance(value, list):
+        return any(isinstance(item, Scalar) and _key(item) in keys for item in value)
     return isinstance(value, Scalar) and _key(value) in keys
+
+
+def _as_date(value: Any) -> Optional[dt.datetime]:
+    """An ISO-8601 date or date-time as a UTC date-time (a date is its midnight), or None."""
+    if not isinstance(value, str) or len(value) > _MAX_DATE_CHARS:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def _contains(value: Any, needle: Any) -> bool:
+    """A list holds ``needle`` (strings ignoring case), or a text holds it as a substring."""
+    if isinstance(value, list):
+        if isinstance(needle, str):
+            folded = needle.casefold()
+            return any(isinstance(item, str) and item.casefold() == folded for item in value)
+        return any(_equal(item, needle) for item in value)
+    if isinstance(value, str) and isinstance(needle, str):
+        return needle.casefold() in value.casefold()
+    return False
+
+
+def _range_check(field: str, op: str, operand: Any) -> Callable[[dict[str, Any]], bool]:
+    compare = _RANGE[op]
+    if _is_number(operand):
+        return lambda m: _is_number(m.get(field)) and compare(m[field], operand)
+    bound = _as_date(operand)
+    if bound is None:
+        raise FilterError(f"filter.{field}.{op} needs a number or an ISO-8601 date", field)
+
+    def check(metadata: dict[str, Any]) -> bool:
+        value = _as_date(metadata.get(field))
+        return value is not None and compare(value, bound)
+    return check
 
 
 def compile_filter(spec: dict[str, Any] | None) -> Callable[[dict[str, Any]], bool]:
@@ -76,10 +123,12 @@ def compile_filter(spec: dict[str, Any] | None) -> Callable[[dict[str, Any]], bo
                     raise FilterError(f"filter.{field}.$ne needs a scalar", field)
                 checks.append(lambda m, f=field, v=operand: not (f in m and _equal(m[f], v)))
             elif op in _RANGE:
-                if not _is_number(operand):
-                    raise FilterError(f"filter.{field}.{op} needs a number", field)
-                compare = _RANGE[op]
-                checks.append(lambda m, f=field, v=operand, c=compare: _is_number(m.get(f)) and c(m[f], v))
+                checks.append(_range_check(field, op, operand))
+            elif op == "$contains":
+                if not isinstance(operand, Scalar) or (isinstance(operand, str) and not 0 < len(operand) <= MAX_CONTAINS_CHARS):
+                    raise FilterError(f"filter.{field}.$contains needs a scalar (a string of 1-{MAX_CONTAINS_CHARS} characters)", field)
+                checks.append(lambda m, f=field, v=operand: f in m and _contains(m[f], v))
             else:
-                raise FilterError(f"filter.{field}: unknown operator {op!r} (use $in, $ne, $gt, $gte, $lt, $lte)", field)
+                raise FilterError(f"filter.{field}: unknown operator {op!r} (use $in, $ne, $gt, $gte, $lt, $lte, $contains)",
+                                  field)
     return lambda metadata: all(check(metadata) for check in checks)

@@ -13,23 +13,24 @@ routed once: a repair call goes where the first call went.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Optional
 
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.openai_api_models import ChatCompletionRequest
 
 from deployments.extraction.pipeline import (
-    ExtractionFailed, LlmReply, LlmRequest, PipelineLimits, extract_custom, extract_job_posting,
+    Extraction as ExtractionResult, ExtractionFailed, LlmReply, LlmRequest, PipelineLimits, extract_custom, extract_job_posting,
 )
-from deployments.extraction.record import job_posting_json_schema
+from deployments.extraction.record import job_posting_json_schema, posting_metadata
 from deployments.extraction.schemas import job_posting_response_format
 from serve.kernel.config import AUTO_MODEL_ID, Profile
 from serve.kernel.core_plan import keep_to_control_plane
 from serve.kernel.dispatcher import Dispatcher
-from serve.kernel.errors import GraphError, Unprocessable
+from serve.kernel.errors import GraphError, NotFound, Unprocessable, within
 from serve.kernel.health import HealthPicture, HealthSnapshot
 from serve.kernel.log_filters import quiet_probes
-from serve.kernel.protocol import ExtractRequest
+from serve.kernel.protocol import MAX_METADATA_LIST, ExtractRequest
 from serve.kernel.routing import RouteDecision, route_input_from_chat
 from serve.kernel.settings import load_settings
 
@@ -42,10 +43,12 @@ class Extraction:
         llms: The LLM deployments' handles by role (the pipeline calls the extractor and the reasoner).
         router: Handle to the Router deployment.
         residency: Handle to the residency manager (None when every model is resident).
+        collections: Handle to the Collections deployment, where a posting is indexed when
+            its request names a collection (None when the profile has none).
     """
 
     def __init__(self, profile: Profile, llms: dict[str, DeploymentHandle], router: DeploymentHandle,
-                 residency: Optional[DeploymentHandle] = None) -> None:
+                 residency: Optional[DeploymentHandle] = None, collections: Optional[DeploymentHandle] = None) -> None:
         quiet_probes()  # successful health probes stay out of the access log
         keep_to_control_plane()  # off the engines' cores (serve/kernel/core_plan.py)
         self._profile = profile
@@ -55,6 +58,8 @@ class Extraction:
         self._dispatcher = Dispatcher(profile, {profile.llm(role).model_id: handle for role, handle in llms.items()},
                                       router, self._health, settings, residency)
         self._limits = PipelineLimits.from_profile(profile)
+        self._collections = collections
+        self._index_timeout_s = settings.embedder_timeout_s
 
     async def check_health(self) -> None:
         return None
@@ -87,11 +92,26 @@ class Extraction:
             if item.schema_ == "job_posting":
                 complete = None if item.mode == "fast" else self._completion()
                 result = await extract_job_posting(item.document, mode=item.mode, complete=complete, **kwargs)
-                return result.as_response("job_posting")
+                response = result.as_response("job_posting")
+                if item.collection:
+                    response["indexed"] = await self._index(item, result)
+                return response
             result = await extract_custom(item.document, item.schema_, mode=item.mode, complete=self._completion(), **kwargs)
             return result.as_response("custom")
         except ExtractionFailed as exc:
             raise Unprocessable(exc.message, param=exc.param, code=exc.code) from None
+
+    async def _index(self, item: ExtractRequest, result: ExtractionResult) -> dict[str, Any]:
+        """Put the posting into ``item.collection``: its visible text as the document, the
+        record (and each field's source) as its metadata; answered once it is durable."""
+        if self._collections is None:
+            raise NotFound("collections are disabled in this profile", code="collections_disabled")
+        doc_id = item.document_id or f"posting-{hashlib.sha256(item.document.encode()).hexdigest()[:24]}"
+        document = {"id": doc_id, "text": (result.text or item.document)[: self._profile.collections.max_document_chars],
+                    "metadata": posting_metadata(result.data, result.sources, max_list=MAX_METADATA_LIST)}
+        await within(self._collections.upsert.remote(item.collection, [document]), self._index_timeout_s,
+                     "the collections service")
+        return {"collection": item.collection, "id": doc_id}
 
     async def extract_many(self, items: list[ExtractRequest], health: Optional[HealthSnapshot] = None) -> list[Any]:
         """Several documents of one batch, one after the other: each one's response body,

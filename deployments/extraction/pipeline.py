@@ -98,6 +98,8 @@ class Extraction:
     """Values the LLM proposed that the document does not support: left out of ``data``
     (and so of ``sources``, which names where each *kept* value came from), reported here
     for debugging."""
+    text: str = field(default="", repr=False)
+    """The document's visible text as the stages read it (what a collection indexes)."""
 
     def as_response(self, schema_name: str) -> dict[str, Any]:
         return {
@@ -295,7 +297,7 @@ async def extract_job_posting(
         ExtractionFailed: no valid title could be found (the one required field).
     """
     fast = await asyncio.to_thread(run_fast, document, content_type=content_type, base_url=base_url, limits=limits)
-    result = Extraction(data={}, sources=dict(fast.sources), kind=fast.kind, warnings=list(fast.warnings))
+    result = Extraction(data={}, sources=dict(fast.sources), kind=fast.kind, warnings=list(fast.warnings), text=fast.text)
     data = dict(fast.fields)
     if mode != "fast" and complete is not None:
         ask = [f for f in FIELDS if f not in data and not (f in DERIVED_FROM and DERIVED_FROM[f] in data)]
@@ -359,7 +361,7 @@ async def extract_custom(
         return f"field {where!r} failed {error.validator!r}: {error.message[:200]}"
 
     fast = await asyncio.to_thread(run_fast, document, content_type=content_type, base_url=base_url, limits=limits)
-    result = Extraction(data={}, sources={}, kind=fast.kind, warnings=list(fast.warnings))
+    result = Extraction(data={}, sources={}, kind=fast.kind, warnings=list(fast.warnings), text=fast.text)
     role = {"llm": "extractor", "deep": "reasoner"}.get(mode, "auto")
 
     def build(scale: float) -> dict[str, Any]:

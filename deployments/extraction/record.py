@@ -174,3 +174,17 @@ def error_fields(exc: Exception) -> list[str]:
 def job_posting_json_schema() -> dict[str, Any]:
     """The public JSON schema of the record (what ``/v1/extract`` promises to return)."""
     return JobPosting.model_json_schema()
+
+
+def posting_metadata(data: dict[str, Any], sources: dict[str, str], *, max_list: int = 64) -> dict[str, Any]:
+    """A record as a collection document's flat metadata: every field that has a value
+    (``skills`` as a list), and where each came from as ``source.<field>``, so a search
+    can filter on both."""
+    metadata: dict[str, Any] = {}
+    for name in FIELDS:
+        value = data.get(name)
+        if value is None or value == []:
+            continue
+        metadata[name] = list(value)[:max_list] if isinstance(value, (list, tuple)) else value
+    metadata.update({f"source.{name}": source for name, source in sources.items() if name in metadata})
+    return metadata

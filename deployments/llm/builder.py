@@ -39,6 +39,9 @@ def llm_config_dict(spec: LLMSpec, *, device: str, model_path: str, extra_env: O
         "max_num_seqs": spec.max_num_seqs,
         **spec.engine_kwargs,
     }
+    # Interactive first: batch lines go in with a lower priority (batch.line_priority) and
+    # the engine schedules them after people's requests; equal priorities keep arrival order.
+    engine_kwargs.setdefault("scheduling_policy", "priority")
     if spec.tool_call_parser:
         engine_kwargs.setdefault("enable_auto_tool_choice", True)
         engine_kwargs.setdefault("tool_call_parser", spec.tool_call_parser)

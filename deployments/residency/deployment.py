@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import functools
 import logging
 import time
 from typing import Any, Optional
@@ -37,25 +36,13 @@ from deployments.residency.transitions import Transitions
 from deployments.residency.turns import Turns
 from serve.kernel.config import Profile
 from serve.kernel.core_plan import keep_to_control_plane
-from serve.kernel.errors import BadRequest, Conflict, GraphError, ModelUnavailable, NotFound
+from serve.kernel.errors import BadRequest, Conflict, ModelUnavailable, NotFound, errors_as_values
 from serve.kernel.residency_plan import build_residency_plan
 
 logger = logging.getLogger("ray.serve")
 
 #: How often the awake engines' memory is measured (and the state gauges published again).
 MEASURE_EVERY_S = 10.0
-
-
-def _errors_as_values(method):
-    """A typed error is returned, not raised: it crosses the handle intact (status, code,
-    Retry-After), where a raised one would arrive wrapped in Ray's task error."""
-    @functools.wraps(method)
-    async def wrapper(self, *args, **kwargs):
-        try:
-            return await method(self, *args, **kwargs)
-        except GraphError as exc:
-            return exc
-    return wrapper
 
 
 class Residency:
@@ -87,7 +74,7 @@ class Residency:
             raise RuntimeError("the idle-sleep loop stopped")
 
     # ----------------------------------------------------------------- requests
-    @_errors_as_values
+    @errors_as_values
     async def acquire(self, model_id: str) -> float:
         """Take a lease on ``model_id`` for one request, waking it first when needed.
 
@@ -126,7 +113,7 @@ class Residency:
         self._turns.notify()
 
     # ---------------------------------------------------------------- operators
-    @_errors_as_values
+    @errors_as_values
     async def wake(self, model_id: str) -> dict[str, Any]:
         """Wake ``model_id`` now (pre-warm before a batch); its state afterwards."""
         entry = self._entry(model_id)
@@ -140,7 +127,7 @@ class Residency:
             self._turns.notify()
         return {**entry.view(), "waited_ms": round((time.perf_counter() - started) * 1000, 1)}
 
-    @_errors_as_values
+    @errors_as_values
     async def sleep(self, model_id: str) -> dict[str, Any]:
         """Put ``model_id`` to sleep now; what its engine held before and after.
 

@@ -184,6 +184,25 @@ def _switch(data: dict[str, Any]) -> str:
               "first puts that one to sleep again.")
 
 
+def _priority(data: dict[str, Any]) -> str:
+    idle, loaded = data["idle"], data["under_batch"]
+    rows = [["idle", f"{idle['ttft_p50_s'] * 1000:.0f} ms", f"{idle['ttft_p99_s'] * 1000:.0f} ms", idle["requests"]],
+            [f"a {data['batch_lines']}-line batch running", f"{loaded['ttft_p50_s'] * 1000:.0f} ms",
+             f"{loaded['ttft_p99_s'] * 1000:.0f} ms", loaded["requests"]]]
+    return (_table(["graph", "interactive TTFT p50", "p99", "requests"], rows)
+            + f"\n\nOne interactive client, streaming chat to `{data['model']}`; p50 under the batch is "
+              f"**×{data['ttft_p50_ratio']}** the idle p50 (goal ≤ 1.5), p99 ×{data['ttft_p99_ratio']}; the batch "
+              f"answered {data['batch_lines_answered_during_phase']} lines meanwhile.")
+
+
+def _batch(data: dict[str, Any]) -> str:
+    rows = [[r["mode"], r["postings"], r["status"], f"{r['seconds']} s", r["completed"], r["failed"], r["indexed"],
+             f"**{r['postings_per_min']}**"] for r in (data["fast"], data["auto"]) if r]
+    return (_table(["mode", "postings", "status", "upload → completed", "answered", "failed", "indexed", "postings/min"], rows)
+            + f"\n\nEach posting extracted and indexed into a collection (batch `metadata.collection`); "
+              f"the fast-mode bar is {data['fast_bar_per_min']} a minute.")
+
+
 SUITES: dict[str, tuple[str, str, Callable[[dict[str, Any]], str]]] = {
     "overhead": ("Overhead against the engine alone", "python -m serve bench overhead", _overhead),
     "index": ("Embeddings and vector search", "python -m serve bench index --url http://127.0.0.1:8000", _index),
@@ -192,6 +211,8 @@ SUITES: dict[str, tuple[str, str, Callable[[dict[str, Any]], str]]] = {
     "load": ("Load", "python -m serve bench load", _load_suite),
     "cpu_share": ("Where the CPU goes during extraction", "python -m serve bench cpu-share", _cpu_share),
     "switch": ("Model switches", "python -m serve bench switch (graph on cpu-swap)", _switch),
+    "priority": ("People first under a running batch", "python -m serve bench priority", _priority),
+    "batch": ("Bulk postings through the Batch API", "python -m serve bench batch", _batch),
 }
 
 

@@ -466,6 +466,29 @@ class CollectionsSpec(_Strict):
         return self
 
 
+class BatchSpec(_Strict):
+    """The OpenAI Files and Batches API (``/v1/files``, ``/v1/batches``): limits, and how the
+    ingress replicas' runners take a batch's lines."""
+
+    enabled: bool = Field(True, description="Serve /v1/files and /v1/batches.")
+    max_file_bytes: int = Field(100 * 1024 * 1024, ge=1024, description="Largest file one upload may carry (413 above).")
+    max_batch_lines: int = Field(50_000, ge=1, description="Most request lines one batch may hold (OpenAI's bound).")
+    max_line_bytes: int = Field(1024 * 1024, ge=1024, description="Longest request line; a longer one goes to the error file.")
+    concurrency: int = Field(4, ge=1, le=256, description="Lines each ingress replica runs at once while no interactive "
+                             "request is in flight.")
+    concurrency_under_load: int = Field(1, ge=0, description="Lines each ingress replica runs at once while interactive "
+                                        "requests are in flight: bulk work never makes a person wait.")
+    line_priority: int = Field(10, ge=1, description="vLLM scheduling priority of a batch line's LLM request (lower runs "
+                               "first; interactive requests have 0): the engines serve people before bulk work.")
+    poll_s: float = Field(1.0, gt=0, le=60, description="How often an idle runner asks the store for lines.")
+    runner_timeout_s: float = Field(15.0, gt=0, description="A runner not heard from this long has its lines given to others "
+                                    "(its replica died, or the whole graph was killed).")
+    resources: Resources = Field(
+        default_factory=lambda: Resources(num_cpus=0.05),
+        description="The Batches deployment's replica (always one: it owns the job store).",
+    )
+
+
 class ClusterSpec(_Strict):
     """How the profile maps onto a KubeRay cluster (``python -m serve render-k8s``)."""
 
@@ -537,6 +560,7 @@ class Profile(_Strict):
     ingress: IngressSpec = Field(default_factory=IngressSpec)
     extraction: ExtractionSpec = Field(default_factory=ExtractionSpec)
     collections: CollectionsSpec = Field(default_factory=CollectionsSpec)
+    batch: BatchSpec = Field(default_factory=BatchSpec)
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
     move_ray_daemons: Optional[bool] = Field(
         None, description="Move Ray's own processes (raylet, GCS, dashboard, Serve's controller and HTTP proxy) onto "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import re
@@ -183,6 +184,27 @@ async def within(awaitable: Any, timeout_s: float, what: str) -> Any:
                           headers={"Retry-After": "5"}) from None
 
 
+def errors_as_values(method):
+    """For a deployment's method: a typed error is returned, not raised, so it crosses the
+    handle intact (status, code, Retry-After), where a raised one would arrive wrapped in
+    Ray's task error. The caller raises it again with :func:`raise_if_error`."""
+    @functools.wraps(method)
+    async def wrapper(self, *args, **kwargs):
+        try:
+            return await method(self, *args, **kwargs)
+        except GraphError as exc:
+            return exc
+    return wrapper
+
+
+def raise_if_error(value: Any) -> Any:
+    """A value from a method under :func:`errors_as_values`: the typed error it carries
+    is raised here; anything else is returned."""
+    if isinstance(value, GraphError):
+        raise value
+    return value
+
+
 def error_body(
     status: int, message: str, *, param: Optional[str] = None, code: Optional[str] = None
 ) -> dict[str, Any]:
@@ -231,6 +253,22 @@ def public_error(status: int, message: str, *, code: Optional[str], exc: Any, re
         return f"The server could not complete the request (request id {request_id}).", "internal_error"
     logger.warning("request %s %s -> %s: %s", request_id, where, status, message)
     return message, code
+
+
+def failure_envelope(exc: BaseException, *, request_id: str, where: str) -> tuple[int, dict[str, Any]]:
+    """A failed item's status and error envelope (a line of a batch, a document of an
+    extraction batch): its typed error as it is, a client error from vLLM as vLLM said
+    it, anything else a 500 whose text is scrubbed as a request's would be."""
+    from serve.kernel.ray_private import OpenAIHTTPException
+
+    if isinstance(exc, GraphError):
+        status, message, param, code = exc.status_code, exc.message, exc.param, exc.code
+    elif isinstance(exc, OpenAIHTTPException) and 400 <= int(exc.status_code) < 500:
+        status, message, param, code = int(exc.status_code), client_message(exc.message), None, None
+    else:
+        status, message, param, code = 500, repr(exc), None, None
+    message, code = public_error(status, message, code=code, exc=exc, request_id=request_id, where=where)
+    return status, error_body(status, message, param=param, code=code)
 
 
 def error_response(request: Request, status: int, message: str, *, param=None, code=None, headers=None, exc=None) -> JSONResponse:

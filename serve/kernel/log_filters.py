@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 
-#: The methods the graph calls only to watch itself.
-PROBE_METHODS = frozenset({"check_health", "admission"})
+#: The methods the graph calls only to watch itself, and the batch runners' polls of the
+#: job store (every second per ingress replica; the lines they take are logged when answered).
+PROBE_METHODS = frozenset({"check_health", "admission", "claim"})
 
 
 class ProbeFilter(logging.Filter):

@@ -96,6 +96,11 @@ class ExtractRequest(BaseModel):
         "auto: fast first, then the routed model fills only the gaps.",
     )
     base_url: str = Field("", max_length=2000, description="The page's URL, to resolve relative links.")
+    collection: Optional[str] = Field(
+        None, description="Index the posting into this collection once extracted: its text is the document, the "
+        "record its metadata (with `source.<field>`), searchable with filters (`job_posting` records only).")
+    document_id: Optional[str] = Field(
+        None, min_length=1, max_length=256, description="The document's id in the collection; default: a hash of the posting.")
 
 
 class ExtractBatchRequest(BaseModel):
@@ -113,7 +118,10 @@ class ExtractBatchRequest(BaseModel):
 
 #: NaN and Infinity are refused: JSON cannot carry them, so a stored one would make every
 #: later answer holding that document fail.
-MetadataValue = Union[str, int, Annotated[float, Field(allow_inf_nan=False)], bool, None]
+MetadataScalar = Union[str, int, Annotated[float, Field(allow_inf_nan=False)], bool]
+#: Most items a list value may hold (a posting's skills).
+MAX_METADATA_LIST = 64
+MetadataValue = Union[MetadataScalar, None, Annotated[list[MetadataScalar], Field(max_length=MAX_METADATA_LIST)]]
 
 
 class CollectionDocument(BaseModel):
@@ -123,7 +131,8 @@ class CollectionDocument(BaseModel):
 
     id: str = Field(min_length=1, description="Your id; upserting the same id replaces the document.")
     text: str = Field(min_length=1, description="The text; long texts are split into passages.")
-    metadata: dict[str, MetadataValue] = Field(default_factory=dict, description="Flat key → scalar metadata.")
+    metadata: dict[str, MetadataValue] = Field(
+        default_factory=dict, description="Flat key → a scalar, or a list of scalars (tags, skills).")
 
 
 class UpsertRequest(BaseModel):
@@ -142,7 +151,8 @@ class SearchRequest(BaseModel):
     query: str = Field(min_length=1, description="Text to search for by meaning.")
     k: int = Field(5, ge=1, description="How many documents to return.")
     filter: Optional[dict[str, Any]] = Field(
-        None, description='Metadata conditions, all must hold: {"lang": "en", "year": {"$gte": 2020}, "team": {"$in": ["a", "b"]}}.'
+        None, description='Metadata conditions, all must hold: {"lang": "en", "year": {"$gte": 2020}, "team": {"$in": ["a", "b"]}, '
+        '"skills": {"$contains": "python"}, "date_posted": {"$gte": "2026-01-01"}}.'
     )
 
 

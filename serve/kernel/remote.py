@@ -67,11 +67,12 @@ def remote_payload(original: Any, spec: LLMSpec) -> dict[str, Any]:
     The provider bills by the token and is not bound by our engines' limits, so the
     request it gets carries the same ``max_tokens`` (defaulted when the client set none),
     ``n`` and logprob bounds the local model would have applied. Engine-only fields
-    (chat template arguments, thinking budgets) are not added: a provider may refuse them.
+    (chat template arguments, thinking budgets) are not added, and vLLM's scheduling
+    ``priority`` (a batch line's) is left out: a provider may refuse them.
     """
     body = original.model_copy(deep=True)
     apply_generation_limits(body, spec)
-    return body.model_dump(exclude_unset=True)
+    return body.model_dump(exclude_unset=True, exclude={"priority"})
 
 
 async def forward_remote(

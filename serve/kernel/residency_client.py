@@ -12,19 +12,12 @@ import logging
 from typing import Any
 
 from serve.kernel.config import ResidencySpec
-from serve.kernel.errors import GraphError, Unavailable, within
+from serve.kernel.errors import Unavailable, raise_if_error, within
 
 logger = logging.getLogger("ray.serve")
 
 #: Time the handle call may take beyond the manager's own wake timeout (queueing, the hop).
 HANDLE_SLACK_S = 10.0
-
-
-def raise_if_error(value: Any) -> Any:
-    """The manager returns typed errors as values (see ``_errors_as_values``): raise them here."""
-    if isinstance(value, GraphError):
-        raise value
-    return value
 
 
 class Leases:

@@ -10,5 +10,8 @@ of an API lives here, where unit tests drive it with the shared fakes of
 - :class:`~serve.services.embeddings.EmbeddingsService`: ``/v1/embeddings``;
 - :class:`~serve.services.extraction.ExtractionService`: ``/v1/extract`` and its batch;
 - :class:`~serve.services.collections.CollectionsService`: ``/v1/collections``;
-- :class:`~serve.services.models.ModelsService`: ``/v1/models``, sleep and wake, readiness.
+- :class:`~serve.services.models.ModelsService`: ``/v1/models``, sleep and wake, readiness;
+- :class:`~serve.services.batches.BatchesService`: ``/v1/files`` and ``/v1/batches``, and
+  :class:`~serve.services.batch_runner.BatchRunner`, which answers a batch's lines through
+  the services above in the ingress's background.
 """

@@ -14,38 +14,14 @@ from typing import Any, Optional
 
 from pydantic import ValidationError
 
-from serve.kernel.errors import (
-    BadRequest,
-    GraphError,
-    PayloadTooLarge,
-    client_message,
-    error_body,
-    public_error,
-    validation_problem,
-    within,
-)
 from serve.kernel.config import Profile
 from serve.kernel.dispatcher import Dispatcher
+from serve.kernel.errors import BadRequest, PayloadTooLarge, failure_envelope, validation_problem, within
 from serve.kernel.health import HealthPicture
-from serve.kernel.protocol import ExtractBatchRequest, ExtractRequest
+from serve.kernel.protocol import COLLECTION_NAME_RULE, ExtractBatchRequest, ExtractRequest, valid_collection_name
 
 #: Most documents one call to the Extraction deployment carries.
 MAX_CHUNK = 8
-
-
-def _failure(exc: BaseException, request_id: str, index: int) -> tuple[int, dict[str, Any]]:
-    """A batch item's error: its status and envelope, 5xx text scrubbed as for requests."""
-    from serve.kernel.ray_private import OpenAIHTTPException
-
-    where = f"/v1/extract/batch documents[{index}]"
-    if isinstance(exc, GraphError):
-        status, message, param, code = exc.status_code, exc.message, exc.param, exc.code
-    elif isinstance(exc, OpenAIHTTPException) and 400 <= int(exc.status_code) < 500:
-        status, message, param, code = int(exc.status_code), client_message(exc.message), None, None
-    else:
-        status, message, param, code = 500, repr(exc), None, None
-    message, code = public_error(status, message, code=code, exc=exc, request_id=request_id, where=where)
-    return status, error_body(status, message, param=param, code=code)
 
 
 class ExtractionService:
@@ -68,6 +44,15 @@ class ExtractionService:
         self._health = health
         self._timeout_s = timeout_s
 
+    def _check(self, item: ExtractRequest) -> None:
+        """Sizes, and a collection to index into that can exist."""
+        self._check_size(item)
+        if item.collection is not None:
+            if not valid_collection_name(item.collection):
+                raise BadRequest(COLLECTION_NAME_RULE, param="collection", code="invalid_collection_name")
+            if item.schema_ != "job_posting":
+                raise BadRequest("only job_posting records are indexed into a collection", param="collection")
+
     def _check_size(self, item: ExtractRequest) -> None:
         limit = self._spec.max_document_chars
         if len(item.document) > limit:
@@ -78,7 +63,7 @@ class ExtractionService:
 
     async def extract(self, body: ExtractRequest) -> dict[str, Any]:
         """One document → a validated record with per-field sources (or a 4xx)."""
-        self._check_size(body)
+        self._check(body)
         self._dispatcher.admit(llm=body.mode != "fast")
         return await within(self._extraction.extract.remote(body, self._health.snapshot()), self._timeout_s,
                             "the extraction service")
@@ -136,7 +121,7 @@ class ExtractionService:
         except ValidationError as exc:
             message, param = validation_problem(exc.errors(), f"documents[{index}]")
             raise BadRequest(message, param=param) from None
-        self._check_size(item)
+        self._check(item)
         return item
 
 
@@ -148,6 +133,6 @@ def chunk_size(documents: int, concurrency: int) -> int:
 
 def _item_result(index: int, outcome: Any, request_id: str) -> dict[str, Any]:
     if isinstance(outcome, BaseException):
-        status, envelope = _failure(outcome, request_id, index)
+        status, envelope = failure_envelope(outcome, request_id=request_id, where=f"/v1/extract/batch documents[{index}]")
         return {"index": index, "status": status, **envelope}
     return {"index": index, "status": 200, "result": outcome}

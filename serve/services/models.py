@@ -15,10 +15,10 @@ import asyncio
 from typing import Any, Optional
 
 from serve.kernel.config import Profile
-from serve.kernel.errors import BadRequest, NotFound, within
+from serve.kernel.errors import BadRequest, NotFound, raise_if_error, within
 from serve.kernel.health import HealthCache
 from serve.kernel.ray_private import ModelCard, ModelList
-from serve.kernel.residency_client import HANDLE_SLACK_S, raise_if_error
+from serve.kernel.residency_client import HANDLE_SLACK_S
 
 
 class ModelsService:

@@ -133,12 +133,19 @@ def stop_graph(graph: RunningGraph, *, grace_s: float = 90) -> None:
     graph.process.wait(10)
 
 
-def restart_graph(graph: RunningGraph) -> None:
-    """Stop ``serve run`` and start it again on the same port, data and settings.
+def kill_graph(graph: RunningGraph) -> None:
+    """SIGKILL ``serve run`` and every Ray process it started: nothing shuts down cleanly
+    (a power cut, the OOM killer). :func:`start_again` brings it back."""
+    try:
+        os.killpg(graph.process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    graph.process.wait(30)
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True, timeout=120)
 
-    The object is updated in place, so clients built on its URL keep working.
-    """
-    stop_graph(graph)
+
+def start_again(graph: RunningGraph) -> None:
+    """Start a stopped (or killed) graph on its port, data and settings, in place."""
     port = int(graph.base_url.rsplit(":", 1)[1])
     fresh = start_graph(graph.workdir, profile=graph.profile, env=graph.env, port=port)
     graph.process, graph.log_path, graph.ready_after_s = fresh.process, fresh.log_path, fresh.ready_after_s

@@ -98,3 +98,21 @@ def test_the_gpu_section_says_when_no_gpu_run_exists_and_renders_one_that_does(t
     assert "| qwen3-8b-awq | 410.0 | 806.0 | 0.05 |" in text
     assert "e2e at one client ×1.03 (target ≤ 1.05), throughput at 16 ×0.97" in text
     assert "`auto` time to first token 0.031 s against 0.022 s" in text
+
+
+def test_the_batch_suites_render_their_headline_figures(tmp_path):
+    import json
+
+    from serve.bench.report import render
+
+    meta = {"date": "2026-12-07", "cpu": "x", "cores": 2, "memory_gib": 24, "commit": "abc"}
+    phase = {"requests": 3, "ttft_p50_s": 0.05, "ttft_p99_s": 0.09, "samples_s": [0.05]}
+    (tmp_path / "priority.json").write_text(json.dumps({
+        "meta": meta, "model": "m", "batch_lines": 500, "idle": phase, "under_batch": {**phase, "ttft_p50_s": 0.06},
+        "ttft_p50_ratio": 1.2, "ttft_p99_ratio": 1.0, "batch_lines_answered_during_phase": 7}))
+    run = {"mode": "fast", "postings": 1000, "status": "completed", "seconds": 80.0, "completed": 1000, "failed": 0,
+           "indexed": 1000, "postings_per_min": 750.0}
+    (tmp_path / "batch.json").write_text(json.dumps({"meta": meta, "fast": run, "auto": None, "fast_postings_per_min": 750.0,
+                                                     "auto_postings_per_min": None, "fast_bar_per_min": 600}))
+    text = render(tmp_path)
+    assert "**×1.2**" in text and "60 ms" in text and "**750.0**" in text

@@ -59,6 +59,17 @@ def test_chunks_cover_the_text_with_overlap_and_end_on_words():
         ({"year": {"$gte": 2020, "$lt": 2025}}, {"year": 2025}, False),
         ({"year": {"$gt": 1}}, {"year": "2024"}, False),
         ({"lang": {"$ne": "en"}}, {"lang": "de"}, True),
+        # what postings need: lists, text, dates
+        ({"skills": {"$contains": "python"}}, {"skills": ["SQL", "Python"]}, True),
+        ({"skills": {"$contains": "go"}}, {"skills": ["Golang", "Python"]}, False),
+        ({"skills": {"$in": ["Rust", "SQL"]}}, {"skills": ["SQL", "Python"]}, True),
+        ({"title": {"$contains": "data"}}, {"title": "Senior Data Engineer"}, True),
+        ({"title": {"$contains": "data"}}, {"title": 7}, False),
+        ({"date_posted": {"$gte": "2026-03-01"}}, {"date_posted": "2026-03-15"}, True),
+        ({"date_posted": {"$gte": "2026-03-01"}}, {"date_posted": "2026-02-28"}, False),
+        ({"date_posted": {"$lt": "2026-03-01T12:00:00+00:00"}}, {"date_posted": "2026-03-01"}, True),
+        ({"date_posted": {"$gte": "2026-03-01"}}, {"date_posted": "yesterday"}, False),
+        ({"salary_min": {"$gte": 100000}}, {"salary_min": 120000.0}, True),
     ],
 )
 def test_filters(spec, metadata, expected):
@@ -67,7 +78,8 @@ def test_filters(spec, metadata, expected):
 
 @pytest.mark.parametrize(
     "spec, field",
-    [({"a": {"$regex": "x"}}, "a"), ({"a": {"$in": []}}, "a"), ({"a": [1, 2]}, "a"), ({"a": {"$gt": "x"}}, "a"), ({"a": {}}, "a")],
+    [({"a": {"$regex": "x"}}, "a"), ({"a": {"$in": []}}, "a"), ({"a": [1, 2]}, "a"), ({"a": {"$gt": "x"}}, "a"), ({"a": {}}, "a"),
+     ({"a": {"$contains": ""}}, "a"), ({"a": {"$contains": ["x"]}}, "a"), ({"a": {"$lte": "x" * 300}}, "a")],
 )
 def test_malformed_filters_name_the_field(spec, field):
     with pytest.raises(FilterError) as info:

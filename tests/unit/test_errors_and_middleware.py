@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Union
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
@@ -21,18 +21,22 @@ class Stops(BaseModel):
     stop: Union[str, list[str]]
 
 
-def make_app(keys=frozenset(), max_bytes=1024) -> TestClient:
+def make_app(keys=frozenset(), max_bytes=1024, larger=None) -> TestClient:
     from serve.kernel.ray_private import OpenAIHTTPException
 
     app = FastAPI()
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes, larger=larger)
     app.add_middleware(ApiKeyMiddleware, keys=keys)
     app.add_middleware(CatchAllMiddleware)
 
     @app.post("/echo")
     async def echo(body: Body):
         return {"n": body.n}
+
+    @app.post("/upload")
+    async def upload(request: Request):
+        return {"bytes": len(await request.body())}
 
     @app.get("/bad")
     async def bad():
@@ -147,6 +151,15 @@ def test_body_limit_declared_and_streamed():
     assert client.post("/echo", json={"n": 2}).status_code == 200
 
 
+def test_the_upload_path_has_a_limit_of_its_own_and_no_other_path_gains_it():
+    client = make_app(max_bytes=64, larger={"/upload": 1000})
+    assert client.post("/upload", content=b"x" * 900).json() == {"bytes": 900}
+    too_big = client.post("/upload", content=b"x" * 1001)
+    assert too_big.status_code == 413 and "1000 bytes" in envelope(too_big)["message"]
+    assert client.post("/upload/", content=b"x" * 900).status_code == 413, "an exact path, not a prefix"
+    assert client.post("/echo", content=b"x" * 900, headers={"content-type": "application/json"}).status_code == 413
+
+
 def test_client_message_bounds_length():
     assert len(client_message("x" * 5000)) == 1000
     assert client_message("Message: fine") == "fine"
@@ -170,7 +183,10 @@ def test_serve_handle_errors_become_typed_errors():
 def test_batch_items_are_scrubbed_like_whole_requests():
     """A batch item that failed with provider text (a 503 from the remote hop, a crash)
     carries the same generic message as a whole request would, never the internal text."""
-    from serve.services.extraction import _failure
+    from serve.kernel.errors import failure_envelope
+
+    def _failure(exc, request_id, index):
+        return failure_envelope(exc, request_id=request_id, where=f"/v1/extract/batch documents[{index}]")
 
     provider_text = "remote provider unreachable: ConnectError('10.0.0.7:443 secret-token')"
     status, body = _failure(Unavailable(provider_text, code="service_unavailable"), "req-1", 3)

@@ -225,3 +225,16 @@ def test_a_field_the_record_derives_takes_its_origins_source():
     posting = "Library Assistant\nPart-time, 20 hours per week; you work from home."  # a cue the rules leave
     result = run(extract_job_posting(posting, mode="llm", limits=LIMITS, complete=fake))
     assert result.data["remote"] is True and result.sources["remote"] == result.sources["workplace_type"] == "llm"
+
+
+def test_a_record_becomes_flat_metadata_with_its_sources():
+    from deployments.extraction.record import posting_metadata
+
+    data = {"title": "Data Engineer", "company": None, "skills": ["Python", "SQL"], "salary_min": 90000, "remote": True,
+            "date_posted": "2026-10-01"}
+    sources = {"title": "structured_data", "skills": "rules", "salary_min": "rules", "remote": "rules",
+               "date_posted": "structured_data"}
+    assert posting_metadata(data, sources, max_list=1) == {
+        "title": "Data Engineer", "skills": ["Python"], "salary_min": 90000, "remote": True, "date_posted": "2026-10-01",
+        "source.title": "structured_data", "source.skills": "rules", "source.salary_min": "rules",
+        "source.remote": "rules", "source.date_posted": "structured_data"}

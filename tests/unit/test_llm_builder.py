@@ -89,3 +89,10 @@ def test_llm_replicas_wait_for_health_checks_as_long_as_a_wake_may_take():
     own = profile.llm("heavy").model_copy(update={"scaling": profile.llm("heavy").scaling.model_copy(
         update={"health_check_timeout_s": 7.0})})
     assert llm_config_dict(own, device="cpu", model_path="/m")["deployment_config"]["health_check_timeout_s"] == 7.0
+
+
+def test_every_engine_schedules_by_priority_so_batch_lines_wait_for_people():
+    for profile in ("cpu", "cpu-swap", "gpu-16gb"):
+        for spec in load_profile(profile).models:
+            device = load_profile(profile).device
+            assert llm_config_dict(spec, device=device, model_path="/m")["engine_kwargs"]["scheduling_policy"] == "priority"

@@ -53,6 +53,8 @@ def test_the_provider_gets_the_routed_models_generation_limits():
     assert payload["messages"] == [{"role": "user", "content": "hi"}]
     assert "chat_template_kwargs" not in payload and "thinking_token_budget" not in payload
     assert original.max_tokens is None  # the client's request itself is left as it was
+    bulk = ChatCompletionRequest(model="auto", messages=[{"role": "user", "content": "hi"}], priority=10)
+    assert "priority" not in remote_payload(bulk, spec), "vLLM's scheduling priority stays with the local engines"
     with pytest.raises(BadRequest):
         remote_payload(ChatCompletionRequest(model="auto", messages=[{"role": "user", "content": "hi"}], n=99), spec)
 

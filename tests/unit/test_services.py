@@ -271,3 +271,18 @@ def test_readiness_waits_for_every_deployment_and_shows_the_gpu():
     ready, picture = run(service.readiness())
     assert not ready and picture["status"] == "not_ready" and picture["deployments"]["reasoner"] != "ok"
     assert picture["deployments"]["extractor"] == "ok" and picture["gpu"] == {"available": False}
+
+
+def test_an_extract_request_names_a_collection_it_can_index_into():
+    handle = FakeDeployment(extract=lambda item, _health: {"data": {}, "indexed": {"collection": item.collection}})
+    graph = Graph()
+    service = ExtractionService(CPU, graph.dispatcher, handle, graph.health, timeout_s=5)
+    assert run(service.extract(ExtractRequest(document="Engineer at Acme", collection="postings")))["indexed"] == {
+        "collection": "postings"}
+    with pytest.raises(BadRequest) as bad_name:
+        run(service.extract(ExtractRequest(document="x", collection="../etc")))
+    assert bad_name.value.code == "invalid_collection_name"
+    with pytest.raises(BadRequest) as custom:
+        run(service.extract(ExtractRequest(document="x", collection="postings", schema={"type": "object"})))
+    assert custom.value.param == "collection"
+    assert len(handle.calls) == 1
