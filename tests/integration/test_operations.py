@@ -15,7 +15,7 @@ from tests.support.models import ALLOW_RANDOM, EXTRACTOR, PROFILE
 
 pytestmark = pytest.mark.integration
 
-DEPLOYMENTS = {"Ingress", "Extractor", "Reasoner", "Embedder", "Router", "GpuMonitor", "Extraction", "Collections"}
+DEPLOYMENTS = {"Ingress", "Extractor", "Reasoner", "Embedder", "Router", "GpuMonitor", "Extraction", "Collections", "Batches"}
 
 
 def test_healthz_and_readyz(http):
