@@ -84,9 +84,14 @@ def require_loopback(url: str, suite: str) -> None:
 
 
 def loopback_client(url: str, *, api_key: Optional[str], timeout_s: float, suite: str):
-    """An ``httpx.Client`` for a graph on loopback, with the API key when one is given."""
+    """An ``httpx.Client`` for a graph on loopback, with the API key when one is given.
+
+    Without one it still sends an ``Authorization`` header, as the ``openai`` client does:
+    a keyless graph ignores its value, and it tells the graph's browser guard that no web
+    page sent the request (a form upload to ``/v1/files`` needs that).
+    """
     import httpx
 
     require_loopback(url, suite)
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = {"Authorization": f"Bearer {api_key or 'local'}"}
     return httpx.Client(base_url=url, headers=headers, timeout=timeout_s)

@@ -37,7 +37,7 @@ def first_token_s(client, model: str, question: str) -> float:
 
 def _phase(client, model: str, requests: int) -> dict[str, Any]:
     samples = [first_token_s(client, model, QUESTIONS[i % len(QUESTIONS)]) for i in range(requests)]
-    return {"requests": requests, "ttft_p50_s": percentile(samples, 50), "ttft_p99_s": percentile(samples, 99),
+    return {"requests": requests, "ttft_p50_s": percentile(samples, 0.5), "ttft_p99_s": percentile(samples, 0.99),
             "samples_s": [round(s, 4) for s in samples]}
 
 

@@ -70,12 +70,24 @@ class BatchRunner:
         }
         self._running: dict[tuple[str, int], asyncio.Task] = {}
         self._llm_lines: set[tuple[str, int]] = set()
+        self._freed = asyncio.Event()
+        self._closed = False
         self._loop_task: Optional[asyncio.Task] = None
 
     def watch(self) -> None:
         """Start the loop (once; from the replica's first health check)."""
+        if self._closed:
+            return
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def close(self) -> None:
+        """Stop taking lines and stop the ones running (the store runs them again)."""
+        self._closed = True
+        tasks = [task for task in (self._loop_task, *self._running.values()) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def capacity(self) -> int:
         """Lines this runner may start now: fewer while people are waiting on the LLMs."""
@@ -84,9 +96,13 @@ class BatchRunner:
         return max(0, limit - len(self._running))
 
     async def _loop(self) -> None:
-        while True:
+        """Claim lines while there is room; with every slot busy, wait for one to free (a
+        claim every ``poll_s`` all the same: it is the runner's sign of life)."""
+        while not self._closed:  # a flag too: asyncio.wait_for (in within) can swallow a cancel
+            self._freed.clear()  # before the claim: a line that ends meanwhile still wakes us
+            capacity = self.capacity()
             try:
-                work = await within(self._store.claim.remote(self._id, self.capacity(), list(self._running)),
+                work = await within(self._store.claim.remote(self._id, capacity, list(self._running)),
                                     STORE_TIMEOUT_S, "the batch store")
             except Exception as exc:  # noqa: BLE001 - the store may be restarting; try again
                 logger.debug("claiming batch lines failed: %r", exc)
@@ -98,11 +114,20 @@ class BatchRunner:
                 if item["endpoint"] in LLM_ENDPOINTS:
                     self._llm_lines.add(key)
                 task.add_done_callback(lambda _, key=key: self._forget(key))
-            await asyncio.sleep(0.05 if work else self._spec.poll_s)
+            if capacity and len(work) < capacity:
+                await asyncio.sleep(self._spec.poll_s)  # nothing more to take now
+                continue
+            # asyncio.wait, not wait_for: wait_for can swallow a cancel that meets the event
+            freed = asyncio.ensure_future(self._freed.wait())
+            try:
+                await asyncio.wait({freed}, timeout=self._spec.poll_s)
+            finally:
+                freed.cancel()
 
     def _forget(self, key: tuple[str, int]) -> None:
         self._running.pop(key, None)
         self._llm_lines.discard(key)
+        self._freed.set()
 
     async def _run(self, item: dict[str, Any]) -> None:
         request_id = f"batch_req_{uuid.uuid4().hex}"

@@ -29,7 +29,7 @@ QUERIES = [
     ("budget for the office", {"kind": "memo"}),
     ("a recipe", {"n": {"$gte": 10}}),
 ]
-LINES = 24
+LINES = 16
 
 
 @dataclass

@@ -34,11 +34,14 @@ def drive(runner: BatchRunner, store: FakeDeployment, answers: int) -> None:
     """Run the runner's loop until the store has been told ``answers`` times."""
     async def scenario():
         runner.watch()
-        for _ in range(500):
-            if sum(name in ("complete", "release") for name, _ in store.calls) >= answers:
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"the store heard {store.calls}")
+        try:
+            for _ in range(500):
+                if sum(name in ("complete", "release") for name, _ in store.calls) >= answers:
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError(f"the store heard {store.calls}")
+        finally:
+            await runner.close()
     asyncio.run(scenario())
 
 
@@ -106,6 +109,7 @@ def test_every_claim_tells_the_store_what_the_runner_still_holds():
             await asyncio.sleep(0.01)
         release.set()
         await asyncio.sleep(0.05)
+        await runner.close()
 
     asyncio.run(scenario())
     assert calls[0] == (SPEC.concurrency, [])
