@@ -481,6 +481,8 @@ class BatchSpec(_Strict):
     line_priority: int = Field(10, ge=1, description="vLLM scheduling priority of a batch line's LLM request (lower runs "
                                "first; interactive requests have 0): the engines serve people before bulk work.")
     poll_s: float = Field(1.0, gt=0, le=60, description="How often an idle runner asks the store for lines.")
+    retry_backoff_s: float = Field(2.0, ge=0, le=60, description="A line that met a busy graph (429, 503) waits this "
+                                   "long before it is given back, doubling with each start (a minute at most).")
     runner_timeout_s: float = Field(15.0, gt=0, description="A runner not heard from this long has its lines given to others "
                                     "(its replica died, or the whole graph was killed).")
     resources: Resources = Field(

@@ -136,12 +136,22 @@ class BatchRunner:
             ok, result = True, response_line(item["custom_id"], request_id, 200, body)
         except (RateLimited, Unavailable) as exc:
             if item["attempt"] < MAX_ATTEMPTS:
+                # Hold the slot while the graph is busy (this runner slows down with it),
+                # then give the line back for a later start.
+                await asyncio.sleep(self._backoff_s(exc, item["attempt"]))
                 await self._store_call("release", self._id, item["batch_id"], item["index"])
                 return
             ok, result = False, self._failed(item, exc, request_id)
         except Exception as exc:  # noqa: BLE001 - one line's failure is its own answer
             ok, result = False, self._failed(item, exc, request_id)
         await self._store_call("complete", self._id, item["batch_id"], item["index"], ok, result)
+
+    def _backoff_s(self, exc: BaseException, attempt: int) -> float:
+        """How long a line that met a busy graph waits: doubling from
+        ``batch.retry_backoff_s`` per start, never past the graph's Retry-After or a minute."""
+        wait = min(self._spec.retry_backoff_s * 2 ** (attempt - 1), 60.0)
+        retry_after = getattr(exc, "headers", {}).get("Retry-After", "")
+        return min(wait, float(retry_after)) if retry_after.isdigit() else wait
 
     @staticmethod
     def _failed(item: dict[str, Any], exc: BaseException, request_id: str) -> dict[str, Any]:

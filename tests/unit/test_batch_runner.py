@@ -14,7 +14,7 @@ from tests.support.fakes import FakeDeployment
 from tests.support.models import EXTRACTOR
 from tests.unit.test_services import CPU, Graph
 
-SPEC = BatchSpec(concurrency=3, concurrency_under_load=1, poll_s=0.01)
+SPEC = BatchSpec(concurrency=3, concurrency_under_load=1, poll_s=0.01, retry_backoff_s=0.01)
 
 
 def chat_line(custom_id: str, index: int, attempt: int = 1, **body) -> dict:
@@ -122,3 +122,16 @@ def test_a_lines_llm_request_goes_to_the_engine_after_peoples():
     graph = Graph()
     drive(runner_over(graph, store), store, answers=3)
     assert sorted(body.priority for body in graph.extractor.bodies) == [SPEC.line_priority, SPEC.line_priority, 50]
+
+
+def test_a_line_that_met_a_busy_graph_waits_longer_with_each_start():
+    from serve.kernel.errors import RateLimited
+
+    runner = runner_over(Graph(), FakeDeployment())
+    waits = [runner._backoff_s(RateLimited("busy"), attempt) for attempt in (1, 2, 3)]
+    assert waits == [SPEC.retry_backoff_s, 2 * SPEC.retry_backoff_s, 4 * SPEC.retry_backoff_s]
+    slow = BatchRunner(BatchSpec(retry_backoff_s=10), FakeDeployment(), runner._dispatcher, chat=None, embeddings=None,
+                       extraction=None)
+    assert slow._backoff_s(RateLimited("busy", headers={"Retry-After": "3"}), 4) == 3.0, "never past Retry-After"
+    assert slow._backoff_s(RateLimited("busy"), 5) == 60.0, "a minute at most"
+
