@@ -52,6 +52,30 @@ def new_id(prefix: str) -> str:
     return f"{prefix}{secrets.token_hex(12)}"
 
 
+#: A file's row as the API shows it (the content is read on its own).
+_FILE_COLUMNS = ("id", "purpose", "filename", "bytes", "created_at")
+
+
+def _newest_first(db: sqlite3.Connection, table: str, columns: str, after: Optional[str], limit: int,
+                  **equal: Optional[str]) -> list:
+    """``limit + 1`` rows of ``table`` newest first (``created_at``, then id) after the row
+    ``after``, those whose fields equal ``equal`` (a None value is no condition); the
+    extra row says whether more follow. Table and column names are ours, never a caller's."""
+    where, args = [], []
+    for field, value in equal.items():
+        if value is not None:
+            where.append(f"{field} = ?")
+            args.append(value)
+    if after is not None:
+        anchor = db.execute(f"SELECT created_at FROM {table} WHERE id = ?", (after,)).fetchone()
+        if anchor is not None:
+            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            args += [anchor[0], anchor[0], after]
+    sql = (f"SELECT {columns} FROM {table}" + (" WHERE " + " AND ".join(where) if where else "")
+           + " ORDER BY created_at DESC, id DESC LIMIT ?")
+    return db.execute(sql, (*args, limit + 1)).fetchall()
+
+
 def _now() -> int:
     return int(time.time())
 
@@ -94,9 +118,8 @@ class JobStore:
 
     def get_file(self, file_id: str) -> Optional[dict[str, Any]]:
         with self._lock:
-            found = self._db.execute("SELECT id, purpose, filename, bytes, created_at FROM files WHERE id = ?",
-                                     (file_id,)).fetchone()
-        return dict(zip(("id", "purpose", "filename", "bytes", "created_at"), found)) if found else None
+            found = self._db.execute(f"SELECT {', '.join(_FILE_COLUMNS)} FROM files WHERE id = ?", (file_id,)).fetchone()
+        return dict(zip(_FILE_COLUMNS, found)) if found else None
 
     def file_content(self, file_id: str) -> Optional[bytes]:
         with self._lock:
@@ -105,28 +128,13 @@ class JobStore:
 
     def list_files(self, *, purpose: Optional[str], after: Optional[str], limit: int) -> tuple[list[dict[str, Any]], bool]:
         """Files newest first, ``limit`` of them after the file ``after``; and whether more follow."""
-        query = "SELECT id, purpose, filename, bytes, created_at FROM files"
-        rows = self._page(query, "purpose", purpose, after, limit, table="files")
-        return [dict(zip(("id", "purpose", "filename", "bytes", "created_at"), row)) for row in rows[:limit]], len(rows) > limit
+        with self._lock:
+            rows = _newest_first(self._db, "files", ", ".join(_FILE_COLUMNS), after, limit, purpose=purpose)
+        return [dict(zip(_FILE_COLUMNS, row)) for row in rows[:limit]], len(rows) > limit
 
     def delete_file(self, file_id: str) -> bool:
         with self._lock, self._db:
             return self._db.execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount > 0
-
-    def _page(self, query: str, field: str, value: Optional[str], after: Optional[str], limit: int, *, table: str) -> list:
-        """Rows newest first (``created_at``, then id), the ``limit + 1`` after row ``after``."""
-        where, args = [], []
-        if value is not None:
-            where.append(f"{field} = ?")
-            args.append(value)
-        with self._lock:
-            if after is not None:
-                anchor = self._db.execute(f"SELECT created_at FROM {table} WHERE id = ?", (after,)).fetchone()
-                if anchor is not None:
-                    where.append("(created_at < ? OR (created_at = ? AND id < ?))")
-                    args += [anchor[0], anchor[0], after]
-            sql = query + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created_at DESC, id DESC LIMIT ?"
-            return self._db.execute(sql, (*args, limit + 1)).fetchall()
 
     # ---------------------------------------------------------------- batches
     def create_batch(self, *, endpoint: str, input_file_id: str, completion_window: str,
@@ -160,7 +168,8 @@ class JobStore:
             return self._load(batch_id)
 
     def list_batches(self, *, after: Optional[str], limit: int) -> tuple[list[dict[str, Any]], bool]:
-        rows = self._page("SELECT object FROM batches", "status", None, after, limit, table="batches")
+        with self._lock:
+            rows = _newest_first(self._db, "batches", "object", after, limit)
         return [json.loads(row[0]) for row in rows[:limit]], len(rows) > limit
 
     def cancel(self, batch_id: str) -> Optional[dict[str, Any]]:
