@@ -101,10 +101,14 @@ def test_a_store_reopened_after_a_crash_keeps_every_answer_and_reruns_only_what_
     answer(store, "before", claimed[1])
     store.close()  # as if killed: the third line was running, the fourth never started
 
-    reopened = JobStore(tmp_path, runner_timeout_s=0.2)
+    # A timeout no stall of this machine reaches: the running line waits for its runner.
+    reopened = JobStore(tmp_path, runner_timeout_s=3600)
     assert reopened.get_batch(batch["id"])["request_counts"]["completed"] == 2
     assert [i["custom_id"] for i in reopened.claim("after", 10, [])] == ["3"], "the running line waits for its runner"
-    time.sleep(0.3)
+    reopened.close()
+    # Its runner is never heard from again: once the timeout has passed, the line runs again.
+    reopened = JobStore(tmp_path, runner_timeout_s=0.01)
+    time.sleep(0.05)
     assert [i["custom_id"] for i in reopened.claim("after", 10, [(batch["id"], 3)])] == ["2"]
     for index, custom_id in ((2, "2"), (3, "3")):
         reopened.complete("after", batch["id"], index, ok=True, result=response_line(custom_id, "r", 200, {}))
