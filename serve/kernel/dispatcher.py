@@ -28,6 +28,7 @@ from typing import Any, AsyncIterator, Optional
 
 from ray.exceptions import RayActorError
 
+from serve.kernel.chat_params import thinking_budget
 from serve.kernel.config import AUTO_MODEL_ID, LLMSpec, Profile
 from serve.kernel.conformance import forces_structure, structured_thinking_budget
 from serve.kernel.errors import BadRequest, NotFound, RateLimited, Unavailable
@@ -182,11 +183,12 @@ class Dispatcher:
             if spec.default_chat_template_kwargs and not body.chat_template_kwargs:
                 body.chat_template_kwargs = dict(spec.default_chat_template_kwargs)
             if spec.thinking_budget_tokens and body.thinking_token_budget is None:
-                body.thinking_token_budget = spec.thinking_budget_tokens
+                effort_budget = thinking_budget(getattr(body, "reasoning_effort", None), spec.thinking_budget_tokens)
+                body.thinking_token_budget = spec.thinking_budget_tokens if effort_budget is None else effort_budget
                 if forces_structure(structured_fields(body)):
                     # Thinking must leave the forced JSON or tool call room to be written.
                     body.thinking_token_budget = structured_thinking_budget(
-                        spec.thinking_budget_tokens, body.max_completion_tokens or body.max_tokens)
+                        body.thinking_token_budget, body.max_completion_tokens or body.max_tokens)
             if not spec.thinking_budget_tokens:
                 body.thinking_token_budget = None  # only engines with a reasoning config take it
         body.model = target

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from serve.kernel.chat_params import take_chat_extras
 from serve.kernel.conformance import check_chat_reply, needs_check
 from serve.kernel.dispatcher import Dispatched, Dispatcher, structured_fields
 from serve.kernel.errors import BadRequest
@@ -77,6 +78,7 @@ class ChatService:
     async def chat(self, body: Any, asks: RouteAsks, request_info: Any = None) -> Answer:
         """Answer a chat request (streamed or not)."""
         _check_roles(body)
+        body, metadata = take_chat_extras(body)
         self._dispatcher.admit(llm=True)
         options = Retrieval.options(body)
         retrieved = None
@@ -94,6 +96,8 @@ class ChatService:
             reply = check_chat_reply(fields, reply)
         if retrieved is not None:
             reply = retrieved.attach(reply)
+        if metadata is not None:
+            reply = {**reply, "metadata": metadata}
         return Answer(dispatched, reply, headers)
 
     async def complete(self, body: Any, asks: RouteAsks, request_info: Any = None) -> Answer:
