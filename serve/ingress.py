@@ -17,6 +17,7 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import make_fastapi_ingress
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 
+from serve.anthropic_errors import AnthropicErrorMiddleware
 from serve.browser_guard import BrowserGuardMiddleware
 from serve.kernel.batch_protocol import BatchCreateRequest
 from serve.kernel.config import Profile
@@ -25,12 +26,14 @@ from serve.kernel.dispatcher import Dispatcher
 from serve.kernel.errors import install_error_handlers
 from serve.kernel.health import HealthCache
 from serve.kernel.log_filters import quiet_probes
+from serve.kernel.messages_protocol import CountTokensRequest, MessagesRequest
 from serve.kernel.observability import RequestMetricsMiddleware
 from serve.kernel.protocol import EmbeddingsRequest, EmbeddingsResponse, ExtractBatchRequest, ExtractRequest, SearchRequest, UpsertRequest
 from serve.kernel.ray_private import RawRequestInfo
+from serve.kernel.responses_protocol import ResponsesRequest
 from serve.kernel.routing import RouteDecision
 from serve.kernel.settings import Settings, configured_admin_keys, configured_api_keys, load_settings
-from serve.middleware import MAX_HEADER_BYTES, ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware, HeaderLimitMiddleware
+from serve.middleware import KEY_OWNER, MAX_HEADER_BYTES, ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware, HeaderLimitMiddleware
 from serve.model_cards import model_cards
 from serve.services.batch_runner import BatchRunner
 from serve.services.batches import BatchesService
@@ -38,7 +41,10 @@ from serve.services.chat import Answer, ChatService, RouteAsks
 from serve.services.collections import CollectionsService
 from serve.services.embeddings import EmbeddingsService
 from serve.services.extraction import ExtractionService
+from serve.services.messages import MessagesService
 from serve.services.models import ModelsService
+from serve.services.rerank import RerankRequest, RerankService
+from serve.services.responses import ResponsesService
 from serve.services.retrieval import Retrieval
 
 ROUTE_TARGET_HEADER = "x-route-target"
@@ -55,6 +61,11 @@ def _route_asks(request: Request) -> RouteAsks:
     models allowed for ``auto`` (``x-route-random-weights: allow``)."""
     allow = request.headers.get(RANDOM_WEIGHTS_HEADER, "").strip().lower() == "allow"
     return RouteAsks(pin=request.headers.get("x-route"), allow_random_weights=allow)
+
+
+def _owner(request: Request) -> str:
+    """Whose stored responses a request may read: its API key's digest ("" without keys)."""
+    return getattr(request.state, KEY_OWNER, "")
 
 
 def _response(answer: Answer) -> Response:
@@ -141,6 +152,10 @@ class Ingress:
         self._models = ModelsService(profile, model_cards(profile), self._health, monitor, residency,
                                      timeout_s=settings.readiness_timeout_s)
         self._batches = BatchesService(profile.batch, batches, timeout_s=settings.embedder_timeout_s)
+        self._responses = ResponsesService(self._chat, batches, timeout_s=settings.embedder_timeout_s)
+        self._messages = MessagesService(self._chat)
+        self._rerank = RerankService(self._embeddings, max_inputs=profile.embedder.max_inputs_per_request,
+                                     model_id=profile.embedder.model_id)
         self._runner = BatchRunner(profile.batch, batches, dispatcher, chat=self._chat, embeddings=self._embeddings,
                                    extraction=self._extraction) if batches is not None else None
 
@@ -170,6 +185,35 @@ class Ingress:
     async def embeddings(self, body: EmbeddingsRequest, request: Request) -> EmbeddingsResponse:
         """OpenAI embeddings from the sentence-transformers embedder."""
         return await self._embeddings.embed(body)
+
+    # -------------------------------------------------- responses, messages, rerank
+    async def create_response(self, body: ResponsesRequest, request: Request) -> Response:
+        """OpenAI Responses API: a chat turn as typed output items (or events), stored."""
+        return _response(await self._responses.create(body, _route_asks(request),
+                                                      RawRequestInfo.from_starlette_request(request), _owner(request)))
+
+    async def get_response(self, response_id: str, request: Request) -> dict[str, Any]:
+        return await self._responses.get(response_id, _owner(request))
+
+    async def delete_response(self, response_id: str, request: Request) -> dict[str, Any]:
+        return await self._responses.delete(response_id, _owner(request))
+
+    async def response_input_items(self, response_id: str, request: Request, after: Optional[str] = None,
+                                   limit: int = 20, order: str = "desc") -> dict[str, Any]:
+        return await self._responses.input_items(response_id, _owner(request), after=after, limit=limit, order=order)
+
+    async def messages(self, body: MessagesRequest, request: Request) -> Response:
+        """Anthropic Messages API, answered by the graph's models (``auto`` routed)."""
+        return _response(await self._messages.create(body, _route_asks(request),
+                                                     RawRequestInfo.from_starlette_request(request)))
+
+    async def count_tokens(self, body: CountTokensRequest, request: Request) -> dict[str, Any]:
+        """Anthropic token count, by the routed model's engine (tokenizer and chat template)."""
+        return await self._messages.count_tokens(body, _route_asks(request), RawRequestInfo.from_starlette_request(request))
+
+    async def rerank(self, body: RerankRequest) -> dict[str, Any]:
+        """Cohere/Jina rerank: documents by relevance to the query (the embedder's cosine)."""
+        return await self._rerank.rerank(body)
 
     # --------------------------------------------------------------- extraction
     async def extract(self, body: ExtractRequest, request: Request) -> dict[str, Any]:
@@ -266,6 +310,15 @@ class Ingress:
         return JSONResponse(status_code=200 if ready else 503, content=picture)
 
 
+def _post_at(app: FastAPI, *paths: str) -> Callable:
+    """A route decorator that serves one endpoint at several paths."""
+    def decorate(endpoint: Callable) -> Callable:
+        for path in paths:
+            app.post(path)(endpoint)
+        return endpoint
+    return decorate
+
+
 ENDPOINTS = {
     "models": lambda app: app.get("/v1/models"),
     "sleep_model": lambda app: app.post("/v1/models/{model:path}/sleep"),
@@ -275,6 +328,13 @@ ENDPOINTS = {
     "completions": lambda app: app.post("/v1/completions"),
     "embeddings": lambda app: app.post("/v1/embeddings", response_model=EmbeddingsResponse),
     "route": lambda app: app.post("/v1/route", response_model=RouteDecision),
+    "create_response": lambda app: app.post("/v1/responses"),
+    "response_input_items": lambda app: app.get("/v1/responses/{response_id}/input_items"),
+    "get_response": lambda app: app.get("/v1/responses/{response_id}"),
+    "delete_response": lambda app: app.delete("/v1/responses/{response_id}"),
+    "messages": lambda app: app.post("/v1/messages"),
+    "count_tokens": lambda app: app.post("/v1/messages/count_tokens"),
+    "rerank": lambda app: _post_at(app, "/v1/rerank", "/v2/rerank"),
     "extract": lambda app: app.post("/v1/extract"),
     "extract_batch": lambda app: app.post("/v1/extract/batch"),
     "job_posting_schema": lambda app: app.get("/v1/schemas/job_posting"),
@@ -327,6 +387,7 @@ def build_ingress_app(settings: Settings, targets: frozenset[str] = frozenset(),
     app.add_middleware(BrowserGuardMiddleware, keys=key_source, any_host=settings.allow_unauthenticated)
     app.add_middleware(ApiKeyMiddleware, keys=key_source, admins=configured_admin_keys if keys is None else None)
     app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(AnthropicErrorMiddleware)  # outside the others: their errors too
     # Outermost: counts every answer, the catch-all's and the auth middleware's included.
     app.add_middleware(RequestMetricsMiddleware, known_targets=set(targets))
     return app

@@ -6,6 +6,7 @@ untouched and a rejected request is answered before its body is read.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
@@ -49,6 +50,16 @@ def is_admin_route(method: str, path: str) -> bool:
 
 
 KeySource = frozenset[str] | Callable[[], frozenset[str]]
+
+
+#: Where a request's owner (a digest of its API key) is kept in ``request.state``.
+KEY_OWNER = "key_owner"
+
+
+def key_owner(token: bytes) -> str:
+    """Who owns what a request stores (stored responses): a digest of its API key, so the
+    key itself is never stored; "" on a graph without keys."""
+    return hashlib.sha256(b"llmgraph-owner:" + token).hexdigest()[:32] if token else ""
 
 
 class ApiKeyMiddleware:
@@ -97,12 +108,15 @@ class ApiKeyMiddleware:
         for name, value in scope.get("headers", []):
             if name.lower() == b"authorization" and value[:7].lower() == b"bearer ":
                 token = value[7:].strip()
+            elif name.lower() == b"x-api-key" and not token:  # what Anthropic clients send
+                token = value.strip()
         keys, admins = self._load()
         if not self._matches(token, keys):
             return await _send_error(
-                send, 401, "missing or invalid API key (send Authorization: Bearer <key>)",
+                send, 401, "missing or invalid API key (send Authorization: Bearer <key>, or x-api-key: <key>)",
                 headers=[(b"www-authenticate", b"Bearer")],
             )
+        scope.setdefault("state", {})[KEY_OWNER] = key_owner(token)
         if is_admin_route(scope.get("method", ""), scope["path"]) and not self._matches(token, admins):
             return await _send_error(
                 send, 403, "this operator action needs an admin key (a keys-file line '<key> admin')",

@@ -1,4 +1,5 @@
-"""The Batches deployment: owner of the job store (files, batches, line results).
+"""The Batches deployment: owner of the job store (files, batches, line results, and the
+Responses API's stored responses).
 
 One replica per graph (it owns the SQLite file, as the Collections replica owns its
 collections). It runs no request itself: the ingress replicas' batch runners
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from deployments.batches.input import read_input
+from deployments.batches.responses import ResponseStore
 from deployments.batches.store import JobStore, StoreConflict
 from serve.kernel.batch_protocol import BatchCreateRequest, file_object
 from serve.kernel.config import BatchSpec
@@ -43,6 +45,7 @@ class Batches:
         keep_to_control_plane()
         self._spec = spec
         self._store = JobStore(Path(data_dir) / "jobs", runner_timeout_s=spec.runner_timeout_s)
+        self._responses = ResponseStore(Path(data_dir) / "jobs")
 
     async def check_health(self) -> None:
         return None
@@ -141,6 +144,18 @@ class Batches:
     async def complete(self, runner: str, batch_id: str, index: int, ok: bool, result: dict[str, Any]) -> bool:
         """A line's answer, stored once (see :meth:`JobStore.complete`)."""
         return await self._run(self._store.complete, runner, batch_id, index, ok=ok, result=result)
+
+    # ------------------------------------------------------ stored responses
+    async def put_response(self, record: dict[str, Any]) -> None:
+        """Store a Responses API response (see :class:`ResponseStore`); durable on return."""
+        await self._run(self._responses.put, record)
+
+    async def get_response(self, response_id: str, owner: str) -> Optional[dict[str, Any]]:
+        """A stored response's record, or None (unknown id, or another key's)."""
+        return await self._run(self._responses.get, response_id, owner)
+
+    async def delete_response(self, response_id: str, owner: str) -> bool:
+        return await self._run(self._responses.delete, response_id, owner)
 
 
 def _page(data: list[dict[str, Any]], more: bool) -> dict[str, Any]:

@@ -76,6 +76,17 @@ def _newest_first(db: sqlite3.Connection, table: str, columns: str, after: Optio
     return db.execute(sql, (*args, limit + 1)).fetchall()
 
 
+def open_job_database(directory: Path, schema: str) -> sqlite3.Connection:
+    """The job store's SQLite file under ``directory`` with ``schema`` applied: WAL, and
+    ``synchronous=FULL`` so a committed transaction is on disk (stored responses share it)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(directory / "jobs.sqlite3", check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.executescript(schema)
+    return db
+
+
 def _now() -> int:
     return int(time.time())
 
@@ -89,11 +100,7 @@ class JobStore:
     """
 
     def __init__(self, directory: Path, *, runner_timeout_s: float = 15.0) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(directory / "jobs.sqlite3", check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_job_database(directory, _SCHEMA)
         self._lock = threading.Lock()
         self._runner_timeout_s = runner_timeout_s
         self._started = time.monotonic()

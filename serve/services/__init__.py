@@ -7,7 +7,13 @@ of an API lives here, where unit tests drive it with the shared fakes of
 
 - :class:`~serve.services.chat.ChatService`: chat and text completions, ``auto``
   routing's dry run, and retrieval-augmented chat as one step of a chat request;
-- :class:`~serve.services.embeddings.EmbeddingsService`: ``/v1/embeddings``;
+- :class:`~serve.services.responses.ResponsesService`: the OpenAI Responses API, answered
+  through the chat service (``responses_convert``, ``responses_stream``), stored in the
+  job store;
+- :class:`~serve.services.messages.MessagesService`: the Anthropic Messages API, answered
+  through the chat service (``messages_convert``, ``messages_stream``);
+- :class:`~serve.services.embeddings.EmbeddingsService`: ``/v1/embeddings``, and
+  :class:`~serve.services.rerank.RerankService`: ``/v1/rerank`` over it;
 - :class:`~serve.services.extraction.ExtractionService`: ``/v1/extract`` and its batch;
 - :class:`~serve.services.collections.CollectionsService`: ``/v1/collections``;
 - :class:`~serve.services.models.ModelsService`: ``/v1/models``, sleep and wake, readiness;

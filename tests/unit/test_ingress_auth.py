@@ -23,11 +23,24 @@ def test_every_route_but_healthz_requires_a_key():
                 assert response.status_code != 401
                 continue
             assert response.status_code == 401, (method, path, response.status_code)
-            assert response.json()["error"]["code"] == "invalid_api_key"
+            if path.startswith("/v1/messages"):  # Anthropic's routes answer in Anthropic's error shape
+                assert response.json()["error"]["type"] == "authentication_error"
+            else:
+                assert response.json()["error"]["code"] == "invalid_api_key"
             checked += 1
-            wrong = client.request(method, path, json={}, headers={"Authorization": "Bearer nope"})
-            assert wrong.status_code == 401
+            for wrong_key in ({"Authorization": "Bearer nope"}, {"x-api-key": "nope"}):
+                wrong = client.request(method, path, json={}, headers=wrong_key)
+                assert wrong.status_code == 401
     assert checked >= 8  # models, model, chat, completions, embeddings, route, readyz, docs...
+
+
+def test_anthropic_clients_key_is_taken_from_x_api_key():
+    app = build_ingress_app(Settings(), keys=frozenset({"k1"}))
+    make_fastapi_ingress(Ingress, endpoint_map=ENDPOINTS, app=app)
+    client = TestClient(app, raise_server_exceptions=False)
+    # The key is accepted: what follows is the route's own answer (no graph behind it here), not a 401.
+    assert client.get("/v1/models", headers={"x-api-key": "k1"}).status_code != 401
+    assert client.post("/v1/messages", json={}, headers={"x-api-key": "k1"}).status_code != 401
 
 
 def test_no_secret_is_pickled_into_the_graph(monkeypatch):
