@@ -62,7 +62,7 @@ class ResponsesRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1, max_length=256, description='A model id, a role, or "auto".')
-    input: Union[str, list[dict[str, Any]]] = Field(description="A text, or input items (messages, function calls "
+    input: Union[str, list[Any]] = Field(description="A text, or input items (messages, function calls "
                                                     "and their outputs).")
     instructions: Optional[str] = None
     previous_response_id: Optional[str] = ResponseId

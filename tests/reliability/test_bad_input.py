@@ -15,6 +15,9 @@ pytestmark = pytest.mark.integration
 CHAT = "/v1/chat/completions"
 COMP = "/v1/completions"
 EMB = "/v1/embeddings"
+RESP = "/v1/responses"
+RERANK = "/v1/rerank"
+MSG = "/v1/messages"
 U = [{"role": "user", "content": "hi"}]
 JSON = {"content-type": "application/json"}
 TOOL = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
@@ -100,6 +103,39 @@ MATRIX = [
     ("embeddings with an unknown model", "POST", EMB, {"json": {"model": "nope", "input": "x"}}, 404, "model_not_found", "model"),
     ("embeddings with a chat model", "POST", EMB, {"json": {"model": EXTRACTOR, "input": "x"}}, 400, "model_not_supported", "model"),
     ("route with bad messages", "POST", "/v1/route", {"json": {"messages": "x"}}, 400, None, "messages"),
+    # Chat parameters outside vLLM's model: honoured or named in a 400, never dropped.
+    ("unknown chat parameter", "POST", CHAT, chat(max_complete_tokens=5), 400, "unsupported_parameter", "max_complete_tokens"),
+    ("chat metadata of 17 pairs", "POST", CHAT, chat(metadata={f"k{i}": "v" for i in range(17)}), 400, "invalid_metadata", "metadata"),
+    ("chat metadata with a number", "POST", CHAT, chat(metadata={"k": 5}), 400, "invalid_metadata", "metadata"),
+    ("logit_bias value beyond 100", "POST", CHAT, chat(logit_bias={"5": 500}), 400, "invalid_logit_bias", "logit_bias"),
+    ("chat image content (a URL to fetch)", "POST", CHAT, {"json": {"model": "auto", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://169.254.169.254/"}}]}]}}, 400, "unsupported_content", "messages[0].content[0].type"),
+    # The Responses API.
+    ("responses input a number", "POST", RESP, {"json": {"model": "auto", "input": 5}}, 400, None, "input"),
+    ("responses without input", "POST", RESP, {"json": {"model": "auto"}}, 400, None, "input"),
+    ("responses unknown field", "POST", RESP, {"json": {"model": "auto", "input": "x", "frobnicate": 1}}, 400, None, "frobnicate"),
+    ("responses unknown item type", "POST", RESP, {"json": {"model": "auto", "input": [{"type": "computer_call"}]}}, 400, "unsupported_item", "input[0].type"),
+    ("responses image input (a URL to fetch)", "POST", RESP, {"json": {"model": "auto", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://169.254.169.254/"}]}]}}, 400, "unsupported_content", "input[0].content[0].type"),
+    ("responses item that is a string", "POST", RESP, {"json": {"model": "auto", "input": ["x"]}}, 400, "invalid_item", "input[0]"),
+    ("responses function output without call_id", "POST", RESP, {"json": {"model": "auto", "input": [{"type": "function_call_output", "output": "x"}]}}, 400, "invalid_item", "input[0].call_id"),
+    ("responses 2049 input items", "POST", RESP, {"json": {"model": "auto", "input": [{"role": "user", "content": "x"}] * 2049}}, 400, "limit_exceeded", "input"),
+    ("responses web_search tool", "POST", RESP, {"json": {"model": "auto", "input": "x", "tools": [{"type": "web_search"}]}}, 400, "unsupported_tool", "tools[0].type"),
+    ("responses 129 tools", "POST", RESP, {"json": {"model": "auto", "input": "x", "tools": [{"type": "function", "name": "f"}] * 129}}, 400, None, "tools"),
+    ("responses background", "POST", RESP, {"json": {"model": "auto", "input": "x", "background": True}}, 400, None, "background"),
+    ("responses json_schema without its schema", "POST", RESP, {"json": {"model": "auto", "input": "x", "text": {"format": {"type": "json_schema", "name": "x"}}}}, 400, None, "text.format.schema"),
+    ("responses max_output_tokens over the limit", "POST", RESP, {"json": {"model": "auto", "input": "x", "max_output_tokens": 100000}}, 400, "max_tokens_exceeded", "max_tokens"),
+    ("responses unknown previous_response_id", "POST", RESP, {"json": {"model": "auto", "input": "x", "previous_response_id": "resp_nope"}}, 404, "response_not_found", "previous_response_id"),
+    ("responses previous_response_id with a path", "POST", RESP, {"json": {"model": "auto", "input": "x", "previous_response_id": "../../etc"}}, 400, None, "previous_response_id"),
+    ("responses unknown model", "POST", RESP, {"json": {"model": "gpt-9", "input": "x"}}, 404, "model_not_found", "model"),
+    ("retrieve an unknown response", "GET", RESP + "/resp_nope", {}, 404, "response_not_found", None),
+    ("delete an unknown response", "DELETE", RESP + "/resp_nope", {}, 404, "response_not_found", None),
+    ("input items of an unknown response", "GET", RESP + "/resp_nope/input_items", {}, 404, "response_not_found", None),
+    # Rerank.
+    ("rerank without documents", "POST", RERANK, {"json": {"query": "x", "documents": []}}, 400, None, "documents"),
+    ("rerank without a query", "POST", RERANK, {"json": {"documents": ["a"]}}, 400, None, "query"),
+    ("rerank document object without text", "POST", RERANK, {"json": {"query": "x", "documents": [{"title": "a"}]}}, 400, "invalid_document", "documents[0]"),
+    ("rerank with too many documents", "POST", RERANK, {"json": {"query": "x", "documents": ["a"] * 300}}, 400, "too_many_inputs", "documents"),
+    ("rerank with a chat model", "POST", RERANK, {"json": {"model": EXTRACTOR, "query": "x", "documents": ["a"]}}, 400, "model_not_supported", "model"),
+    ("rerank top_n zero", "POST", RERANK, {"json": {"query": "x", "documents": ["a"], "top_n": 0}}, 400, None, "top_n"),
     ("unknown path", "GET", "/v1/nothing-here", {}, 404, None, None),
     ("path traversal", "GET", "/v1/models/..%2F..%2Fetc%2Fpasswd", {}, 404, None, None),
     ("wrong method", "GET", CHAT, {}, 405, None, None),
@@ -124,6 +160,55 @@ def test_bad_input_matrix(http, case):
     _, method, path, kwargs, status, code, param = case
     response = http.request(method, path, **kwargs)
     assert_envelope(response, status, code, param)
+
+
+def messages(**fields):
+    return {"json": {"model": "auto", "max_tokens": 8, "messages": U, **fields}}
+
+
+# (id, request kwargs for POST /v1/messages, expected status, expected Anthropic error type)
+ANTHROPIC_MATRIX = [
+    ("missing max_tokens", {"json": {"model": "auto", "messages": U}}, 400, "invalid_request_error"),
+    ("empty messages", messages(messages=[]), 400, "invalid_request_error"),
+    ("a system role in messages", messages(messages=[{"role": "system", "content": "x"}]), 400, "invalid_request_error"),
+    ("unknown field", messages(frobnicate=1), 400, "invalid_request_error"),
+    ("image block (a URL to fetch)", messages(messages=[{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "http://169.254.169.254/"}}]}]), 400, "invalid_request_error"),
+    ("unknown block type", messages(messages=[{"role": "user", "content": [{"type": "hologram"}]}]), 400, "invalid_request_error"),
+    ("tool_result without its id", messages(messages=[{"role": "user", "content": [{"type": "tool_result", "content": "x"}]}]), 400, "invalid_request_error"),
+    ("tool_use in a user message", messages(messages=[{"role": "user", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}]), 400, "invalid_request_error"),
+    ("5 stop sequences", messages(stop_sequences=["a", "b", "c", "d", "e"]), 400, "invalid_request_error"),
+    ("a stop sequence of 10,000 characters", messages(stop_sequences=["x" * 10_000]), 400, "invalid_request_error"),
+    ("temperature above 1", messages(temperature=1.5), 400, "invalid_request_error"),
+    ("tool choice of a tool without its name", messages(tools=[{"name": "f", "input_schema": {"type": "object"}}], tool_choice={"type": "tool"}), 400, "invalid_request_error"),
+    ("129 tools", messages(tools=[{"name": "f", "input_schema": {"type": "object"}}] * 129), 400, "invalid_request_error"),
+    ("max_tokens over the limit", messages(max_tokens=100000), 400, "invalid_request_error"),
+    ("unknown model", messages(model="claude-9"), 404, "not_found_error"),
+    ("body over the size limit", {"content": b"x" * (2 * 1024 * 1024 + 1), "headers": JSON}, 413, "request_too_large"),
+    ("malformed json", {"content": b'{"model": "auto", "messages": [', "headers": JSON}, 400, "invalid_request_error"),
+]
+
+
+@pytest.mark.parametrize("case", ANTHROPIC_MATRIX, ids=[c[0] for c in ANTHROPIC_MATRIX])
+def test_anthropic_bad_input_matrix(http, case):
+    """The Messages API's mistakes get Anthropic's error shape, with the same statuses."""
+    _, kwargs, status, kind = case
+    assert_anthropic_error(http.post(MSG, **kwargs), status, kind)
+
+
+def assert_anthropic_error(response, status: int, kind: str) -> None:
+    assert response.status_code == status, response.text[:300]
+    body = response.json()
+    assert body["type"] == "error" and set(body["error"]) == {"type", "message"}
+    assert body["error"]["type"] == kind and body["error"]["message"]
+    assert "Traceback" not in body["error"]["message"] and "/work/" not in body["error"]["message"]
+
+
+def test_count_tokens_bad_input_gets_anthropics_shape(http):
+    count = MSG + "/count_tokens"
+    assert_anthropic_error(http.post(count, json={"model": "auto"}), 400, "invalid_request_error")
+    assert_anthropic_error(http.post(count, json={"model": "auto", "messages": U, "max_tokens": 5}), 400,
+                           "invalid_request_error")  # not a count_tokens field
+    assert_anthropic_error(http.post(count, json={"model": "nope", "messages": U}), 404, "not_found_error")
 
 
 def test_matrix_is_broad_enough():

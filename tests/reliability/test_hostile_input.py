@@ -153,3 +153,45 @@ def test_a_body_nested_100000_levels_is_a_400(http):
     response = _answered_in_bound(http, "POST", "/v1/chat/completions", content=body,
                                   headers={"content-type": "application/json"})
     assert response.status_code == 400
+
+
+def _nested_block(depth: int) -> dict:
+    block: dict = {"type": "text", "text": "x"}
+    for _ in range(depth):
+        block = {"type": "tool_result", "tool_use_id": "t", "content": [block]}
+    return block
+
+
+#: Hostile bodies for the Anthropic and Responses routes: (path, body).
+API_CASES = {
+    "content blocks nested 400 deep": ("/v1/messages", {"model": "auto", "max_tokens": 4, "messages": [
+        {"role": "user", "content": [_nested_block(400)]}]}),
+    "a tool input nested 900 deep": ("/v1/messages", {"model": "auto", "max_tokens": 4, "messages": [
+        {"role": "user", "content": "x"}, {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "t", "name": "f", "input": json.loads('{"a": ' * 900 + "1" + "}" * 900)}]},
+        {"role": "user", "content": "y"}]}),
+    "10,000 tools": ("/v1/messages", {"model": "auto", "max_tokens": 4, "messages": [{"role": "user", "content": "x"}],
+                                      "tools": [{"name": f"f{i}", "input_schema": {"type": "object"}} for i in range(10_000)]}),
+    "100,000 content blocks": ("/v1/messages", {"model": "auto", "max_tokens": 4, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "a"}] * 100_000}]}),
+    "100,000 input parts": ("/v1/responses", {"model": "auto", "max_output_tokens": 4, "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "a"}] * 100_000}]}),
+    "10,000 responses tools": ("/v1/responses", {"model": "auto", "input": "x", "tools": [
+        {"type": "function", "name": f"f{i}"} for i in range(10_000)]}),
+    "metadata of 10,000 pairs": ("/v1/responses", {"model": "auto", "input": "x",
+                                                   "metadata": {f"k{i}": "v" for i in range(10_000)}}),
+}
+
+
+@pytest.mark.parametrize("case", API_CASES.values(), ids=API_CASES.keys())
+def test_hostile_api_bodies_are_answered_in_bound(http, stored, case):
+    path, body = case
+    started = time.monotonic()
+    response = http.post(path, json=body)
+    elapsed = time.monotonic() - started
+    assert elapsed < BOUND_S, f"{path} took {elapsed:.1f} s"
+    assert response.status_code < 500, response.text[:300]
+    if response.status_code >= 400:
+        error = response.json()["error"]
+        assert error["message"] and "Traceback" not in error["message"]
+    _still_fine(http)

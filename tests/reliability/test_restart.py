@@ -1,7 +1,8 @@
-"""Killing ``serve run`` and starting it again: collections answer searches the same, and
-a batch killed midway resumes with every ``custom_id`` exactly once.
+"""Killing ``serve run`` and starting it again: collections answer searches the same, a
+batch killed midway resumes with every ``custom_id`` exactly once, and a Responses
+conversation of two turns goes on with its third.
 
-One restart serves both (a restart of the graph costs a minute or two of the suite):
+One restart serves all three (a restart of the graph costs a minute or two of the suite):
 the graph is SIGKILLed with everything it started, while a batch is running, and
 started again on the same port and data directory. Runs late in the session; later
 tests keep using the restarted graph.
@@ -42,6 +43,7 @@ class Before:
     batch_id: str
     custom_ids: list
     answered: set
+    turns: list
 
 
 def store_rows(graph, batch_id: str) -> dict[str, tuple[str, int]]:
@@ -75,6 +77,18 @@ def _start_batch(openai_client) -> tuple[str, list[str]]:
     return batch.id, [line["custom_id"] for line in lines]
 
 
+QUESTIONS = ["What is the capital of France? Answer in one word.", "And of Italy? Answer in one word.",
+             "And of Spain? Answer in one word."]
+
+
+def _two_turns(openai_client) -> list:
+    """The first two turns of a conversation chained by ``previous_response_id``."""
+    first = openai_client.responses.create(model="auto", input=QUESTIONS[0], max_output_tokens=20, temperature=0)
+    second = openai_client.responses.create(model="auto", input=QUESTIONS[1], previous_response_id=first.id,
+                                            max_output_tokens=20, temperature=0)
+    return [first, second]
+
+
 @pytest.fixture(scope="module")
 def before(graph, http, openai_client) -> Before:
     """Collections written, a batch running; then SIGKILL and a start on the same data."""
@@ -83,6 +97,7 @@ def before(graph, http, openai_client) -> Before:
     searches = [http.post("/v1/collections/restart/search", json={"query": q, "k": 8, "filter": f}).json()["results"]
                 for q, f in QUERIES]
     names = {c["name"] for c in http.get("/v1/collections").json()["data"]}
+    turns = _two_turns(openai_client)
     batch_id, custom_ids = _start_batch(openai_client)
     # Kill once a few lines are answered and most are not: the moment comes from the store.
     deadline = time.monotonic() + 900
@@ -91,7 +106,7 @@ def before(graph, http, openai_client) -> Before:
     kill_graph(graph)
     answered = {custom_id for custom_id, (state, _) in store_rows(graph, batch_id).items() if state == "done"}
     start_again(graph)
-    return Before(stats, searches, names, batch_id, custom_ids, answered)
+    return Before(stats, searches, names, batch_id, custom_ids, answered, turns)
 
 
 def test_collections_survive_a_kill_with_identical_results(before, http):
@@ -115,3 +130,16 @@ def test_a_batch_killed_midway_resumes_and_answers_every_line_once(before, graph
     after = store_rows(graph, before.batch_id)
     assert all(after[custom_id][1] == 1 for custom_id in before.answered), "a line answered before the kill never runs again"
     assert all(state == "done" for state, _ in after.values())
+
+
+def test_a_responses_conversation_goes_on_after_the_restart(before, openai_client):
+    """Turns 1 and 2 were answered before the kill; turn 3 chains on turn 2's stored id."""
+    first, second = before.turns
+    third = openai_client.responses.create(model="auto", input=QUESTIONS[2], previous_response_id=second.id,
+                                           max_output_tokens=20, temperature=0)
+    alone = openai_client.responses.create(model="auto", input=QUESTIONS[2], max_output_tokens=20, temperature=0,
+                                           store=False)
+    # Both earlier turns, questions and answers, are in the third's prompt: read back from the store.
+    assert third.usage.input_tokens > alone.usage.input_tokens + first.usage.output_tokens + second.usage.output_tokens
+    assert "madrid" in third.output_text.lower()
+    assert openai_client.responses.retrieve(second.id).output_text == second.output_text
