@@ -11,10 +11,14 @@ that breaks after it started ends with ``response.failed``. Every event carries 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, AsyncIterator, Awaitable, Callable, Optional
 
 from serve.kernel.chat_stream import ChatTurn, StreamFailed, chat_chunks
 from serve.services.responses_convert import OutputIds, call_item, message_item, output_items, reasoning_item
+
+
+logger = logging.getLogger("ray.serve")
 
 
 def sse(event: dict[str, Any]) -> str:
@@ -143,6 +147,13 @@ class ResponseEvents:
         for event in self._close():
             yield event
         final = self._skeleton(output=output_items(self._turn, self._ids), turn=self._turn)
-        await self._finished(final, self._turn)
+        try:
+            await self._finished(final, self._turn)
+        except Exception as exc:  # noqa: BLE001 - the job store did not take it: say so, never a silent loss
+            logger.warning("response %s answered but not stored: %r", self._ids.response, exc)
+            failed = self._skeleton(status="failed", output=final["output"], turn=self._turn, error={
+                "code": "store_unavailable", "message": "the answer could not be stored (store: true); try again"})
+            yield self._event("response.failed", response=failed)
+            return
         kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
         yield self._event(kind, response=final)

@@ -182,6 +182,13 @@ def test_a_streamed_function_call_and_a_broken_stream():
     assert json.loads(deltas) == {"city": "Paris"}
     assert events[-1][1]["response"]["output"][0]["name"] == "weather"
 
+    async def store_down(response, turn):
+        raise RuntimeError("job store at /secret/path is down")
+
+    unstored = _events(asyncio.run(_collect(ResponseEvents(skeleton, OutputIds(), store_down).events(_stream(*TEXT_STREAM)))))
+    assert unstored[-1][0] == "response.failed" and unstored[-1][1]["response"]["error"]["code"] == "store_unavailable"
+    assert "secret" not in json.dumps(unstored)
+
     broken = _events(asyncio.run(_collect(ResponseEvents(skeleton, OutputIds(), finished).events(
         _stream(*TEXT_STREAM[:2], fail=True)))))
     assert broken[-1][0] == "response.failed"
