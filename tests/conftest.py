@@ -28,6 +28,15 @@ def graph(tmp_path_factory) -> RunningGraph:
 
 
 @pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory) -> str:
+    """A PostgreSQL server with pgvector for the session (``tests/support/postgres.py``)."""
+    from tests.support.postgres import postgres_server
+
+    with postgres_server(tmp_path_factory.mktemp("postgres")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def http(graph: RunningGraph) -> httpx.Client:
     """An httpx client for the graph that records any 5xx answer."""
     with httpx.Client(
@@ -49,7 +58,7 @@ def openai_client(graph: RunningGraph):
 
 #: Modules that deploy a graph of their own. They run first, before the shared ``cpu``
 #: graph starts: two graphs at once would not fit 2 cores and 24 GB.
-OWN_GRAPH_MODULES = ("tests/integration/test_residency.py",)
+OWN_GRAPH_MODULES = ("tests/integration/test_residency.py", "tests/integration/test_collections_postgres.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

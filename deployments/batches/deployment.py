@@ -20,14 +20,16 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
+from deployments.batches.database import DatabaseUnavailable
 from deployments.batches.input import read_input
 from deployments.batches.responses import ResponseStore
 from deployments.batches.store import JobStore, StoreConflict
 from serve.kernel.batch_protocol import BatchCreateRequest, file_object
 from serve.kernel.config import BatchSpec
 from serve.kernel.core_plan import keep_to_control_plane
-from serve.kernel.errors import BadRequest, NotFound, errors_as_values
+from serve.kernel.errors import BadRequest, NotFound, Unavailable, errors_as_values
 from serve.kernel.log_filters import quiet_probes
+from serve.kernel.settings import configured_postgres_url
 
 logger = logging.getLogger("ray.serve")
 
@@ -44,14 +46,23 @@ class Batches:
         quiet_probes()
         keep_to_control_plane()
         self._spec = spec
-        self._store = JobStore(Path(data_dir) / "jobs", runner_timeout_s=spec.runner_timeout_s)
-        self._responses = ResponseStore(Path(data_dir) / "jobs")
+        where = configured_postgres_url() if spec.backend == "postgres" else Path(data_dir) / "jobs"
+        self._store = JobStore(where, runner_timeout_s=spec.runner_timeout_s)
+        self._responses = ResponseStore(where)
 
     async def check_health(self) -> None:
         return None
 
+    async def readiness(self) -> None:
+        """Ready while the job store answers (the PostgreSQL server, on that backend)."""
+        await self._run(self._store.ping)
+
     async def _run(self, fn, *args, **kwargs) -> Any:
-        return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+        """``fn`` in a worker thread; a database that does not answer is a 503 to retry."""
+        try:
+            return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+        except DatabaseUnavailable as exc:
+            raise Unavailable(str(exc), code="store_unavailable", headers={"Retry-After": "5"}) from None
 
     # ------------------------------------------------------------------ files
     @errors_as_values

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any, Optional
 
-from deployments.batches.store import open_job_database
+from deployments.batches.database import JobDatabase
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -25,13 +25,15 @@ CREATE TABLE IF NOT EXISTS responses (
 
 
 class ResponseStore:
-    """Stored responses in ``<directory>/jobs.sqlite3`` (the job store's file, its own table).
+    """Stored responses in the job store's database (its own table): SQLite under a
+    directory, or PostgreSQL (a URL).
 
     Every method is a short transaction; call them from a worker thread.
     """
 
-    def __init__(self, directory: Path) -> None:
-        self._db = open_job_database(directory, _SCHEMA)
+    def __init__(self, where: Path | str | JobDatabase) -> None:
+        self._db = JobDatabase.at(where)
+        self._db.script(_SCHEMA)
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -43,9 +45,10 @@ class ResponseStore:
         ``input_items``, ``conversation``); durable when this returns."""
         row = (record["id"], record["owner"], int(record["created_at"]), int(record["depth"]),
                json.dumps(record["response"]), json.dumps(record["input_items"]), json.dumps(record["conversation"]))
-        with self._lock, self._db:
-            self._db.execute("INSERT OR REPLACE INTO responses (id, owner, created_at, depth, response, input_items, "
-                             "conversation) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+        with self._lock, self._db.transaction():
+            self._db.execute("INSERT INTO responses (id, owner, created_at, depth, response, input_items, conversation) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET response = excluded.response",
+                             row)
 
     def get(self, response_id: str, owner: str) -> Optional[dict[str, Any]]:
         """The stored record, or None (no such id, or another owner's)."""
@@ -58,5 +61,5 @@ class ResponseStore:
                 "input_items": json.loads(row[4]), "conversation": json.loads(row[5])}
 
     def delete(self, response_id: str, owner: str) -> bool:
-        with self._lock, self._db:
+        with self._lock, self._db.transaction():
             return self._db.execute("DELETE FROM responses WHERE id = ? AND owner = ?", (response_id, owner)).rowcount > 0

@@ -2,9 +2,9 @@
 
 Embedded by default: one SQLite database in WAL mode with ``synchronous=FULL`` under the
 data directory, like the collections, so a write acknowledged is on disk and a crash at
-any moment leaves all of a transaction or none of it. :class:`JobStore` is the whole
-interface the Batches deployment uses, so a server database can take the embedded
-one's place.
+any moment leaves all of a transaction or none of it; or the same tables in PostgreSQL
+(``batch.backend: postgres``), so a batch outlives the node that ran its store
+(``database.py`` speaks one SQL to both).
 
 A line's life: ``pending`` → ``running`` (claimed by a runner, its attempt counted) →
 ``done`` (its output or error line stored, in one transaction with the batch's counts).
@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
 
+from deployments.batches.database import JobDatabase
 from deployments.batches.input import InputLine, RefusedLine
 from serve.kernel.batch_protocol import COMPLETION_WINDOWS, FINAL_STATUSES
 
@@ -56,7 +56,7 @@ def new_id(prefix: str) -> str:
 _FILE_COLUMNS = ("id", "purpose", "filename", "bytes", "created_at")
 
 
-def _newest_first(db: sqlite3.Connection, table: str, columns: str, after: Optional[str], limit: int,
+def _newest_first(db: JobDatabase, table: str, columns: str, after: Optional[str], limit: int,
                   **equal: Optional[str]) -> list:
     """``limit + 1`` rows of ``table`` newest first (``created_at``, then id) after the row
     ``after``, those whose fields equal ``equal`` (a None value is no condition); the
@@ -76,17 +76,6 @@ def _newest_first(db: sqlite3.Connection, table: str, columns: str, after: Optio
     return db.execute(sql, (*args, limit + 1)).fetchall()
 
 
-def open_job_database(directory: Path, schema: str) -> sqlite3.Connection:
-    """The job store's SQLite file under ``directory`` with ``schema`` applied: WAL, and
-    ``synchronous=FULL`` so a committed transaction is on disk (stored responses share it)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(directory / "jobs.sqlite3", check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.executescript(schema)
-    return db
-
-
 def _now() -> int:
     return int(time.time())
 
@@ -99,12 +88,18 @@ class JobStore:
     lines it holds are given to others.
     """
 
-    def __init__(self, directory: Path, *, runner_timeout_s: float = 15.0) -> None:
-        self._db = open_job_database(directory, _SCHEMA)
+    def __init__(self, where: Path | str | JobDatabase, *, runner_timeout_s: float = 15.0) -> None:
+        self._db = JobDatabase.at(where)
+        self._db.script(_SCHEMA)
         self._lock = threading.Lock()
         self._runner_timeout_s = runner_timeout_s
         self._started = time.monotonic()
         self._last_seen: dict[str, float] = {}
+
+    def ping(self) -> None:
+        """Raises when the database does not answer (readiness)."""
+        with self._lock:
+            self._db.execute("SELECT 1").fetchone()
 
     def close(self) -> None:
         with self._lock:
@@ -113,7 +108,7 @@ class JobStore:
     # ------------------------------------------------------------------ files
     def put_file(self, purpose: str, filename: str, content: bytes) -> dict[str, Any]:
         """Store a file; its row (without the content)."""
-        with self._lock, self._db:
+        with self._lock, self._db.transaction():
             return self._insert_file(purpose, filename, content)
 
     def _insert_file(self, purpose: str, filename: str, content: bytes) -> dict[str, Any]:
@@ -140,7 +135,7 @@ class JobStore:
         return [dict(zip(_FILE_COLUMNS, row)) for row in rows[:limit]], len(rows) > limit
 
     def delete_file(self, file_id: str) -> bool:
-        with self._lock, self._db:
+        with self._lock, self._db.transaction():
             return self._db.execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount > 0
 
     # ---------------------------------------------------------------- batches
@@ -158,7 +153,7 @@ class JobStore:
             "request_counts": {"total": len(lines) + len(refused), "completed": 0, "failed": len(refused)},
             "metadata": metadata,
         }
-        with self._lock, self._db:
+        with self._lock, self._db.transaction():
             self._db.executemany(
                 "INSERT INTO lines (batch_id, idx, custom_id, body, state) VALUES (?, ?, ?, ?, 'pending')",
                 ((batch["id"], line.index, line.custom_id, json.dumps(line.body)) for line in lines))
@@ -185,7 +180,7 @@ class JobStore:
         Raises:
             StoreConflict: the batch has already ended.
         """
-        with self._lock, self._db:
+        with self._lock, self._db.transaction():
             batch = self._load(batch_id)
             if batch is None:
                 return None
@@ -206,7 +201,7 @@ class JobStore:
         but it no longer holds (its answer was lost on the way here) is pending again.
         """
         now = time.monotonic()
-        with self._lock, self._db:
+        with self._lock, self._db.transaction():
             self._last_seen[runner] = now
             still = {(batch_id, index) for batch_id, index in held}
             lost = [row for row in self._db.execute("SELECT batch_id, idx FROM lines WHERE state = 'running' AND runner = ?",
@@ -232,7 +227,7 @@ class JobStore:
 
     def release(self, runner: str, batch_id: str, index: int) -> None:
         """Give a line back to ``pending`` (it met a busy graph; it runs again later)."""
-        with self._lock, self._db:
+        with self._lock, self._db.transaction():
             self._last_seen[runner] = time.monotonic()
             self._db.execute("UPDATE lines SET state = 'pending', runner = NULL WHERE batch_id = ? AND idx = ? "
                              "AND state = 'running' AND runner = ?", (batch_id, index, runner))
@@ -243,7 +238,7 @@ class JobStore:
     def complete(self, runner: str, batch_id: str, index: int, *, ok: bool, result: dict[str, Any]) -> bool:
         """Store a line's output or error line, once: False when it was already done (a
         line requeued from a runner thought dead and finished by both)."""
-        with self._lock, self._db:
+        with self._lock, self._db.transaction():
             self._last_seen[runner] = time.monotonic()
             updated = self._db.execute(
                 "UPDATE lines SET state = 'done', ok = ?, result = ?, body = NULL WHERE batch_id = ? AND idx = ? "

@@ -433,6 +433,10 @@ class CollectionsSpec(_Strict):
     """Document collections (``/v1/collections``): chunking, index choice, limits."""
 
     enabled: bool = Field(True, description="Serve /v1/collections and retrieval-augmented chat.")
+    backend: Literal["embedded", "postgres"] = Field(
+        "embedded", description="embedded: SQLite + FAISS files under the data directory, one replica; postgres: "
+        "PostgreSQL with pgvector (URL from LLMGRAPH_POSTGRES_URL_FILE), stateless replicas on any node.")
+    replicas: int = Field(1, ge=1, description="Collections replicas (postgres only: the embedded store has one owner).")
     chunk_chars: int = Field(1000, ge=100, description="Longest passage embedded, in characters.")
     chunk_overlap: int = Field(150, ge=0, description="Characters consecutive passages share.")
     hnsw_threshold: int = Field(
@@ -463,6 +467,8 @@ class CollectionsSpec(_Strict):
     def _overlap_fits(self) -> "CollectionsSpec":
         if self.chunk_overlap >= self.chunk_chars:
             raise ValueError("chunk_overlap must be smaller than chunk_chars")
+        if self.replicas > 1 and self.backend == "embedded":
+            raise ValueError("collections.replicas > 1 needs backend: postgres (the embedded store has one owner)")
         return self
 
 
@@ -471,6 +477,10 @@ class BatchSpec(_Strict):
     ingress replicas' runners take a batch's lines."""
 
     enabled: bool = Field(True, description="Serve /v1/files and /v1/batches.")
+    backend: Literal["embedded", "postgres"] = Field(
+        "embedded", description="Where the job store (files, batches, line results, stored responses) lives: embedded "
+        "SQLite under the data directory, or PostgreSQL (URL from LLMGRAPH_POSTGRES_URL_FILE), so a batch outlives "
+        "its node.")
     max_file_bytes: int = Field(100 * 1024 * 1024, ge=1024, description="Largest file one upload may carry (413 above).")
     max_batch_lines: int = Field(50_000, ge=1, description="Most request lines one batch may hold (OpenAI's bound).")
     max_line_bytes: int = Field(1024 * 1024, ge=1024, description="Longest request line; a longer one goes to the error file.")

@@ -46,6 +46,14 @@ class Settings(BaseSettings):
             "`<key> admin` marks a key for operator actions (sleep, wake, dropping a collection)."
         ),
     )
+    postgres_url: SecretStr = Field(
+        default=SecretStr(""),
+        description="PostgreSQL URL for a profile whose collections.backend is postgres (a secret: prefer the file).",
+    )
+    postgres_url_file: Optional[Path] = Field(
+        default=None,
+        description="File holding the PostgreSQL URL (a mounted Kubernetes secret); wins over postgres_url.",
+    )
     allow_unauthenticated: bool = Field(
         default=False,
         description=(
@@ -166,6 +174,26 @@ class Settings(BaseSettings):
 def load_settings() -> Settings:
     """Read the settings from the current environment."""
     return Settings()
+
+
+def configured_postgres_url() -> str:
+    """The collections database's URL, read in the replica that connects (never bound,
+    never logged): ``LLMGRAPH_POSTGRES_URL_FILE`` first, then ``LLMGRAPH_POSTGRES_URL``.
+
+    Raises:
+        ValueError: neither is set, or the file cannot be read.
+    """
+    settings = load_settings()
+    if settings.postgres_url_file is not None:
+        try:
+            url = settings.postgres_url_file.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"LLMGRAPH_POSTGRES_URL_FILE cannot be read ({exc.strerror})") from None
+    else:
+        url = settings.postgres_url.get_secret_value().strip()
+    if not url:
+        raise ValueError("collections.backend is postgres: set LLMGRAPH_POSTGRES_URL_FILE (or LLMGRAPH_POSTGRES_URL)")
+    return url
 
 
 def configured_api_keys() -> frozenset[str]:

@@ -1,6 +1,7 @@
-"""The job store on a real SQLite file: a batch's lines claimed, answered once, finalized
-into output and error files in input order; cancel; runners that die or lose an answer;
-a store reopened after a crash; expiry; and the input file's line checks."""
+"""The job store on a real SQLite file and on a real PostgreSQL server (the same tests):
+a batch's lines claimed, answered once, finalized into output and error files in input
+order; cancel; runners that die or lose an answer; a store reopened after a crash;
+expiry; and the input file's line checks."""
 
 from __future__ import annotations
 
@@ -15,6 +16,16 @@ from deployments.batches.store import JobStore, StoreConflict
 from serve.kernel.batch_protocol import response_line
 
 ENDPOINT = "/v1/chat/completions"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def where(request, tmp_path):
+    """Where a test's job store lives: a directory (SQLite), or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path
+    from tests.support.postgres import fresh_database
+
+    return fresh_database(request.getfixturevalue("postgres_url"), f"jobs_{abs(hash(request.node.nodeid)) % 10**9}")
 
 
 def jsonl(*lines) -> bytes:
@@ -40,8 +51,8 @@ def file_lines(store: JobStore, file_id) -> list[dict]:
     return [json.loads(line) for line in store.file_content(file_id).decode().splitlines()] if file_id else []
 
 
-def test_a_batch_runs_each_line_once_and_writes_its_files_in_input_order(tmp_path):
-    store = JobStore(tmp_path)
+def test_a_batch_runs_each_line_once_and_writes_its_files_in_input_order(where):
+    store = JobStore(where)
     batch = new_batch(store, jsonl(request("a"), "{not json", request("b"), request("c", url="/v1/embeddings")))
     assert batch["status"] == "in_progress" and batch["request_counts"] == {"total": 4, "completed": 0, "failed": 2}
     first = store.claim("r1", 1, [])
@@ -62,8 +73,8 @@ def test_a_batch_runs_each_line_once_and_writes_its_files_in_input_order(tmp_pat
     assert store.attempts(batch["id"]) == {"a": 1, "b": 1, "": 0, "c": 0}
 
 
-def test_cancel_stops_new_lines_keeps_what_finished_and_ends_cancelled(tmp_path):
-    store = JobStore(tmp_path)
+def test_cancel_stops_new_lines_keeps_what_finished_and_ends_cancelled(where):
+    store = JobStore(where)
     batch = new_batch(store, jsonl(*(request(str(i)) for i in range(5))))
     running = store.claim("r1", 2, [])
     assert store.cancel(batch["id"])["status"] == "cancelling"
@@ -80,8 +91,8 @@ def test_cancel_stops_new_lines_keeps_what_finished_and_ends_cancelled(tmp_path)
     assert store.cancel("batch_nope") is None
 
 
-def test_lines_of_a_runner_that_died_or_lost_an_answer_run_again(tmp_path):
-    store = JobStore(tmp_path, runner_timeout_s=0.2)
+def test_lines_of_a_runner_that_died_or_lost_an_answer_run_again(where):
+    store = JobStore(where, runner_timeout_s=0.2)
     new_batch(store, jsonl(request("a"), request("b")))
     held = store.claim("dead", 1, [])
     time.sleep(0.3)  # the runner stops calling
@@ -93,8 +104,8 @@ def test_lines_of_a_runner_that_died_or_lost_an_answer_run_again(tmp_path):
     assert not answer(store, "dead", held[0]), "a late answer from the runner thought dead is not stored twice"
 
 
-def test_a_store_reopened_after_a_crash_keeps_every_answer_and_reruns_only_what_was_running(tmp_path):
-    store = JobStore(tmp_path, runner_timeout_s=0.2)
+def test_a_store_reopened_after_a_crash_keeps_every_answer_and_reruns_only_what_was_running(where):
+    store = JobStore(where, runner_timeout_s=0.2)
     batch = new_batch(store, jsonl(*(request(str(i)) for i in range(4))))
     claimed = store.claim("before", 3, [])
     answer(store, "before", claimed[0])
@@ -102,12 +113,12 @@ def test_a_store_reopened_after_a_crash_keeps_every_answer_and_reruns_only_what_
     store.close()  # as if killed: the third line was running, the fourth never started
 
     # A timeout no stall of this machine reaches: the running line waits for its runner.
-    reopened = JobStore(tmp_path, runner_timeout_s=3600)
+    reopened = JobStore(where, runner_timeout_s=3600)
     assert reopened.get_batch(batch["id"])["request_counts"]["completed"] == 2
     assert [i["custom_id"] for i in reopened.claim("after", 10, [])] == ["3"], "the running line waits for its runner"
     reopened.close()
     # Its runner is never heard from again: once the timeout has passed, the line runs again.
-    reopened = JobStore(tmp_path, runner_timeout_s=0.01)
+    reopened = JobStore(where, runner_timeout_s=0.01)
     time.sleep(0.05)
     assert [i["custom_id"] for i in reopened.claim("after", 10, [(batch["id"], 3)])] == ["2"]
     for index, custom_id in ((2, "2"), (3, "3")):
@@ -118,8 +129,8 @@ def test_a_store_reopened_after_a_crash_keeps_every_answer_and_reruns_only_what_
     assert reopened.attempts(batch["id"]) == {"0": 1, "1": 1, "2": 2, "3": 1}
 
 
-def test_an_overdue_batch_expires_and_its_unrun_lines_are_answered_as_expired(tmp_path, monkeypatch):
-    store = JobStore(tmp_path)
+def test_an_overdue_batch_expires_and_its_unrun_lines_are_answered_as_expired(where, monkeypatch):
+    store = JobStore(where)
     batch = new_batch(store, jsonl(request("a"), request("b")))
     item = store.claim("r", 1, [])[0]
     answer(store, "r", item)
@@ -132,15 +143,15 @@ def test_an_overdue_batch_expires_and_its_unrun_lines_are_answered_as_expired(tm
     assert expired["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
 
 
-def test_a_batch_with_no_line_to_run_is_completed_at_once(tmp_path):
-    store = JobStore(tmp_path)
+def test_a_batch_with_no_line_to_run_is_completed_at_once(where):
+    store = JobStore(where)
     batch = new_batch(store, jsonl("[1, 2]", request("x", url="/v1/completions")))
     assert batch["status"] == "completed" and batch["output_file_id"] is None
     assert len(file_lines(store, batch["error_file_id"])) == 2
 
 
-def test_files_and_batches_list_newest_first_in_pages(tmp_path):
-    store = JobStore(tmp_path)
+def test_files_and_batches_list_newest_first_in_pages(where):
+    store = JobStore(where)
     ids = [store.put_file("batch", f"f{i}.jsonl", b"{}")["id"] for i in range(5)]
     page, more = store.list_files(purpose="batch", after=None, limit=2)
     assert more and len(page) == 2
@@ -200,4 +211,25 @@ def test_the_batches_deployment_answers_bad_input_with_typed_errors(tmp_path):
         assert isinstance(refused, BadRequest) and refused.code == "batch_not_cancellable"
         assert isinstance(await batches.get_batch("batch_nope"), NotFound)
         assert (await batches.file_content(small["id"])) == b"{oops"
+    asyncio.run(scenario())
+
+
+def test_a_job_store_database_that_is_down_is_a_503_not_a_crash(tmp_path, monkeypatch):
+    """The Batches replica starts while PostgreSQL is unreachable; its calls answer 503
+    store_unavailable with Retry-After (nothing acknowledged), and readiness says down."""
+    import asyncio
+
+    from deployments.batches.deployment import Batches
+    from serve.kernel.config import BatchSpec
+    from serve.kernel.errors import Unavailable
+
+    monkeypatch.setenv("LLMGRAPH_POSTGRES_URL", f"postgresql://jobs:s3cret-pw@/jobs?host={tmp_path}/nothing-here")
+
+    async def scenario():
+        batches = Batches(BatchSpec(backend="postgres"), str(tmp_path))
+        refused = await batches.create_file("batch", "x.jsonl", jsonl(request("a")))
+        assert isinstance(refused, Unavailable) and refused.code == "store_unavailable"
+        assert refused.headers["Retry-After"] and "s3cret-pw" not in refused.message
+        with pytest.raises(Unavailable):
+            await batches.readiness()
     asyncio.run(scenario())
