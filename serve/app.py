@@ -83,7 +83,7 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     if profile.collections.enabled:
         # One replica: it owns the collection files (and locks their directory).
         collections = serve.deployment(
-            Collections, name="Collections", num_replicas=1, **_options(profile.collections.resources, env=replica_env)
+            Collections, name="Collections", num_replicas=profile.collections.replicas, **_options(profile.collections.resources, env=replica_env)
         ).bind(profile.collections, profile.embedder, str(settings.data_dir), embedder)
     router = serve.deployment(
         Router, name="Router", **_options(profile.router.resources, profile.router.scaling, env=replica_env)

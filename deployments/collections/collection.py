@@ -446,6 +446,9 @@ class CollectionStore:
             shutil.rmtree(trash, ignore_errors=True)
             return True
 
+    def ping(self) -> None:
+        """Nothing to ask: the files are this replica's own (readiness)."""
+
     def snapshot_pending(self) -> None:
         """Snapshot every collection with writes since its last snapshot."""
         with self._lock:

@@ -1,7 +1,9 @@
-"""The Collections deployment: durable document collections, one owner of their files.
+"""The Collections deployment: durable document collections.
 
-The store (SQLite + FAISS, ``deployments/collections/collection.py``) lives on one disk and
-takes an OS lock on its directory, so this deployment runs exactly one replica. It asks
+Embedded (the default), the store (SQLite + FAISS, ``deployments/collections/collection.py``)
+lives on one disk and takes an OS lock on its directory, so this deployment runs exactly
+one replica. On ``backend: postgres`` (``pg_store.py``) the collections live in
+PostgreSQL with pgvector and the replicas hold no state: the profile may run several. It asks
 the Embedder deployment for vectors, so the Embedder stays stateless and can scale out,
 and bulk ingestion here never holds a lock the routing path needs. The store's work
 (SQLite, FAISS) runs in worker threads so reads keep flowing while a large upsert is
@@ -28,7 +30,7 @@ from serve.kernel.core_plan import keep_to_control_plane
 from serve.kernel.errors import BadRequest, Conflict, GraphError, NotFound, PayloadTooLarge, Unavailable, within
 from serve.kernel.log_filters import quiet_probes
 from serve.kernel.observability import replica_metric
-from serve.kernel.settings import load_settings
+from serve.kernel.settings import configured_postgres_url, load_settings
 
 logger = logging.getLogger("ray.serve")
 
@@ -36,8 +38,11 @@ _BY_STATUS: dict[int, type[GraphError]] = {400: BadRequest, 404: NotFound, 409: 
 
 
 def _as_graph_error(exc: StoreError) -> GraphError:
-    """A store error as the typed error the ingress maps (a failed integrity check is a 503)."""
-    return _BY_STATUS.get(exc.status, Unavailable)(exc.message, param=exc.param, code=exc.code)
+    """A store error as the typed error the ingress maps (a failed integrity check, or a
+    database that does not answer, is a 503 to retry)."""
+    kind = _BY_STATUS.get(exc.status, Unavailable)
+    headers = {"Retry-After": "5"} if kind is Unavailable else None
+    return kind(exc.message, param=exc.param, code=exc.code, headers=headers)
 
 
 class Collections:
@@ -57,7 +62,14 @@ class Collections:
         self._embedder = embedder
         self._embed_timeout_s = load_settings().embedder_timeout_s
         params = StoreParams.from_spec(spec, embedder_spec)
-        self._store = CollectionStore(Path(data_dir), params, max_collections=spec.max_collections)
+        if spec.backend == "postgres":
+            from deployments.collections.pg_store import PostgresCollectionStore
+
+            self._store = PostgresCollectionStore(configured_postgres_url(), params, max_collections=spec.max_collections)
+            self._filter = _checked_spec
+        else:
+            self._store = CollectionStore(Path(data_dir), params, max_collections=spec.max_collections)
+            self._filter = compile_filter
         for item in self._store.quarantined:
             logger.error("collection data quarantined at start: %s (%s)", item["path"], item["reason"])
         logger.info("collections loaded from %s: %s", data_dir, self._store.names())
@@ -67,6 +79,10 @@ class Collections:
 
     async def check_health(self) -> None:
         return None
+
+    async def readiness(self) -> None:
+        """Ready while the store answers (the PostgreSQL server, on that backend)."""
+        await self._run(self._store.ping)
 
     # -------------------------------------------------------------- plumbing
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -113,7 +129,7 @@ class Collections:
 
     async def search(self, collection: str, query: str, k: int, filter: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
         """The ``k`` best documents for ``query``, filtered by metadata."""
-        predicate = await self._run(compile_filter, filter) if filter else None
+        predicate = await self._run(self._filter, filter) if filter else None
         target = await self._run(self._store.get, collection)
         vectors, _ = await self._embed([query])
         hits = await self._run(target.search, vectors[0], k, predicate)
@@ -148,6 +164,13 @@ class Collections:
         store = getattr(self, "_store", None)
         if store is not None:
             store.close()
+
+
+def _checked_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A filter for the PostgreSQL store, which takes the filter itself (as SQL), checked
+    here as the embedded store's is compiled, so a bad one is the same 400."""
+    compile_filter(spec)
+    return spec
 
 
 def _record_size(stats: dict[str, Any]) -> None:

@@ -81,6 +81,12 @@ class HealthPicture:
             self.model_states = dict(snapshot.model_states)
 
 
+#: Deployments whose readiness is more than being alive: they answer ``readiness`` only
+#: while their store (a PostgreSQL server) answers too. Serve's own health check stays
+#: ``check_health``, so a database outage never makes Serve replace their replicas.
+READINESS_PROBES = {"collections": "readiness", "batches": "readiness"}
+
+
 class HealthCache(HealthPicture):
     """The picture fed by one background loop that asks every deployment each second.
 
@@ -111,7 +117,8 @@ class HealthCache(HealthPicture):
     async def refresh(self) -> None:
         """Ask every deployment (concurrently) and the monitor once."""
         names = list(self._handles)
-        results = await asyncio.gather(*(self._probe(self._handles[n], self._timeout_s) for n in names))
+        results = await asyncio.gather(*(self._probe(self._handles[n], self._timeout_s, READINESS_PROBES.get(n, "check_health"))
+                                         for n in names))
         for name, healthy in zip(names, results):
             if healthy != self._healthy[name] and self._healthy[name] is not None:
                 logger.warning("deployment %s is now %s", name, "healthy" if healthy else "unavailable")
@@ -132,9 +139,9 @@ class HealthCache(HealthPicture):
                 logger.warning("model residency unavailable: %r", exc)
 
     @staticmethod
-    async def _probe(handle: Any, timeout_s: float) -> bool:
+    async def _probe(handle: Any, timeout_s: float, method: str = "check_health") -> bool:
         try:
-            await asyncio.wait_for(handle.check_health.remote(), timeout_s)
+            await asyncio.wait_for(getattr(handle, method).remote(), timeout_s)
             return True
         except Exception:  # noqa: BLE001 - any failure or timeout means "down"
             return False

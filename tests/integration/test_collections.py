@@ -84,10 +84,17 @@ def test_get_upsert_and_delete(http, collection):
     assert http.delete("/v1/collections/kb/documents/temp").status_code == 404
 
 
-def test_collections_are_listed_and_dropped(http, collection):
+@pytest.fixture(scope="module")
+def index_kind() -> str:
+    """The index a small collection reports: exact FAISS on the embedded store
+    (``test_collections_postgres.py`` overrides it for pgvector)."""
+    return "flat"
+
+
+def test_collections_are_listed_and_dropped(http, collection, index_kind):
     http.post("/v1/collections/scratch/documents", json={"documents": [{"id": "x", "text": "scratch"}]})
     names = {c["name"]: c for c in http.get("/v1/collections").json()["data"]}
-    assert {"kb", "scratch"} <= set(names) and names["kb"]["index"] == "flat"
+    assert {"kb", "scratch"} <= set(names) and names["kb"]["index"] == index_kind
     assert http.get("/v1/collections/kb").json()["documents"] == 6
     assert http.delete("/v1/collections/scratch").json()["deleted"] is True
     assert http.get("/v1/collections/scratch").status_code == 404

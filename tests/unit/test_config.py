@@ -95,3 +95,27 @@ def test_missing_and_non_yaml_profiles(tmp_path):
     bad.write_text("name: [unclosed")
     with pytest.raises(ProfileError, match="not valid YAML"):
         load_profile(str(bad))
+
+
+def test_state_backends_and_the_collections_replicas_they_allow(monkeypatch, tmp_path):
+    from serve.kernel.settings import configured_postgres_url
+
+    raw = yaml.safe_load((CONFIGS_DIR / "cpu.yaml").read_text())
+    assert Profile.model_validate(raw).collections.backend == "embedded" and Profile.model_validate(raw).batch.backend == "embedded"
+    raw["collections"].update(backend="postgres", replicas=3)
+    raw["batch"] = {**raw.get("batch", {}), "backend": "postgres"}
+    profile = Profile.model_validate(raw)
+    assert profile.collections.replicas == 3 and profile.batch.backend == "postgres"
+    raw["collections"]["backend"] = "embedded"
+    with pytest.raises(ValueError, match="replicas > 1 needs backend: postgres"):
+        Profile.model_validate(raw)
+    # The URL is a secret read in the replica: the file wins, a missing one is a clear error.
+    monkeypatch.delenv("LLMGRAPH_POSTGRES_URL", raising=False)
+    monkeypatch.delenv("LLMGRAPH_POSTGRES_URL_FILE", raising=False)
+    with pytest.raises(ValueError, match="LLMGRAPH_POSTGRES_URL_FILE"):
+        configured_postgres_url()
+    secret = tmp_path / "url"
+    secret.write_text("postgresql://u:p@db/x\n")
+    monkeypatch.setenv("LLMGRAPH_POSTGRES_URL", "postgresql://other")
+    monkeypatch.setenv("LLMGRAPH_POSTGRES_URL_FILE", str(secret))
+    assert configured_postgres_url() == "postgresql://u:p@db/x"
