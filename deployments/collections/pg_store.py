@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS llmgraph_documents (
     text TEXT NOT NULL, metadata JSONB NOT NULL, updated_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (collection, id));
 CREATE TABLE IF NOT EXISTS llmgraph_chunks (
     chunk_id BIGSERIAL PRIMARY KEY, collection TEXT NOT NULL, doc_id TEXT NOT NULL, position INTEGER NOT NULL,
-    start_at INTEGER NOT NULL, end_at INTEGER NOT NULL, embedding vector({dimensions}) NOT NULL,
+    start_at INTEGER NOT NULL, end_at INTEGER NOT NULL, embedding vector({dimensions}) NOT NULL, metadata JSONB NOT NULL,
     FOREIGN KEY (collection, doc_id) REFERENCES llmgraph_documents(collection, id) ON DELETE CASCADE);
 CREATE INDEX IF NOT EXISTS llmgraph_chunks_by_doc ON llmgraph_chunks (collection, doc_id);
 CREATE INDEX IF NOT EXISTS llmgraph_chunks_hnsw ON llmgraph_chunks
@@ -68,20 +68,28 @@ class PostgresCollection:
         return chunk_spans(text, size=params.chunk_chars, overlap=params.chunk_overlap)
 
     def upsert(self, docs: list[dict[str, Any]], spans: list[list[tuple[int, int]]], vectors: list[np.ndarray]) -> None:
-        """Store ``docs`` (replacing same ids) with their passages and vectors; committed on return."""
+        """Store ``docs`` (replacing same ids) with their passages and vectors; committed on return.
+
+        Three statements for the whole request (psycopg pipelines the batched ones), not
+        three per document: the old passages go, the documents are upserted, the new
+        passages are written.
+        """
         now = time.time()
+        documents = [(self.name, doc["id"], doc["text"], json.dumps(doc.get("metadata") or {}), now) for doc in docs]
+        chunks = [(self.name, doc["id"], position, start, end, np.asarray(vector, dtype=np.float32),
+                   json.dumps(doc.get("metadata") or {}))
+                  for doc, doc_spans, doc_vectors in zip(docs, spans, vectors)
+                  for position, ((start, end), vector) in enumerate(zip(doc_spans, doc_vectors))]
         with self._store.transaction() as db:
             self._store.require(db, self.name)
-            for doc, doc_spans, doc_vectors in zip(docs, spans, vectors):
-                db.execute("DELETE FROM llmgraph_chunks WHERE collection = %s AND doc_id = %s", (self.name, doc["id"]))
-                db.execute("INSERT INTO llmgraph_documents VALUES (%s, %s, %s, %s::jsonb, %s) ON CONFLICT (collection, id) "
-                           "DO UPDATE SET text = excluded.text, metadata = excluded.metadata, updated_at = excluded.updated_at",
-                           (self.name, doc["id"], doc["text"], json.dumps(doc.get("metadata") or {}), now))
-                rows = [(self.name, doc["id"], position, start, end, np.asarray(vector, dtype=np.float32))
-                        for position, ((start, end), vector) in enumerate(zip(doc_spans, doc_vectors))]
-                with db.cursor() as cursor:
-                    cursor.executemany("INSERT INTO llmgraph_chunks (collection, doc_id, position, start_at, end_at, "
-                                       "embedding) VALUES (%s, %s, %s, %s, %s, %s)", rows)
+            db.execute("DELETE FROM llmgraph_chunks WHERE collection = %s AND doc_id = ANY(%s)",
+                       (self.name, [doc["id"] for doc in docs]))
+            with db.cursor() as cursor:
+                cursor.executemany("INSERT INTO llmgraph_documents VALUES (%s, %s, %s, %s::jsonb, %s) ON CONFLICT "
+                                   "(collection, id) DO UPDATE SET text = excluded.text, metadata = excluded.metadata, "
+                                   "updated_at = excluded.updated_at", documents)
+                cursor.executemany("INSERT INTO llmgraph_chunks (collection, doc_id, position, start_at, end_at, embedding, "
+                                   "metadata) VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)", chunks)
 
     def delete(self, doc_id: str) -> bool:
         with self._store.transaction() as db:
@@ -110,11 +118,13 @@ class PostgresCollection:
     def search(self, query: np.ndarray, k: int, filter: Optional[dict[str, Any]] = None) -> list[Hit]:
         """The ``k`` best documents (by their best passage) for an embedded query.
 
-        pgvector's iterative index scan keeps reading the HNSW graph until enough rows
-        pass the filter; passages are gathered ``4k`` at a time until ``k`` documents
-        have one (or the collection has no more).
+        Each passage carries its document's metadata, so the filter applies to the rows
+        the HNSW index yields and pgvector's iterative index scan keeps reading the
+        graph until enough pass it (a filter on a joined table would make the planner
+        give up the index for an exact scan); passages are gathered ``4k`` at a time
+        until ``k`` documents have one (or the collection has no more).
         """
-        clause, params = sql_filter(filter, "d.metadata")
+        clause, params = sql_filter(filter, "c.metadata")
         vector = np.asarray(query, dtype=np.float32)
         fetch = k * 4
         with self._store.transaction() as db:
@@ -123,9 +133,10 @@ class PostgresCollection:
             db.execute(f"SET LOCAL hnsw.ef_search = {int(self._store.params.index.hnsw_ef_search)}")
             while True:
                 rows = db.execute(
-                    "SELECT c.doc_id, 1 - (c.embedding <=> %s) AS score, c.position, c.start_at, c.end_at, d.text, d.metadata "
-                    "FROM llmgraph_chunks c JOIN llmgraph_documents d ON d.collection = c.collection AND d.id = c.doc_id "
-                    f"WHERE c.collection = %s AND {clause} ORDER BY c.embedding <=> %s LIMIT %s",
+                    "SELECT top.doc_id, 1 - top.distance, top.position, top.start_at, top.end_at, d.text, d.metadata FROM "
+                    "(SELECT c.collection, c.doc_id, c.embedding <=> %s AS distance, c.position, c.start_at, c.end_at "
+                    f"FROM llmgraph_chunks c WHERE c.collection = %s AND {clause} ORDER BY c.embedding <=> %s LIMIT %s) top "
+                    "JOIN llmgraph_documents d ON d.collection = top.collection AND d.id = top.doc_id ORDER BY top.distance",
                     (vector, self.name, *params, vector, fetch)).fetchall()
                 best: dict[str, Hit] = {}
                 for doc_id, score, position, start, end, text, metadata in rows:

@@ -154,7 +154,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+    backends = results.get("backends")
+    fig, axes = plt.subplots(1, 4 if backends else 3, figsize=(20 if backends else 15, 4.8))
     emb = results.get("embeddings")
     if emb:
         axes[0].bar(["sentence-transformers\nin process", "graph\n/v1/embeddings"], [emb["direct_texts_per_s"], emb["graph_texts_per_s"]], color=["tab:grey", "tab:blue"])
@@ -171,6 +172,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
     axes[2].bar([f"{s:,}" for s in sizes], [r["hnsw"]["recall_at_10"] for r in results["search"]], color="tab:green")
     axes[2].axhline(0.95, color="black", linestyle=":", linewidth=1)
     axes[2].set(ylim=(0.8, 1.0), title="HNSW recall@10 vs exact", xlabel="vectors")
+    if backends:
+        rows = backends["sizes"]
+        for name, color in (("embedded", "tab:grey"), ("postgres", "tab:purple")):
+            for label, style in (("search", "o-"), ("filtered", "s--")):
+                axes[3].plot([r["documents"] for r in rows], [r[name][label]["p50_ms"] for r in rows], style, color=color,
+                             label=f"{name} {label} p50")
+        axes[3].set(xscale="log", yscale="log", title="collection store search p50 (recall in the JSON)",
+                    xlabel="documents", ylabel="ms")
+        axes[3].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -211,6 +221,20 @@ def run(args) -> int:
         print(f"{size:>7} vectors: flat p50 {row['flat']['p50_ms']} ms p99 {row['flat']['p99_ms']} ms | "
               f"hnsw p50 {row['hnsw']['p50_ms']} ms p99 {row['hnsw']['p99_ms']} ms recall@10 {row['hnsw']['recall_at_10']} "
               f"(build {row['hnsw']['build_s']} s)")
+    if args.backends:
+        from serve.bench.backends import compare, summary
+
+        rows = []
+        for size in args.sizes:
+            row = compare(synthetic_vectors(base, size, args.noise, seed=size),
+                          synthetic_vectors(base, args.queries, args.noise, seed=size + 1), params,
+                          postgres_url=args.postgres_url)
+            rows.append(row)
+            print(f"{size:>7} documents: " + " | ".join(
+                f"{b} ingest {row[b]['ingest_docs_per_s']}/s search p50 {row[b]['search']['p50_ms']} ms "
+                f"p99 {row[b]['search']['p99_ms']} ms recall {row[b]['search']['recall_at_10']}, filtered p50 "
+                f"{row[b]['filtered']['p50_ms']} ms recall {row[b]['filtered']['recall_at_10']}" for b in ("embedded", "postgres")))
+        results["backends"] = {"sizes": rows, "postgres_vs_embedded": summary(rows)}
     if args.url:
         results["http"] = []
         for size in args.http_sizes:

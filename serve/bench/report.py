@@ -101,6 +101,17 @@ def _index(data: dict[str, Any]) -> str:
     if data.get("http"):
         rows = [[f"{r['documents']:,}", r["index"], f"{r['p50_ms']} / {r['p99_ms']} ms", f"{r['ingest_docs_per_s']} docs/s"] for r in data["http"]]
         parts.append(_table(["documents", "index", "HTTP `/search` p50 / p99 (embedding the query included)", "ingest over HTTP"], rows))
+    backends = data.get("backends")
+    if backends:
+        rows = [[f"{r['documents']:,}", name, f"{r[name]['ingest_docs_per_s']} docs/s",
+                 f"{r[name]['search']['p50_ms']} / {r[name]['search']['p99_ms']} ms", r[name]["search"]["recall_at_10"],
+                 f"{r[name]['filtered']['p50_ms']} / {r[name]['filtered']['p99_ms']} ms", r[name]["filtered"]["recall_at_10"]]
+                for r in backends["sizes"] for name in ("embedded", "postgres")]
+        parts.append("The collection stores side by side (same vectors, upserts and queries, one after the other; the "
+                     "query already embedded):\n\n" + _table(
+                         ["documents", "store", "ingest", "search p50 / p99", "recall@10", "filtered p50 / p99",
+                          "filtered recall@10"], rows)
+                     + "\n\n`postgres_vs_embedded`: " + ", ".join(f"{k} **{v}**" for k, v in backends["postgres_vs_embedded"].items()))
     return "\n\n".join(parts)
 
 
@@ -205,7 +216,7 @@ def _batch(data: dict[str, Any]) -> str:
 
 SUITES: dict[str, tuple[str, str, Callable[[dict[str, Any]], str]]] = {
     "overhead": ("Overhead against the engine alone", "python -m serve bench overhead", _overhead),
-    "index": ("Embeddings and vector search", "python -m serve bench index --url http://127.0.0.1:8000", _index),
+    "index": ("Embeddings and vector search", "python -m serve bench index --url http://127.0.0.1:8000 --backends", _index),
     "extract": ("Extraction", "python -m serve bench extract --url http://127.0.0.1:8000", _extract),
     "router": ("Routing", "python -m serve bench router", _router),
     "load": ("Load", "python -m serve bench load", _load_suite),
