@@ -69,7 +69,7 @@ def _owner(request: Request) -> str:
 
 
 def _response(answer: Answer) -> Response:
-    """The HTTP answer for a chat or completion, with the route headers."""
+    """The HTTP answer of a chat, completion, response or message, with the route headers."""
     dispatched = answer.dispatched
     headers = {
         ROUTE_TARGET_HEADER: dispatched.decision.target,
