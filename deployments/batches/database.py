@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from serve.kernel.errors import error_reason
+
 logger = logging.getLogger("ray.serve")
 
 
@@ -117,7 +119,7 @@ class JobDatabase:
         except psycopg.OperationalError as exc:
             if self._connection is not None:
                 self._connection.close()
-            raise DatabaseUnavailable(f"PostgreSQL connection lost: {_reason(exc)}") from None
+            raise DatabaseUnavailable(f"PostgreSQL connection lost: {error_reason(exc)}") from None
 
     @contextmanager
     def transaction(self) -> Iterator["JobDatabase"]:
@@ -145,15 +147,10 @@ def _statements(schema: str) -> list[str]:
     return [statement for statement in schema.split(";") if statement.strip()]
 
 
-def _reason(exc: Exception) -> str:
-    """The first line of a database error: what is wrong, not where."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-
-
 def _connect(url: str) -> Any:
     import psycopg
 
     try:
         return psycopg.connect(url, autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
-        raise DatabaseUnavailable(f"PostgreSQL refused the connection: {_reason(exc)}") from None
+        raise DatabaseUnavailable(f"PostgreSQL refused the connection: {error_reason(exc)}") from None

@@ -19,7 +19,6 @@ Nothing read from disk is unpickled: rows are JSON and bytes.
 from __future__ import annotations
 
 import json
-import secrets
 import threading
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, Optional
 from deployments.batches.database import JobDatabase
 from deployments.batches.input import InputLine, RefusedLine
 from serve.kernel.batch_protocol import COMPLETION_WINDOWS, FINAL_STATUSES
+from serve.kernel.protocol import new_id
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -45,11 +45,6 @@ CREATE INDEX IF NOT EXISTS lines_by_state ON lines(state, batch_id, idx);
 
 class StoreConflict(Exception):
     """An action the batch's status does not allow (cancelling a finished batch)."""
-
-
-def new_id(prefix: str) -> str:
-    """A generated id (``file-…``, ``batch_…``): no id or path ever comes from a caller."""
-    return f"{prefix}{secrets.token_hex(12)}"
 
 
 #: A file's row as the API shows it (the content is read on its own).

@@ -26,6 +26,7 @@ import numpy as np
 from deployments.collections.chunking import chunk_spans
 from deployments.collections.collection import CollectionStore, Hit, StoreError, StoreParams
 from deployments.collections.sql_filters import ISO_TIME_FUNCTION, sql_filter
+from serve.kernel.errors import error_reason
 
 #: Schema of the shared tables; ``{dimensions}`` is the embedder's (fixed per database).
 logger = logging.getLogger("ray.serve")
@@ -45,11 +46,6 @@ CREATE INDEX IF NOT EXISTS llmgraph_chunks_by_doc ON llmgraph_chunks (collection
 CREATE INDEX IF NOT EXISTS llmgraph_chunks_hnsw ON llmgraph_chunks
     USING hnsw (embedding vector_cosine_ops) WITH (m = {m}, ef_construction = {ef_construction});
 """
-
-
-def _reason(exc: Exception) -> str:
-    """The first line of a database error: what is wrong, not where."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _unavailable(message: str) -> StoreError:
@@ -186,7 +182,7 @@ class PostgresCollectionStore:
         try:
             db = psycopg.connect(self._url, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
-            raise _unavailable(f"PostgreSQL refused the connection: {_reason(exc)}") from None
+            raise _unavailable(f"PostgreSQL refused the connection: {error_reason(exc)}") from None
         try:
             db.execute("SET TIME ZONE 'UTC'")
             db.execute(SCHEMA.split(";")[0])  # the extension first: the vector type is registered from it
@@ -198,7 +194,7 @@ class PostgresCollectionStore:
         except psycopg.Error as exc:
             db.close()
             raise _unavailable(f"PostgreSQL schema setup failed (is the pgvector extension installed?): "
-                               f"{_reason(exc)}") from None
+                               f"{error_reason(exc)}") from None
         self._db = db
         return db
 
@@ -216,7 +212,7 @@ class PostgresCollectionStore:
             except psycopg.OperationalError as exc:
                 db.close()
                 self._db = None
-                raise _unavailable(f"PostgreSQL connection lost: {_reason(exc)}") from None
+                raise _unavailable(f"PostgreSQL connection lost: {error_reason(exc)}") from None
 
     def require(self, db: Any, name: str) -> None:
         """Raise the 404 (or the embedder mismatch) a missing or foreign collection gets."""

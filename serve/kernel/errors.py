@@ -205,6 +205,12 @@ def raise_if_error(value: Any) -> Any:
     return value
 
 
+def error_reason(exc: BaseException) -> str:
+    """The first line of an exception, capped: what went wrong, not where (a database
+    driver's later lines name hosts and sockets)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
 def error_body(
     status: int, message: str, *, param: Optional[str] = None, code: Optional[str] = None
 ) -> dict[str, Any]:

@@ -8,6 +8,7 @@ request/response shapes are defined here, as are the graph's own endpoints.
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +27,11 @@ def unknown_role(messages: Any) -> Optional[tuple[int, str]]:
         if role not in CHAT_ROLES:
             return index, str(role)[:40]
     return None
+
+
+def new_id(prefix: str) -> str:
+    """An id the graph makes (``file-…``, ``resp_…``, ``msg_…``): no stored id ever comes from a caller."""
+    return f"{prefix}{secrets.token_hex(12)}"
 
 
 #: What a collection may be called: it names a directory (embedded store) or rows (a server).

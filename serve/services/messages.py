@@ -18,8 +18,9 @@ from ray.serve.llm.openai_api_models import ChatCompletionRequest
 from serve.kernel.chat_stream import ChatTurn
 from serve.kernel.errors import BadRequest, validation_problem
 from serve.kernel.messages_protocol import CountTokensRequest, MessagesRequest
+from serve.kernel.protocol import new_id
 from serve.services.chat import Answer, ChatService, RouteAsks
-from serve.services.messages_convert import chat_body, chat_tools, message_object, new_id, to_messages
+from serve.services.messages_convert import chat_body, chat_tools, message_object, to_messages
 from serve.services.messages_stream import MessageEvents
 
 

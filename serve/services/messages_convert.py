@@ -9,20 +9,16 @@ Blocks are checked here one by one, so an unknown or unreadable block is a 400 n
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any, Optional, Union
 
 from serve.kernel.chat_stream import ChatTurn
 from serve.kernel.errors import BadRequest
 from serve.kernel.messages_protocol import MAX_BLOCKS, CountTokensRequest, MessagesRequest
+from serve.kernel.protocol import new_id
 
 #: Blocks read past: earlier thinking is not shown to the model again (as chat templates drop it).
 SKIPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}{secrets.token_hex(12)}"
 
 
 def _bad(where: str, message: str, code: str = "invalid_content") -> BadRequest:

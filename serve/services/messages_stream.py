@@ -12,7 +12,8 @@ import json
 from typing import Any, AsyncIterator, Optional
 
 from serve.kernel.chat_stream import ChatTurn, Delta, StreamFailed, chat_chunks
-from serve.services.messages_convert import message_object, new_id, stop_reason, usage
+from serve.kernel.protocol import new_id
+from serve.services.messages_convert import message_object, stop_reason, usage
 
 
 def sse(kind: str, data: dict[str, Any]) -> str:

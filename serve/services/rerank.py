@@ -10,14 +10,13 @@ are bounded by the embedder's limits as ``/v1/embeddings`` inputs are.
 
 from __future__ import annotations
 
-import secrets
 from typing import Any, Optional, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve.kernel.errors import BadRequest
-from serve.kernel.protocol import EmbeddingsRequest
+from serve.kernel.protocol import EmbeddingsRequest, new_id
 from serve.services.embeddings import EmbeddingsService
 
 
@@ -72,5 +71,5 @@ class RerankService:
             if body.return_documents:
                 result["document"] = {"text": texts[index]}
             results.append(result)
-        return {"id": f"rerank-{secrets.token_hex(12)}", "model": embedded.model, "results": results,
+        return {"id": new_id("rerank-"), "model": embedded.model, "results": results,
                 "usage": {"total_tokens": embedded.usage.total_tokens}}

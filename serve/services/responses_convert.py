@@ -9,21 +9,17 @@ content part the graph cannot read is a 400 naming ``input[i]``.
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any, Optional
 
 from serve.kernel.chat_params import TEXT_PARTS
 from serve.kernel.chat_stream import ChatTurn
 from serve.kernel.errors import BadRequest
+from serve.kernel.protocol import new_id
 from serve.kernel.responses_protocol import MAX_INPUT_ITEMS, ResponsesRequest
 
 MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
 ITEM_TYPES = frozenset({"message", "function_call", "function_call_output", "reasoning"})
 ID_PREFIX = {"message": "msg_", "function_call": "fc_", "function_call_output": "fco_", "reasoning": "rs_"}
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}{secrets.token_hex(12)}"
 
 
 def _bad(where: str, message: str, code: str = "invalid_item") -> BadRequest:
@@ -248,10 +244,3 @@ def response_object(request: ResponsesRequest, ids: OutputIds, created_at: int, 
         "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
     }
 
-
-def arguments_json(arguments: str) -> Any:
-    """A tool call's arguments as JSON (the text itself when it is not JSON)."""
-    try:
-        return json.loads(arguments) if arguments else {}
-    except ValueError:
-        return arguments
