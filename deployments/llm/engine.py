@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from typing import Any, Optional
@@ -75,7 +76,7 @@ class OffLoopStartEngine(VLLMEngine):
         self._prepared = await asyncio.to_thread(self._prepare_in_thread, callback_ctx, delay_s)
         engine_args, _, engine_config = self._prepared
         self._built = await asyncio.to_thread(
-            super()._start_async_llm_engine, engine_args, engine_config, callback_ctx.placement_group)
+            self._start_on_engine_cores, engine_args, engine_config, callback_ctx.placement_group)
         logger.info("engine built off the event loop in %.1f s", time.perf_counter() - started)
 
     def _prepare_in_thread(self, callback_ctx: Any, delay_s: float) -> tuple[Any, Any, Any]:
@@ -83,6 +84,30 @@ class OffLoopStartEngine(VLLMEngine):
             logger.warning("LLMGRAPH_ENGINE_START_DELAY_S: the engine start waits %.1f s first", delay_s)
             time.sleep(delay_s)
         return super()._prepare_engine_config(callback_ctx)
+
+    def _start_on_engine_cores(self, engine_args: Any, engine_config: Any, placement_group: Any):
+        """Start the engine from a thread that runs on the engine's cores, so the processes
+        it spawns are born there (a child inherits its creator thread's affinity).
+
+        The replica keeps the control plane's cores, and the plugin that pins the engine's
+        processes (``engine_cores.py``) runs only once vLLM has been imported in them: until
+        then, an engine started by a replacement replica (a node back, a replica replaced
+        under load) would import torch and vLLM on a control core the replicas keep busy.
+        """
+        from serve.kernel.cpu_affinity import parse_core_list
+        from serve.kernel.settings import load_settings
+
+        cores = parse_core_list(load_settings().engine_cores)
+        before = os.sched_getaffinity(0)
+        try:
+            if cores:
+                os.sched_setaffinity(0, cores)  # this thread only
+        except OSError as exc:
+            logger.warning("could not start the engine on cores %s: %s", sorted(cores), exc)
+        try:
+            return super()._start_async_llm_engine(engine_args, engine_config, placement_group)
+        finally:
+            os.sched_setaffinity(0, before)
 
     def _prepare_engine_config(self, callback_ctx: Any):
         return self._prepared if self._prepared is not None else super()._prepare_engine_config(callback_ctx)

@@ -32,7 +32,7 @@ from serve.kernel.chat_params import thinking_budget
 from serve.kernel.config import AUTO_MODEL_ID, LLMSpec, Profile
 from serve.kernel.conformance import forces_structure, structured_thinking_budget
 from serve.kernel.errors import BadRequest, NotFound, RateLimited, Unavailable
-from serve.kernel.health import HealthPicture
+from serve.kernel.health import HealthPicture, unless_down
 from serve.kernel.limits import apply_generation_limits
 from serve.kernel.llm_calls import LlmCalls
 from serve.kernel.observability import replica_metric
@@ -43,6 +43,9 @@ from serve.kernel.routing import RouteDecision, RouteInput
 from serve.kernel.settings import Settings
 from serve.kernel.thermal import shed_reason
 from serve.kernel.tiers import Tiers
+
+#: The Retry-After of a request whose model stayed down.
+DOWN_RETRY_AFTER_S = 5
 
 
 @dataclass(frozen=True)
@@ -232,8 +235,8 @@ class Dispatcher:
                 elif not self._health.healthy(self.specs[target][0]) and not last:
                     raise Unavailable(f"{target} is down", code="service_unavailable")
                 else:
-                    reply, stream, wake_ms = await self._calls.call(self.prepare(original, target), call_method,
-                                                                    request_info)
+                    reply, stream, wake_ms = await self._call_while_up(target, self.prepare(original, target),
+                                                                       call_method, request_info)
             except (RateLimited, Unavailable, RayActorError) as exc:
                 outcome = _hop_outcome(exc)
                 if outcome is None:
@@ -246,6 +249,16 @@ class Dispatcher:
             return Dispatched(decision=self._final(decision, target, hops), hops=tuple(hops), reply=reply, stream=stream,
                               wake_ms=wake_ms)
         raise Unavailable("no model could take the request", code="service_unavailable")
+
+    async def _call_while_up(self, target: str, body: Any, call_method: str, request_info: Any):
+        """Call ``target``, unless it is known to be down for ``down_model_wait_s`` before
+        its reply starts (:func:`~serve.kernel.health.unless_down`): then 503 with Retry-After."""
+        def still_down() -> Unavailable:
+            return Unavailable(f"model {target!r} is not available now (its replica is down); retry later",
+                               code="model_unavailable", headers={"Retry-After": str(DOWN_RETRY_AFTER_S)})
+
+        return await unless_down(self._health, self.specs[target][0], self._settings.down_model_wait_s,
+                                 self._calls.call(body, call_method, request_info), still_down)
 
     async def _call_remote(self, original: Any, call_method: str, decision: RouteDecision):
         spec = self.specs[decision.target][1]

@@ -13,12 +13,15 @@ ingress's picture with each document instead of probing the graph themselves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any, Awaitable, Callable, Iterable, Optional, TypeVar
 
 logger = logging.getLogger("ray.serve")
+T = TypeVar("T")
 
 #: How often the loop asks every deployment.
 POLL_INTERVAL_S = 1.0
@@ -150,3 +153,46 @@ class HealthCache(HealthPicture):
         while True:
             await self.refresh()
             await asyncio.sleep(POLL_INTERVAL_S)
+
+
+#: How often a request waiting on a model known to be down looks at the health picture.
+DOWN_POLL_S = 0.5
+
+
+async def down_for(picture: HealthPicture, name: str, wait_s: float) -> None:
+    """Return once ``picture`` has shown ``name`` down for ``wait_s`` without a break."""
+    down_since: Optional[float] = None
+    while True:
+        now = time.monotonic()
+        if picture.healthy(name):
+            down_since = None
+        elif down_since is None:
+            down_since = now
+        elif now - down_since >= wait_s:
+            return
+        await asyncio.sleep(DOWN_POLL_S)
+
+
+async def unless_down(picture: HealthPicture, name: str, wait_s: float, call: Awaitable[T],
+                      still_down: Callable[[], Exception]) -> T:
+    """Await ``call`` unless ``name`` is known to be down for ``wait_s`` first; then cancel
+    it and raise ``still_down()``.
+
+    A Serve handle holds a request until a replica takes it: a few seconds while Serve
+    replaces a dead replica (worth waiting for), forever while the deployment's node is
+    gone. A deployment that answers is never cut short, however long its answer takes.
+    """
+    task = asyncio.ensure_future(call)
+    watch = asyncio.ensure_future(down_for(picture, name, wait_s))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not task.done() and not watch.done():  # we were cancelled ourselves
+            task.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    raise still_down()

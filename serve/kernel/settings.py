@@ -114,6 +114,15 @@ class Settings(BaseSettings):
         ),
     )
 
+    down_model_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "How long a request waits for the last model it may use while that model is known to be down "
+            "(its replica is being replaced, or its node is gone); then 503 with Retry-After."
+        ),
+    )
+
     engine_start_delay_s: float = Field(
         default=0.0,
         ge=0,

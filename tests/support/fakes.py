@@ -54,11 +54,15 @@ class FakeLlm:
         fail: Raised by every call (and by its health check).
         stream_fail_after: A stream dies (its replica does) after this many chunks.
         content: The text of its chat answers (default ``from <model>``).
+        delay_s: How long before an answer starts (a request Serve holds for a replica:
+            longer than any test waits).
     """
 
     def __init__(self, model: str, *, fail: Optional[BaseException] = None, stream_fail_after: Optional[int] = None,
-                 content: Optional[str] = None) -> None:
+                 content: Optional[str] = None, delay_s: float = 0.0) -> None:
         self.model, self.fail, self.stream_fail_after, self.content = model, fail, stream_fail_after, content
+        self.delay_s = delay_s
+        self.cancelled = 0
         self.bodies: list[Any] = []
         self.chat = Method(self._chat)
         self.completions = Method(self._completions)
@@ -85,6 +89,12 @@ class FakeLlm:
         yield completion_reply(self.model)
 
     async def _answer(self, body: Any):
+        if self.delay_s:
+            try:
+                await asyncio.sleep(self.delay_s)
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
         if self.fail is not None:
             raise self.fail
         if not body.stream:

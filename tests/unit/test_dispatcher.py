@@ -156,6 +156,37 @@ def test_a_deployment_known_to_be_down_is_skipped_without_a_call():
     assert dispatched.hops == (f"{REASONER}=unavailable", f"{EXTRACTOR}=ok") and reasoner.bodies == []
 
 
+def test_a_model_that_stays_down_is_refused_with_retry_after_instead_of_held():
+    """Its node is gone: Serve would hold the request until a replica exists (never)."""
+    reasoner = FakeLlm(REASONER, delay_s=3600)
+    dispatcher, health = make(reasoner=reasoner, settings=Settings(router_timeout_s=0.2, down_model_wait_s=0.3))
+    health._healthy["reasoner"] = False
+
+    async def pinned():
+        return await dispatcher.dispatch(chat(), "chat", dispatcher.pinned(REASONER, "test"))
+
+    with pytest.raises(Unavailable) as refused:
+        run(asyncio.wait_for(pinned(), 30))
+    assert refused.value.code == "model_unavailable" and refused.value.headers == {"Retry-After": "5"}
+    assert reasoner.cancelled == 1, "the held request is withdrawn"
+    assert dispatcher.in_flight == {REASONER: 0}
+
+
+def test_a_model_back_within_the_wait_or_merely_slow_is_served():
+    reasoner = FakeLlm(REASONER, delay_s=0.6)
+    dispatcher, health = make(reasoner=reasoner, settings=Settings(router_timeout_s=0.2, down_model_wait_s=0.4))
+
+    async def back_soon():
+        health._healthy["reasoner"] = False
+        asyncio.get_running_loop().call_later(0.2, health._healthy.__setitem__, "reasoner", True)
+        return await dispatcher.dispatch(chat(), "chat", dispatcher.pinned(REASONER, "test"))
+
+    assert run(back_soon()).hops == (f"{REASONER}=ok",)
+    # Healthy all along, slower than the wait: never cut short.
+    assert run(dispatcher.dispatch(chat(), "chat", dispatcher.pinned(REASONER, "test"))).hops == (f"{REASONER}=ok",)
+    assert reasoner.cancelled == 0
+
+
 def test_a_picture_sent_by_the_ingress_steers_a_dispatcher_that_probes_nothing():
     """The Extraction replicas' dispatcher: no loop, the ingress's picture per document."""
     ingress_health = HealthCache({"extractor": FakeLlm(EXTRACTOR), "reasoner": FakeLlm(REASONER, fail=RayActorError()),
