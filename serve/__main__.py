@@ -61,23 +61,23 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from serve.kernel.config import Profile, ProfileError, load_profile
-    from serve.kernel.planner import build_plan
+    from serve.kernel.planner import build_plans
 
     try:
         profile: Profile = load_profile(args.profile)
     except ProfileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from serve.kernel.residency_plan import build_residency_plan
+    from serve.kernel.residency_plan import build_residency_plans
 
-    residency = build_residency_plan(profile).table()
+    residency = "\n\n".join(plan.table() for plan in build_residency_plans(profile))
     if profile.device != "gpu":
         from serve.kernel.core_plan import build_core_plan
 
         plan = build_core_plan(profile)
         print(plan.table() + "\n\n" + residency)
         return 1 if plan.problems() else 0
-    print(build_plan(profile).table() + "\n\n" + residency)
+    print("\n\n".join(plan.table() for plan in build_plans(profile)) + "\n\n" + residency)
     return 0
 
 

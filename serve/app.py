@@ -36,6 +36,8 @@ RESIDENCY_MAX_ONGOING = 4096
 
 def _options(resources, scaling=None, env: Optional[dict[str, str]] = None, **extra: Any) -> dict[str, Any]:
     actor: dict[str, Any] = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
+    if resources.custom():
+        actor["resources"] = resources.custom()  # its node group's nodes only
     if env:
         actor["runtime_env"] = {"env_vars": env}
     options: dict[str, Any] = {"ray_actor_options": actor, **extra}
@@ -81,9 +83,13 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
     ).bind(profile.embedder, embedder_path, cache_dir=str(settings.cache_dir))
     collections = None
     if profile.collections.enabled:
-        # One replica: it owns the collection files (and locks their directory).
+        # Embedded: one replica, which owns the collection files (and locks their directory);
+        # postgres: stateless replicas, spread over nodes when max_replicas_per_node says so.
+        spread = {"max_replicas_per_node": profile.collections.max_replicas_per_node} \
+            if profile.collections.max_replicas_per_node else {}
         collections = serve.deployment(
-            Collections, name="Collections", num_replicas=profile.collections.replicas, **_options(profile.collections.resources, env=replica_env)
+            Collections, name="Collections", num_replicas=profile.collections.replicas,
+            **_options(profile.collections.resources, env=replica_env, **spread)
         ).bind(profile.collections, profile.embedder, str(settings.data_dir), embedder)
     router = serve.deployment(
         Router, name="Router", **_options(profile.router.resources, profile.router.scaling, env=replica_env)
@@ -94,12 +100,19 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
         multilingual_embedder=profile.embedder.multilingual,
         local_encoder=(profile.embedder, embedder_path) if profile.router.embeds_in_process(profile.embedder) else None,
     )
+    telemetry = str(settings.gpu_telemetry_file) if settings.gpu_telemetry_file else None
     monitor = serve.deployment(
         GpuMonitor, name="GpuMonitor", num_replicas=1, **_options(profile.monitor.resources, env=replica_env)
-    ).bind(
-        profile.monitor,
-        str(settings.gpu_telemetry_file) if settings.gpu_telemetry_file else None,
-    )
+    ).bind(profile.monitor, telemetry)
+    # NVML reads the GPUs of the node it runs on: each node group with a GPU gets a monitor
+    # of its own, placed there (one GPU per node, so one monitor reads its group's card).
+    node_monitors = {
+        group: serve.deployment(
+            GpuMonitor, name=f"GpuMonitor_{group}", num_replicas=1,
+            **_options(profile.monitor.resources.model_copy(update={"node_group": group}), env=replica_env),
+        ).bind(profile.monitor, telemetry)
+        for group, spec in profile.cluster.node_groups.items() if spec.gpus
+    }
     extraction = serve.deployment(
         Extraction, name="Extraction", **_options(profile.extraction.resources, profile.extraction.scaling, env=replica_env)
     ).bind(profile, llms, router, residency, collections)
@@ -115,7 +128,7 @@ def build_graph(profile: Profile, settings: Optional[Settings] = None):
         ingress_cls, name="Ingress", **_options(profile.ingress.resources, profile.ingress.scaling, env=replica_env)
     ).bind(profile, llms, embedder, router, monitor, extraction, collections, residency,
            local_router=partial(InProcessRouter, profile, embedder_path) if profile.router.embeds_in_process(profile.embedder) else None,
-           batches=batches)
+           batches=batches, node_monitors=node_monitors or None)
 
 
 def build_app(args: dict[str, Any]):

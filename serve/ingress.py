@@ -100,6 +100,8 @@ class Ingress:
             prompts itself (``deployments/router/in_process.py``); None asks the Router deployment.
         batches: Handle to the Batches deployment, the job store (None when the profile
             turns batches off); this replica's batch runner answers its lines.
+        node_monitors: The GpuMonitor of each node group with a GPU, by group (one per
+            node group, on its nodes): admission follows the hottest, readiness shows each.
 
     Environment settings are read in the replica, not bound: bound arguments are pickled
     into Serve's checkpoint, and the settings hold the API keys.
@@ -117,6 +119,7 @@ class Ingress:
         residency: Optional[DeploymentHandle] = None,
         local_router: Optional[Callable[[], Any]] = None,
         batches: Optional[DeploymentHandle] = None,
+        node_monitors: Optional[dict[str, DeploymentHandle]] = None,
     ) -> None:
         quiet_probes()  # successful health probes stay out of the access log
         keep_to_control_plane()  # off the engines' cores (serve/kernel/core_plan.py)
@@ -128,6 +131,8 @@ class Ingress:
             deployments["residency"] = residency
         if batches is not None:
             deployments["batches"] = batches
+        node_monitors = dict(node_monitors or {})
+        deployments.update({f"monitor_{group}": handle for group, handle in node_monitors.items()})
         self._health = HealthCache(
             deployments,
             monitor, probe_timeout_s=settings.readiness_timeout_s,
@@ -136,7 +141,7 @@ class Ingress:
                 "OpenAI API under /v1 and its docs at /docs on Serve's HTTP address (http://127.0.0.1:8000 "
                 "by default); the Ray dashboard on port 8265."
             ),
-            residency=residency,
+            residency=residency, node_monitors=node_monitors,
         )
         self._local_router = local_router() if local_router is not None else None
         dispatcher = Dispatcher(
@@ -150,7 +155,7 @@ class Ingress:
         self._extraction = ExtractionService(profile, dispatcher, extraction, self._health,
                                              timeout_s=settings.extraction_timeout_s)
         self._models = ModelsService(profile, model_cards(profile), self._health, monitor, residency,
-                                     timeout_s=settings.readiness_timeout_s)
+                                     timeout_s=settings.readiness_timeout_s, node_monitors=node_monitors)
         self._batches = BatchesService(profile.batch, batches, timeout_s=settings.embedder_timeout_s)
         self._responses = ResponsesService(self._chat, batches, timeout_s=settings.embedder_timeout_s)
         self._messages = MessagesService(self._chat)

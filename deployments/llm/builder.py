@@ -70,6 +70,8 @@ def llm_config_dict(spec: LLMSpec, *, device: str, model_path: str, extra_env: O
     else:
         bundle = {"CPU": engine_cpus}
         accelerator = {"kind": "cpu"}
+    # The replica and its engine share the bundle: on the node group's nodes only.
+    bundle.update(spec.resources.custom())
 
     deployment_config = {
         # A wake runs in this replica; however slow the machine, its health checks wait as

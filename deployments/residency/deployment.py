@@ -1,6 +1,6 @@
 """The residency manager: wakes on-demand models for the requests that need them.
 
-One replica per graph (one per GPU node): it holds the :class:`~deployments.residency.ledger.Ledger`
+One replica per graph: it holds the :class:`~deployments.residency.ledger.Ledger`
 and is the only caller of the LLM replicas' ``engine_wake`` / ``engine_sleep``.
 
 * **Wake on request.** A dispatcher about to send a request to an on-demand model first
@@ -9,8 +9,9 @@ and is the only caller of the LLM replicas' ``engine_wake`` / ``engine_sleep``.
   ``residency.wake_timeout_s``, then 503 with Retry-After). The request's lease, counted
   from before the wake to the stream's last byte (:meth:`release`), keeps the model from
   being put to sleep under it.
-* **Eviction.** When the budget needs room, the least recently used idle on-demand
-  models sleep first; a model with requests in flight is never evicted, nor one woken
+* **Eviction.** The ledger keeps one budget per node (each node group's, and the
+  budget of the models placed on no group). When a budget needs room, the least
+  recently used idle on-demand models on the same node sleep first; a model with requests in flight is never evicted, nor one woken
   less than ``residency.min_awake_s`` ago by requests.
 * **Turns.** When the room is held by such a model, the wake waits its turn
   (deployments/residency/turns.py): the other model finishes what it has and sleeps.
@@ -37,7 +38,7 @@ from deployments.residency.turns import Turns
 from serve.kernel.config import Profile
 from serve.kernel.core_plan import keep_to_control_plane
 from serve.kernel.errors import BadRequest, Conflict, ModelUnavailable, NotFound, errors_as_values
-from serve.kernel.residency_plan import build_residency_plan
+from serve.kernel.residency_plan import build_residency_plans
 
 logger = logging.getLogger("ray.serve")
 
@@ -55,15 +56,21 @@ class Residency:
 
     async def __init__(self, profile: Profile, llms: dict[str, Any]) -> None:
         keep_to_control_plane()  # off the engines' cores (serve/kernel/core_plan.py)
-        plan = build_residency_plan(profile)
+        plans = build_residency_plans(profile)
         self._spec = profile.residency
         self._handles = {profile.llm(role).model_id: handle for role, handle in llms.items()}
         entries = []
-        for row, spec in zip(plan.rows, profile.models):
-            entries.append(Entry(role=spec.role, model_id=spec.model_id, on_demand=spec.on_demand,
-                                 mechanism=row.mechanism, planned_gib=row.awake_gib, idle_sleep_s=spec.idle_sleep_s,
-                                 state="asleep" if spec.on_demand else "awake", last_used=time.monotonic()))
-        self._ledger = Ledger(entries, plan.budget_gib, self._spec.retry_after_s)
+        for plan in plans:
+            for row in plan.rows:
+                spec = profile.llm(row.role)
+                entries.append(Entry(role=spec.role, model_id=spec.model_id, on_demand=spec.on_demand,
+                                     mechanism=row.mechanism, planned_gib=row.awake_gib, idle_sleep_s=spec.idle_sleep_s,
+                                     state="asleep" if spec.on_demand else "awake", last_used=time.monotonic(),
+                                     node_group=plan.node_group))
+        order = [spec.role for spec in profile.models]
+        entries.sort(key=lambda entry: order.index(entry.role))
+        budgets = {plan.node_group: plan.budget_gib for plan in plans}
+        self._ledger = Ledger(entries, budgets.pop(None, None), self._spec.retry_after_s, group_budgets=budgets)
         self._decide = asyncio.Lock()  # one eviction decision at a time
         self._turns = Turns(self._ledger, self._spec.min_awake_s)
         self._moves = Transitions(self._handles, self._ledger.entries, self._spec, self._turns)

@@ -38,6 +38,8 @@ class Entry:
     """When it last woke (monotonic): it stays awake ``residency.min_awake_s`` from then."""
     waiting: int = 0
     """Requests waiting for it to wake."""
+    node_group: Optional[str] = None
+    """The node group it runs on: its memory counts against that group's budget only."""
 
     @property
     def held_gib(self) -> float:
@@ -53,7 +55,8 @@ class Entry:
         return {"role": self.role, "model": self.model_id, "residency": "on_demand" if self.on_demand else "resident",
                 "state": self.state, "sleeps_by": self.mechanism if self.on_demand else None,
                 "memory_gib": round(self.held_gib, 3), "measured": self.measured_gib is not None,
-                "in_flight": self.in_flight, "waiting": self.waiting, "wakes": self.wakes}
+                "in_flight": self.in_flight, "waiting": self.waiting, "wakes": self.wakes,
+                **({"node_group": self.node_group} if self.node_group else {})}
 
 
 class CannotFit(ModelUnavailable):
@@ -65,28 +68,45 @@ class CannotFit(ModelUnavailable):
 
 
 class Ledger:
-    """The entries and the memory budget they share (None: no limit).
+    """The entries and the memory budgets they share: one per node (None: no limit).
+
+    Models without a node group share ``budget_gib`` (the one machine, or whatever node
+    Ray put them on); the models of a node group share that group's budget, and nothing
+    on another node can make them sleep or be put to sleep for them.
 
     Args:
         entries: One per LLM; resident ones start awake, on-demand ones asleep.
-        budget_gib: Memory the LLM engines may hold at once.
+        budget_gib: Memory the LLM engines without a node group may hold at once.
         retry_after_s: Retry-After of a refusal.
+        group_budgets: The budget of each node group's node, by group name.
     """
 
-    def __init__(self, entries: Iterable[Entry], budget_gib: Optional[float], retry_after_s: int) -> None:
+    def __init__(self, entries: Iterable[Entry], budget_gib: Optional[float], retry_after_s: int,
+                 group_budgets: Optional[dict[str, Optional[float]]] = None) -> None:
         self.entries = {entry.model_id: entry for entry in entries}
         self.budget_gib = budget_gib
+        self.group_budgets = dict(group_budgets or {})
         self.retry_after_s = retry_after_s
 
-    def held_gib(self) -> float:
-        """Memory held now by every model not asleep."""
-        return sum(entry.held_gib for entry in self.entries.values() if entry.holds_memory)
+    def budget_for(self, entry: Entry) -> Optional[float]:
+        """The budget ``entry``'s memory counts against."""
+        return self.group_budgets.get(entry.node_group) if entry.node_group else self.budget_gib
+
+    def _neighbours(self, entry: Entry) -> list[Entry]:
+        """The models that share ``entry``'s budget (itself included)."""
+        return [e for e in self.entries.values() if e.node_group == entry.node_group]
+
+    def held_gib(self, node_group: Optional[str] = None) -> float:
+        """Memory held now by every model not asleep on ``node_group`` (None: the models without one)."""
+        return sum(entry.held_gib for entry in self.entries.values()
+                   if entry.holds_memory and entry.node_group == node_group)
 
     def short_gib(self, wanted: Entry) -> float:
         """How much memory ``wanted`` lacks to wake beside what is held now (<= 0: it fits)."""
-        if self.budget_gib is None:
+        budget = self.budget_for(wanted)
+        if budget is None:
             return 0.0
-        return self.held_gib() + wanted.held_gib - self.budget_gib
+        return self.held_gib(wanted.node_group) + wanted.held_gib - budget
 
     def evictions_for(self, wanted: Entry, *, now: float = 0.0, min_awake_s: float = 0.0) -> list[Entry]:
         """The models that must sleep before ``wanted`` wakes, least recently used first.
@@ -99,12 +119,14 @@ class Ledger:
                 message names the shortfall and the models that hold the rest, and
                 ``later`` says whether it would fit once the busy and young ones are done.
         """
-        if self.budget_gib is None:
+        budget = self.budget_for(wanted)
+        if budget is None:
             return []
         short = self.short_gib(wanted)
         victims: list[Entry] = []
+        neighbours = self._neighbours(wanted)
         candidates = sorted(
-            (e for e in self.entries.values()
+            (e for e in neighbours
              if e.on_demand and e.state == "awake" and e.in_flight == 0 and e is not wanted
              and now - e.awake_since >= min_awake_s),
             key=lambda e: e.last_used,
@@ -117,15 +139,16 @@ class Ledger:
         if short > 1e-9:
             holders = ", ".join(
                 f"{e.model_id} ({e.state}, {e.in_flight} in flight, {e.held_gib:.2f} GiB)"
-                for e in self.entries.values() if e.holds_memory and e not in victims
+                for e in neighbours if e.holds_memory and e not in victims
             )
+            where = f" of node group {wanted.node_group!r}" if wanted.node_group else ""
             refusal = CannotFit(
-                f"model {wanted.model_id!r} needs {wanted.held_gib:.2f} GiB to wake, and the budget of "
-                f"{self.budget_gib:.2f} GiB is short by {short:.2f} GiB even with every idle model asleep; "
+                f"model {wanted.model_id!r} needs {wanted.held_gib:.2f} GiB to wake, and the budget{where} of "
+                f"{budget:.2f} GiB is short by {short:.2f} GiB even with every idle model asleep; "
                 f"held by: {holders}. Retry when their requests finish.",
                 code="model_cannot_fit", headers={"Retry-After": str(self.retry_after_s)},
             )
-            on_demand = sum(e.held_gib for e in self.entries.values()
+            on_demand = sum(e.held_gib for e in neighbours
                             if e.on_demand and e.holds_memory and e is not wanted and e not in victims)
             refusal.later = short - on_demand <= 1e-9
             raise refusal

@@ -71,8 +71,9 @@ class Turns:
             return False
         if time.monotonic() - entry.awake_since < self.min_awake_s:
             return False
-        return any(other is not entry and other.on_demand and other.waiting and not other.holds_memory
-                   and self._ledger.short_gib(other) > 1e-9 for other in self._ledger.entries.values())
+        return any(other is not entry and other.node_group == entry.node_group and other.on_demand and other.waiting
+                   and not other.holds_memory and self._ledger.short_gib(other) > 1e-9
+                   for other in self._ledger.entries.values())
 
     async def wait_for_turn(self, entry: Entry, deadline: float, late: Callable[[], ModelUnavailable]) -> None:
         """Hold a request for a model that yields, without a lease (so the model drains).

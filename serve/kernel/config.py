@@ -25,6 +25,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: The Ray custom resource each node of a node group advertises, and how much: every replica
+#: placed on the group asks for NODE_GROUP_CLAIM of it, so it only says where, never how many.
+NODE_GROUP_UNITS = 1000
+NODE_GROUP_CLAIM = 0.001
+
+
+def node_group_resource(group: str) -> str:
+    """The custom resource that marks the nodes of ``group`` (``ray start --resources``)."""
+    return f"llmgraph_group_{group}"
+
+
 class Resources(_Strict):
     """Ray resources for one replica."""
 
@@ -32,6 +43,15 @@ class Resources(_Strict):
     num_gpus: float = Field(
         0.0, ge=0, le=1, description="Fraction of one GPU per replica (0 on CPU)."
     )
+    node_group: Optional[str] = Field(
+        None, pattern=r"^[a-z][a-z0-9_]{0,31}$",
+        description="The node group (a name in `cluster.node_groups`) whose nodes the replicas run on: they ask for "
+        "a sliver of the group's custom resource `llmgraph_group_<name>`. null: any node.",
+    )
+
+    def custom(self) -> dict[str, float]:
+        """The Ray custom resources one replica asks for (its node group's marker)."""
+        return {node_group_resource(self.node_group): NODE_GROUP_CLAIM} if self.node_group else {}
 
 
 class Scaling(_Strict):
@@ -437,6 +457,9 @@ class CollectionsSpec(_Strict):
         "embedded", description="embedded: SQLite + FAISS files under the data directory, one replica; postgres: "
         "PostgreSQL with pgvector (URL from LLMGRAPH_POSTGRES_URL_FILE), stateless replicas on any node.")
     replicas: int = Field(1, ge=1, description="Collections replicas (postgres only: the embedded store has one owner).")
+    max_replicas_per_node: Optional[int] = Field(
+        None, ge=1, description="At most this many Collections replicas on one Ray node (1 spreads them, so one node's "
+        "loss leaves the others serving); null: Serve places them.")
     chunk_chars: int = Field(1000, ge=100, description="Longest passage embedded, in characters.")
     chunk_overlap: int = Field(150, ge=0, description="Characters consecutive passages share.")
     hnsw_threshold: int = Field(
@@ -501,6 +524,27 @@ class BatchSpec(_Strict):
     )
 
 
+class NodeGroupSpec(_Strict):
+    """One kind of Ray node: a KubeRay worker group, or ``ray start --resources '{"llmgraph_group_<name>": 1000}'``.
+
+    Each node holds at most one GPU (the common cluster shape), and the residency ledger
+    keeps one memory budget per group: the models placed on a group are counted as if they
+    shared one of its nodes, which never over-commits a node (it may wake fewer models at
+    once than a group of several nodes could hold).
+    """
+
+    replicas: int = Field(1, ge=0, le=100, description="Nodes (pods) in the group.")
+    cpus: int = Field(8, ge=1, description="CPUs of one node (the pod's request and limit).")
+    memory_gib: int = Field(32, ge=1, description="Memory of one node.")
+    gpus: int = Field(0, ge=0, le=1, description="GPUs of one node (0 or 1: one budget per node).")
+    gpu_memory_gib: Optional[float] = Field(
+        None, gt=0, description="Memory of the node's GPU; null: the profile's `gpu_memory_gib`.")
+    llm_budget_gib: Optional[float] = Field(
+        None, gt=0, description="Memory the LLM engines on one node may hold at once (GPU memory with a GPU, host "
+        "memory without). null: the GPU less `gpu_headroom_gib` and any embedder share placed here; no limit on CPU.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="nodeSelector of the group's pods.")
+
+
 class ClusterSpec(_Strict):
     """How the profile maps onto a KubeRay cluster (``python -m serve render-k8s``)."""
 
@@ -514,6 +558,10 @@ class ClusterSpec(_Strict):
     )
     model_cache_gib: int = Field(100, ge=1, description="Size of the model cache volume.")
     collections_gib: int = Field(20, ge=1, description="Size of the volume holding the collections.")
+    node_groups: dict[str, NodeGroupSpec] = Field(
+        default_factory=dict,
+        description="Node groups by name (each a KubeRay worker group): a replica whose `resources.node_group` names one "
+        "runs on its nodes only. Empty: one worker group (`worker_*` above) and replicas on any node.")
     operator_namespace: str = Field(
         "kuberay-system", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
         description="The namespace the KubeRay operator runs in: the only one whose pods may reach Ray's ports "
@@ -592,6 +640,7 @@ class Profile(_Strict):
         if missing or len(set(roles)) != len(roles):
             raise ValueError(f"models: roles must be unique and include {list(CORE_ROLES)}; got {roles}")
         ids = [spec.model_id for spec in self.models] + [self.embedder.model_id]
+        self._check_node_groups()
         if self.device == "gpu" and any(spec.cpu_cores for spec in self.models):
             raise ValueError("cpu_cores binds CPU engines; a gpu profile's engines compute on the GPU")
         for spec in self.models:
@@ -613,31 +662,41 @@ class Profile(_Strict):
             if gpu_users:
                 raise ValueError(f"device is cpu but {gpu_users} ask for num_gpus > 0")
         else:
-            claims = {**self.resources_by_deployment(), **{m.role: Resources(num_gpus=m.ray_gpus) for m in self.models}}
-            total = sum(r.num_gpus for r in claims.values())
-            if total > 1.0 + 1e-9:
-                raise ValueError(
-                    f"GPU fractions add up to {total:.2f} of one GPU (must be <= 1.0)"
-                )
+            claims = {**self.resources_by_deployment(),
+                      **{m.role: Resources(num_gpus=m.ray_gpus, node_group=m.resources.node_group) for m in self.models}}
+            for group in {r.node_group for r in claims.values()}:
+                total = sum(r.num_gpus for r in claims.values() if r.node_group == group)
+                if total > 1.0 + 1e-9:
+                    where = f" on node group {group!r}" if group else ""
+                    raise ValueError(f"GPU fractions{where} add up to {total:.2f} of one GPU (must be <= 1.0)")
             if self.gpu_memory_gib is None:
                 raise ValueError("gpu profiles must set gpu_memory_gib")
             self._check_gpu_plan()
         self._check_residency_plan()
         return self
 
+    def _check_node_groups(self) -> None:
+        groups = self.cluster.node_groups
+        for name, resources in self.resources_by_deployment().items():
+            if resources.node_group is not None and resources.node_group not in groups:
+                raise ValueError(f"{name}.resources.node_group: {resources.node_group!r} is not in cluster.node_groups "
+                                 f"({sorted(groups) or 'none'})")
+            if self.device == "gpu" and resources.num_gpus and resources.node_group and not groups[resources.node_group].gpus:
+                raise ValueError(f"{name} asks for a GPU on node group {resources.node_group!r}, whose nodes have none")
+
     def _check_residency_plan(self) -> None:
-        from serve.kernel.residency_plan import build_residency_plan
+        from serve.kernel.residency_plan import build_residency_plans
 
         if self.device == "cpu" and self.residency.budget_gib is not None:
             unsized = [m.role for m in self.models if m.host_memory_gib is None]
             if unsized:
                 raise ValueError(f"residency.budget_gib on a cpu profile needs host_memory_gib for {unsized}")
-        plan = build_residency_plan(self)
-        if plan.problems():
-            raise ValueError("the residency plan does not fit:\n" + plan.table())
+        for plan in build_residency_plans(self):
+            if plan.problems():
+                raise ValueError("the residency plan does not fit:\n" + plan.table())
 
     def _check_gpu_plan(self) -> None:
-        from serve.kernel.planner import build_plan
+        from serve.kernel.planner import build_plans
 
         missing = [
             node
@@ -649,9 +708,9 @@ class Profile(_Strict):
         ]
         if missing:
             raise ValueError(f"gpu profiles must set model_facts for {missing}")
-        plan = build_plan(self)
-        if plan.problems():
-            raise ValueError("the GPU plan does not fit:\n" + plan.table())
+        for plan in build_plans(self):
+            if plan.problems():
+                raise ValueError("the GPU plan does not fit:\n" + plan.table())
 
     def _check_llm(self, spec: LLMSpec) -> None:
         where = f"models[{spec.role}]"
@@ -680,6 +739,7 @@ class Profile(_Strict):
             "extraction": self.extraction.resources,
             "collections": self.collections.resources,
             "residency": self.residency.resources,
+            "batches": self.batch.resources,
         }
 
     def llm(self, role: str) -> LLMSpec:

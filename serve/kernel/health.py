@@ -27,6 +27,8 @@ T = TypeVar("T")
 POLL_INTERVAL_S = 1.0
 #: How long one health check may take before it counts as a failure (default).
 PROBE_TIMEOUT_S = 2.0
+#: Thermal levels, coolest first: admission follows the hottest node.
+_LEVEL_ORDER = {"normal": 0, "soft": 1, "hard": 2}
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class HealthPicture:
     def __init__(self, names: Iterable[str]) -> None:
         self._healthy: dict[str, Optional[bool]] = {name: None for name in names}
         self.thermal: dict[str, Any] = {"level": "normal", "temperature_c": None}
+        self.thermal_by_node: dict[Optional[str], dict[str, Any]] = {}
         self.model_states: dict[str, str] = {}
 
     def watch(self) -> None:
@@ -96,19 +99,23 @@ class HealthCache(HealthPicture):
     Args:
         handles: Deployment handles by name (each answers ``check_health``).
         monitor: The GPU monitor's handle (answers ``admission``), or None.
+        node_monitors: The monitors of the node groups with a GPU, by group: admission
+            follows the hottest GPU among them and ``monitor``.
         probe_timeout_s: How long one answer may take before it counts as a failure.
         ready_message: Logged once, the first time every deployment answers.
         residency: The residency manager's handle (answers ``states``), or None.
     """
 
     def __init__(self, handles: dict[str, Any], monitor: Any = None, *, probe_timeout_s: float = PROBE_TIMEOUT_S,
-                 ready_message: Optional[str] = None, residency: Any = None) -> None:
+                 ready_message: Optional[str] = None, residency: Any = None,
+                 node_monitors: Optional[dict[str, Any]] = None) -> None:
         super().__init__(handles)
         self._residency = residency
         self._handles = dict(handles)
         self._timeout_s = probe_timeout_s
         self._ready_message = ready_message
-        self._monitor = monitor
+        self._monitors = {None: monitor} if monitor is not None else {}
+        self._monitors.update(node_monitors or {})
         self._task: Optional[asyncio.Task] = None
 
     def watch(self) -> None:
@@ -129,17 +136,29 @@ class HealthCache(HealthPicture):
         if self._ready_message and all(self._healthy.values()):
             logger.info("%s", self._ready_message)
             self._ready_message = None
-        if self._monitor is not None:
-            try:
-                self.thermal = await asyncio.wait_for(self._monitor.admission.remote(), self._timeout_s)
-            except Exception as exc:  # noqa: BLE001 - keep the last known level
-                logger.warning("thermal state unavailable: %r", exc)
+        if self._monitors:
+            await self._refresh_thermal()
         if self._residency is not None:
             try:
                 states = await asyncio.wait_for(self._residency.states.remote(), self._timeout_s)
                 self.model_states = {row["model"]: row["state"] for row in states}
             except Exception as exc:  # noqa: BLE001 - keep the last known states
                 logger.warning("model residency unavailable: %r", exc)
+
+    async def _refresh_thermal(self) -> None:
+        """Ask every node's monitor; admission follows the hottest GPU of the graph (a node
+        whose monitor does not answer keeps its last known level)."""
+        groups = list(self._monitors)
+        answers = await asyncio.gather(*(asyncio.wait_for(self._monitors[g].admission.remote(), self._timeout_s)
+                                         for g in groups), return_exceptions=True)
+        for group, answer in zip(groups, answers):
+            if isinstance(answer, BaseException):
+                logger.warning("thermal state of %s unavailable: %r", f"node group {group}" if group else "the GPU", answer)
+            else:
+                self.thermal_by_node[group] = answer
+        if self.thermal_by_node:
+            self.thermal = max(self.thermal_by_node.values(),
+                               key=lambda t: (_LEVEL_ORDER.get(t.get("level"), 0), t.get("temperature_c") or 0.0))
 
     @staticmethod
     async def _probe(handle: Any, timeout_s: float, method: str = "check_health") -> bool:

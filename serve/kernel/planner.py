@@ -221,11 +221,16 @@ def load_facts(name: str) -> ModelFacts:
     return ModelFacts.load(path)
 
 
-def build_plan(profile) -> Plan:
-    """The GPU plan of a ``serve.kernel.config.Profile`` with ``device: gpu``."""
-    gpu_bytes = int(profile.gpu_memory_gib * GIB)
+def build_plan(profile, node_group: Optional[str] = None) -> Plan:
+    """The GPU plan of a ``serve.kernel.config.Profile`` with ``device: gpu``: the card of
+    one node of ``node_group`` and what is placed on it (None: the nodes without a group,
+    which is the one card of a one-machine profile)."""
+    group = profile.cluster.node_groups.get(node_group) if node_group else None
+    gpu_bytes = int(((group.gpu_memory_gib if group is not None else None) or profile.gpu_memory_gib) * GIB)
     rows = []
     for spec in profile.models:
+        if spec.resources.node_group != node_group:
+            continue
         node = spec.role
         facts = load_facts(spec.model_facts)
         kv_dtype = str(spec.engine_kwargs.get("kv_cache_dtype", "auto"))
@@ -246,7 +251,7 @@ def build_plan(profile) -> Plan:
             )
         )
     emb = profile.embedder
-    if emb.resources.num_gpus > 0:
+    if emb.resources.num_gpus > 0 and emb.resources.node_group == node_group:
         facts = load_facts(emb.model_facts)
         rows.append(
             PlanRow(
@@ -260,8 +265,18 @@ def build_plan(profile) -> Plan:
             )
         )
     return Plan(
-        profile=profile.name,
+        profile=profile.name if node_group is None else f"{profile.name}, node group {node_group}",
         gpu_bytes=gpu_bytes,
         headroom_bytes=int(profile.gpu_headroom_gib * GIB),
         rows=tuple(rows),
     )
+
+
+def build_plans(profile) -> list[Plan]:
+    """One GPU plan per card: the nodes without a group, then each node group with a GPU
+    that holds a model or the embedder."""
+    placed = {spec.resources.node_group for spec in profile.models}
+    if profile.embedder.resources.num_gpus:
+        placed.add(profile.embedder.resources.node_group)
+    groups = sorted(g for g in placed if g is not None)
+    return [build_plan(profile, None)] * (None in placed) + [build_plan(profile, g) for g in groups]

@@ -8,6 +8,10 @@ model's vLLM share, ``resources.num_gpus`` of the card) and host memory on CPU p
 (``host_memory_gib``). Models that sleep at ``level1`` park their weights in host RAM,
 so on GPU profiles the plan also checks that the worker's host memory holds them all.
 
+On a cluster each node group (``cluster.node_groups``) is planned on its own: the models
+placed on a group share one node's budget, and models without a group share the
+profile's. :func:`build_residency_plans` gives one plan per group.
+
 Profile validation refuses a plan that cannot hold, with :meth:`ResidencyPlan.table` in
 the message, naming each model and its shortfall. ``python -m serve plan <profile>``
 prints it.
@@ -44,6 +48,8 @@ class ResidencyPlan:
     rows: tuple[ResidencyRow, ...]
     host_gib: Optional[float] = None
     """Host memory that level1 sleepers park weights in (GPU profiles)."""
+    node_group: Optional[str] = None
+    """The node group planned (None: the models without one)."""
 
     @property
     def resident_gib(self) -> float:
@@ -88,7 +94,8 @@ class ResidencyPlan:
     def table(self) -> str:
         budget = f"{self.budget_gib:.2f} GiB" if self.budget_gib is not None else "no limit"
         header = f"{'role':<10} {'model':<30} {'residency':<10} {'sleeps by':<9} {'awake':>8} {'room when awake':>16}"
-        lines = [f"Residency plan for profile {self.profile!r} ({self.memory} memory budget for the LLMs: {budget})",
+        where = f", node group {self.node_group!r}" if self.node_group else ""
+        lines = [f"Residency plan for profile {self.profile!r}{where} ({self.memory} memory budget for the LLMs: {budget})",
                  header, "-" * len(header)]
         for row in self.rows:
             room = self.room_for(row)
@@ -105,31 +112,49 @@ class ResidencyPlan:
         return "\n".join(lines)
 
 
-def build_residency_plan(profile) -> ResidencyPlan:
-    """The residency plan of a ``serve.kernel.config.Profile``."""
+def build_residency_plan(profile, node_group: Optional[str] = None) -> ResidencyPlan:
+    """The residency plan of a ``serve.kernel.config.Profile``'s models on ``node_group``
+    (None: the models without a node group, which is every model of a one-machine profile)."""
     gpu = profile.device == "gpu"
+    group = profile.cluster.node_groups.get(node_group) if node_group else None
+    card_gib = (group.gpu_memory_gib if group is not None else None) or profile.gpu_memory_gib
     rows = []
     for spec in profile.models:
+        if spec.resources.node_group != node_group:
+            continue
         mechanism = spec.mechanism(profile.device)
         if gpu:
-            awake = spec.resources.num_gpus * profile.gpu_memory_gib
+            awake = spec.resources.num_gpus * card_gib
             parked = 0.0
             if spec.on_demand and mechanism == "level1" and spec.model_facts:
                 parked = load_facts(spec.model_facts).weight_bytes / GIB
         else:
             awake, parked = spec.host_memory_gib or 0.0, 0.0
         rows.append(ResidencyRow(spec.role, spec.model_id, spec.residency, mechanism, round(awake, 3), parked))
+    host_gib = (group.memory_gib if group is not None else profile.cluster.worker_memory_gib) if gpu else None
     return ResidencyPlan(
-        profile=profile.name, memory="GPU" if gpu else "host", budget_gib=llm_budget_gib(profile),
-        rows=tuple(rows), host_gib=float(profile.cluster.worker_memory_gib) if gpu else None,
+        profile=profile.name, memory="GPU" if gpu else "host", budget_gib=llm_budget_gib(profile, node_group),
+        rows=tuple(rows), host_gib=float(host_gib) if host_gib is not None else None, node_group=node_group,
     )
 
 
-def llm_budget_gib(profile) -> Optional[float]:
-    """Memory the LLM engines may hold at once (see ``ResidencySpec.budget_gib``)."""
-    if profile.residency.budget_gib is not None:
+def build_residency_plans(profile) -> list[ResidencyPlan]:
+    """One plan per node group that holds a model (the models without one first)."""
+    groups = list(dict.fromkeys(spec.resources.node_group for spec in profile.models))
+    return [build_residency_plan(profile, group) for group in sorted(groups, key=lambda g: (g is not None, g or ""))]
+
+
+def llm_budget_gib(profile, node_group: Optional[str] = None) -> Optional[float]:
+    """Memory the LLM engines (of ``node_group``) may hold at once on one node (see
+    ``ResidencySpec.budget_gib`` and ``NodeGroupSpec.llm_budget_gib``)."""
+    group = profile.cluster.node_groups.get(node_group) if node_group else None
+    if group is not None and group.llm_budget_gib is not None:
+        return group.llm_budget_gib
+    if group is None and profile.residency.budget_gib is not None:
         return profile.residency.budget_gib
-    if profile.device != "gpu":
+    if profile.device != "gpu" or (group is not None and not group.gpus):
         return None
-    embedder = profile.embedder.resources.num_gpus * profile.gpu_memory_gib
-    return profile.gpu_memory_gib - profile.gpu_headroom_gib - embedder
+    card_gib = (group.gpu_memory_gib if group is not None else None) or profile.gpu_memory_gib
+    embedder = profile.embedder.resources
+    beside = embedder.num_gpus * card_gib if embedder.node_group == node_group else 0.0
+    return card_gib - profile.gpu_headroom_gib - beside

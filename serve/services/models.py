@@ -29,16 +29,18 @@ class ModelsService:
         cards: The model cards, built once from the profile (``serve/model_cards.py``).
         health: The replica's health cache (deployment health, the last model states).
         monitor: The GpuMonitor deployment's handle (readiness shows the GPU).
+        node_monitors: Each GPU node group's GpuMonitor, by group (readiness shows each).
         residency: The residency manager's handle (None when every model is resident).
         timeout_s: Longest wait for the manager's states and the monitor's snapshot.
     """
 
     def __init__(self, profile: Profile, cards: dict[str, ModelCard], health: HealthCache, monitor: Any,
-                 residency: Optional[Any], *, timeout_s: float) -> None:
+                 residency: Optional[Any], *, timeout_s: float, node_monitors: Optional[dict[str, Any]] = None) -> None:
         self._profile = profile
         self._cards = cards
         self._health = health
         self._monitor = monitor
+        self._node_monitors = dict(node_monitors or {})
         self._residency = residency
         self._timeout_s = timeout_s
 
@@ -93,16 +95,23 @@ class ModelsService:
             cards[model_id] = card
         return cards
 
+    async def _gpu_snapshot(self, monitor: Any) -> dict[str, Any]:
+        try:
+            return await asyncio.wait_for(monitor.snapshot.remote(), self._timeout_s)
+        except Exception:  # noqa: BLE001 - the GPU picture is informative only
+            return {"available": None}
+
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Whether every deployment answered its last health check, and the picture."""
         self._health.watch()
         if "unknown" in self._health.statuses().values():
             await self._health.refresh()  # the first call, before the loop has run
         deployments = self._health.statuses()
-        try:
-            gpu = await asyncio.wait_for(self._monitor.snapshot.remote(), self._timeout_s)
-        except Exception:  # noqa: BLE001 - the GPU picture is informative only
-            gpu = {"available": None}
+        gpu = await self._gpu_snapshot(self._monitor)
+        if self._node_monitors:
+            groups = list(self._node_monitors)
+            snapshots = await asyncio.gather(*(self._gpu_snapshot(self._node_monitors[g]) for g in groups))
+            gpu["node_groups"] = dict(zip(groups, snapshots))
         ready = all(status == "ok" for status in deployments.values())
         return ready, {"status": "ready" if ready else "not_ready", "profile": self._profile.name,
                        "deployments": deployments, "gpu": gpu}

@@ -10,7 +10,7 @@ from tests.support.profiles import llm_entry
 from serve.kernel.config import CONFIGS_DIR, Profile, ProfileError, load_profile
 
 
-@pytest.mark.parametrize("name", ["cpu", "cpu-tiny", "gpu-16gb", "gpu-80gb"])
+@pytest.mark.parametrize("name", ["cpu", "cpu-tiny", "cpu-swap", "gpu-16gb", "gpu-80gb", "gpu-cluster"])
 def test_shipped_profiles_validate(name):
     profile = load_profile(name)
     assert profile.name == name

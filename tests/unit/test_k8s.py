@@ -77,11 +77,16 @@ def test_overlays_apply_to_a_valid_rayservice(overlay):
     validate_ray(merged)
     apps = yaml.safe_load(merged["spec"]["serveConfigV2"])["applications"]
     assert apps[0]["args"]["profile"] == overlay
-    worker = merged["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
-    limits = worker["containers"][0]["resources"]["limits"]
     cluster = load_profile(overlay).cluster
-    assert limits["nvidia.com/gpu"] == cluster.worker_gpus
-    assert limits["memory"] == f"{cluster.worker_memory_gib}Gi"
+    # One worker group sized by `cluster.worker_*`, or one per node group sized by the group.
+    sizes = ([(g.gpus, g.memory_gib) for g in cluster.node_groups.values()] if cluster.node_groups
+             else [(cluster.worker_gpus, cluster.worker_memory_gib)])
+    groups = merged["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    assert len(groups) == len(sizes)
+    for group, (gpus, memory_gib) in zip(groups, sizes):
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert limits.get("nvidia.com/gpu", 0) == gpus
+        assert limits["memory"] == f"{memory_gib}Gi"
 
 
 def test_gcs_ft_component_applies():

@@ -7,19 +7,13 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
-from serve.kernel.config import CONFIGS_DIR, PROJECT_ROOT, ProfileError, load_profile
+from serve.kernel.config import PROJECT_ROOT, ProfileError, load_profile
 from serve.kernel.residency_plan import build_residency_plan
-from tests.support.profiles import llm_entry
+from tests.support.profiles import llm_entry, profile_variant
 
 
-def _variant(tmp_path, name, mutate):
-    raw = yaml.safe_load((CONFIGS_DIR / f"{name}.yaml").read_text())
-    mutate(raw)
-    path = tmp_path / "variant.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return str(path)
+_variant = profile_variant
 
 
 def test_cpu_swap_holds_two_of_its_three_models_awake():

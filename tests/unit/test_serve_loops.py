@@ -8,33 +8,16 @@ import subprocess
 import sys
 
 import pytest
-from ray.serve.deployment import Application
 
 from serve.app import build_graph
 from serve.kernel.config import PROJECT_ROOT, load_profile
 from serve.kernel.serve_loops import SINGLE_LOOP_ENV
-
-
-def _deployments(node, found: dict) -> dict:
-    """Each deployment bound in the graph under ``node``, by name: its actor options."""
-    if isinstance(node, Application):
-        bound = node._bound_deployment
-        if bound.name not in found:
-            found[bound.name] = bound.ray_actor_options
-            for arg in [*bound.init_args, *bound.init_kwargs.values()]:
-                _deployments(arg, found)
-    elif isinstance(node, dict):
-        for value in node.values():
-            _deployments(value, found)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            _deployments(value, found)
-    return found
+from tests.support.graph_nodes import bound_deployments
 
 
 @pytest.mark.parametrize("profile", ["cpu", "cpu-swap"])
 def test_every_replica_runs_its_code_and_its_handles_on_one_loop(profile):
-    deployments = _deployments(build_graph(load_profile(profile)), {})
+    deployments = {name: bound.ray_actor_options for name, bound in bound_deployments(build_graph(load_profile(profile))).items()}
     assert {"Ingress", "Extractor", "Reasoner", "Embedder", "Router"} <= set(deployments)
     for name, options in deployments.items():
         env = options["runtime_env"]["env_vars"]
