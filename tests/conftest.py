@@ -58,7 +58,7 @@ def openai_client(graph: RunningGraph):
 
 #: Modules that deploy a graph of their own. They run first, before the shared ``cpu``
 #: graph starts: two graphs at once would not fit 2 cores and 24 GB.
-OWN_GRAPH_MODULES = ("tests/integration/test_residency.py", "tests/integration/test_collections_postgres.py")
+OWN_GRAPH_MODULES = ("tests/integration/test_residency.py", "tests/integration/test_multinode.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

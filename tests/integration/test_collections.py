@@ -87,7 +87,7 @@ def test_get_upsert_and_delete(http, collection):
 @pytest.fixture(scope="module")
 def index_kind() -> str:
     """The index a small collection reports: exact FAISS on the embedded store
-    (``test_collections_postgres.py`` overrides it for pgvector)."""
+    (``test_multinode.py`` overrides it for pgvector)."""
     return "flat"
 
 

@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import httpx
 import yaml
@@ -49,6 +50,8 @@ class RunningGraph:
     profile: str = PROFILE
     env: dict = field(default_factory=dict)
     restarts: int = 0
+    dashboard: Optional[str] = None
+    """The dashboard of the cluster the graph was deployed to (None: the one ``serve run`` started)."""
 
     @property
     def api_url(self) -> str:
@@ -59,6 +62,8 @@ class RunningGraph:
         return "\n".join(text.splitlines()[-lines:])
 
     def dashboard_url(self) -> str:
+        if self.dashboard:
+            return self.dashboard
         match = _DASHBOARD_RE.search(self.log_path.read_text(errors="replace"))
         if not match:
             raise RuntimeError("serve run did not print a dashboard address")
@@ -75,8 +80,11 @@ class RunningGraph:
 
 
 def start_graph(workdir: Path, *, profile: str = PROFILE, timeout_s: float = 420, env: dict | None = None,
-                port: int | None = None) -> RunningGraph:
-    """Run ``serve run`` on a copy of serve_config.yaml that listens on a free port."""
+                port: int | None = None, ray_address: str = "local", dashboard: Optional[str] = None) -> RunningGraph:
+    """Run ``serve run`` on a copy of serve_config.yaml that listens on a free port.
+
+    ``ray_address``: ``local`` starts a Ray of its own (stopped with it); the address of a
+    running cluster deploys the graph there (:mod:`tests.support.cluster`)."""
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     port = port or free_port()
     config["http_options"]["port"] = port
@@ -86,7 +94,7 @@ def start_graph(workdir: Path, *, profile: str = PROFILE, timeout_s: float = 420
     log_path = workdir / f"serve-{time.time_ns()}.log"
 
     # As `make serve` runs it: Ray's HTTP proxy on one event loop too (serve/kernel/serve_loops.py).
-    run_env = {**os.environ, "RAY_ADDRESS": "local", **SINGLE_LOOP_ENV, **(env or {})}
+    run_env = {**os.environ, "RAY_ADDRESS": ray_address, **SINGLE_LOOP_ENV, **(env or {})}
     serve_bin = Path(sys.executable).parent / "serve"
     started = time.monotonic()
     with open(log_path, "wb") as log:
@@ -99,7 +107,7 @@ def start_graph(workdir: Path, *, profile: str = PROFILE, timeout_s: float = 420
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     graph = RunningGraph(process=process, base_url=f"http://127.0.0.1:{port}", log_path=log_path, ready_after_s=0.0,
-                         workdir=workdir, profile=profile, env=dict(env or {}))
+                         workdir=workdir, profile=profile, env=dict(env or {}), dashboard=dashboard)
     deadline = started + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:

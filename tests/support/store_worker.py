@@ -6,7 +6,9 @@ after the write returns, ``+ <id>`` (upsert) or ``- <id>`` (delete) lines acknow
 The test kills this process with SIGKILL at random moments: an announced write without
 its acknowledgement was in flight, and may or may not have landed.
 
-Usage: python -m tests.support.store_worker DATA_DIR FIRST_ID
+Usage: python -m tests.support.store_worker DATA_DIR|POSTGRES_URL FIRST_ID
+(a ``postgresql://`` URL writes to PostgreSQL with pgvector, anything else is the
+directory of an embedded store)
 """
 
 from __future__ import annotations
@@ -38,9 +40,18 @@ def vector_for(doc_id: str) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
+def open_store(where: str):
+    """The embedded store in directory ``where``, or the PostgreSQL store at URL ``where``."""
+    if where.startswith(("postgresql://", "postgres://")):
+        from deployments.collections.pg_store import PostgresCollectionStore
+
+        return PostgresCollectionStore(where, params(), max_collections=4)
+    return CollectionStore(Path(where), params(), max_collections=4)
+
+
 def main() -> None:
-    root, first = Path(sys.argv[1]), int(sys.argv[2])
-    store = CollectionStore(root, params(), max_collections=4)
+    first = int(sys.argv[2])
+    store = open_store(sys.argv[1])
     collection = store.get(COLLECTION, create=True)
     rng = random.Random(first)
     written: list[str] = []
