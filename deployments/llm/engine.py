@@ -94,7 +94,7 @@ class OffLoopStartEngine(VLLMEngine):
         then, an engine started by a replacement replica (a node back, a replica replaced
         under load) would import torch and vLLM on a control core the replicas keep busy.
         """
-        from serve.kernel.cpu_affinity import parse_core_list
+        from serve.kernel.cpu_affinity import parse_core_list, pin_this_process
         from serve.kernel.settings import load_settings
 
         cores = parse_core_list(load_settings().engine_cores)
@@ -107,7 +107,9 @@ class OffLoopStartEngine(VLLMEngine):
         try:
             return super()._start_async_llm_engine(engine_args, engine_config, placement_group)
         finally:
-            os.sched_setaffinity(0, before)
+            # This thread, and the threads the engine client started from it in this
+            # process, go back to the replica's cores.
+            pin_this_process(before)
 
     def _prepare_engine_config(self, callback_ctx: Any):
         return self._prepared if self._prepared is not None else super()._prepare_engine_config(callback_ctx)

@@ -251,8 +251,9 @@ class Dispatcher:
         raise Unavailable("no model could take the request", code="service_unavailable")
 
     async def _call_while_up(self, target: str, body: Any, call_method: str, request_info: Any):
-        """Call ``target``, unless it is known to be down for ``down_model_wait_s`` before
-        its reply starts (:func:`~serve.kernel.health.unless_down`): then 503 with Retry-After."""
+        """Call ``target``, unless Serve has run no replica of it for ``down_model_wait_s``
+        before its reply starts (:func:`~serve.kernel.health.unless_down`): then 503 with
+        Retry-After."""
         def still_down() -> Unavailable:
             return Unavailable(f"model {target!r} is not available now (its replica is down); retry later",
                                code="model_unavailable", headers={"Retry-After": str(DOWN_RETRY_AFTER_S)})

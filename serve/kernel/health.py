@@ -39,6 +39,8 @@ class HealthSnapshot:
     thermal: dict[str, Any]
     model_states: dict[str, str] = field(default_factory=dict)
     """The residency state of each LLM (``awake``, ``asleep``...), by model id."""
+    without_replicas: frozenset[str] = frozenset()
+    """The deployments Serve runs no replica of now (see :meth:`HealthCache._count_replicas`)."""
 
 
 class HealthPicture:
@@ -56,9 +58,15 @@ class HealthPicture:
         self.thermal: dict[str, Any] = {"level": "normal", "temperature_c": None}
         self.thermal_by_node: dict[Optional[str], dict[str, Any]] = {}
         self.model_states: dict[str, str] = {}
+        self.without_replicas: frozenset[str] = frozenset()
 
     def watch(self) -> None:
         """Nothing to start: the picture arrives with requests."""
+
+    def has_no_replica(self, name: str) -> bool:
+        """Whether Serve runs no replica of ``name`` now (its node is gone, or it is being
+        replaced): not merely slow to answer its health check, as a busy one is."""
+        return name in self.without_replicas
 
     def healthy(self, name: str) -> bool:
         """Whether ``name`` answered its last check (true until a check says otherwise)."""
@@ -77,7 +85,7 @@ class HealthPicture:
         return {name: {True: "ok", False: "down", None: "unknown"}[value] for name, value in self._healthy.items()}
 
     def snapshot(self) -> HealthSnapshot:
-        return HealthSnapshot(dict(self._healthy), dict(self.thermal), dict(self.model_states))
+        return HealthSnapshot(dict(self._healthy), dict(self.thermal), dict(self.model_states), self.without_replicas)
 
     def update(self, snapshot: Optional[HealthSnapshot]) -> None:
         """Take a newer picture (the latest wins: every sender sees the same graph)."""
@@ -85,6 +93,7 @@ class HealthPicture:
             self._healthy.update({name: value for name, value in snapshot.healthy.items() if name in self._healthy})
             self.thermal = dict(snapshot.thermal)
             self.model_states = dict(snapshot.model_states)
+            self.without_replicas = snapshot.without_replicas
 
 
 #: Deployments whose readiness is more than being alive: they answer ``readiness`` only
@@ -136,6 +145,7 @@ class HealthCache(HealthPicture):
         if self._ready_message and all(self._healthy.values()):
             logger.info("%s", self._ready_message)
             self._ready_message = None
+        await self._count_replicas()
         if self._monitors:
             await self._refresh_thermal()
         if self._residency is not None:
@@ -144,6 +154,25 @@ class HealthCache(HealthPicture):
                 self.model_states = {row["model"]: row["state"] for row in states}
             except Exception as exc:  # noqa: BLE001 - keep the last known states
                 logger.warning("model residency unavailable: %r", exc)
+
+    async def _count_replicas(self) -> None:
+        """While a deployment does not answer its check, ask Serve whether it runs any
+        replica of it at all. A deployment that answers late is busy (a full queue refuses
+        the probe too) and will serve what waits for it; one with no replica running (its
+        node is gone) will not, and the dispatcher stops waiting for it. Serve is asked
+        only while something is down: its answer describes every replica of the cluster."""
+        down = {name for name, healthy in self._healthy.items() if healthy is False}
+        if not down:
+            self.without_replicas = frozenset()
+            return
+        try:
+            running = await asyncio.wait_for(asyncio.to_thread(running_replicas), self._timeout_s)
+        except Exception as exc:  # noqa: BLE001 - keep the last answer
+            logger.warning("Serve's replica counts unavailable: %r", exc)
+            return
+        deployments = {name: getattr(self._handles[name], "deployment_name", None) for name in down}
+        self.without_replicas = frozenset(name for name, deployment in deployments.items()
+                                          if deployment is not None and running.get(deployment) == 0)
 
     async def _refresh_thermal(self) -> None:
         """Ask every node's monitor; admission follows the hottest GPU of the graph (a node
@@ -174,35 +203,50 @@ class HealthCache(HealthPicture):
             await asyncio.sleep(POLL_INTERVAL_S)
 
 
-#: How often a request waiting on a model known to be down looks at the health picture.
+#: How often a request waiting on a model with no replica looks at the health picture.
 DOWN_POLL_S = 0.5
 
 
-async def down_for(picture: HealthPicture, name: str, wait_s: float) -> None:
-    """Return once ``picture`` has shown ``name`` down for ``wait_s`` without a break."""
-    down_since: Optional[float] = None
+def running_replicas() -> dict[str, int]:
+    """Serve's count of RUNNING replicas of every deployment, by deployment name (blocking;
+    empty outside a Ray worker, where asking would start a Ray of its own)."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        return {}
+    status = serve.status()
+    return {name: sum(count for state, count in deployment.replica_states.items()
+                      if getattr(state, "value", state) == "RUNNING")
+            for app in status.applications.values() for name, deployment in app.deployments.items()}
+
+
+async def without_replica_for(picture: HealthPicture, name: str, wait_s: float) -> None:
+    """Return once ``picture`` has shown no replica of ``name`` for ``wait_s`` without a break."""
+    since: Optional[float] = None
     while True:
         now = time.monotonic()
-        if picture.healthy(name):
-            down_since = None
-        elif down_since is None:
-            down_since = now
-        elif now - down_since >= wait_s:
+        if not picture.has_no_replica(name):
+            since = None
+        elif since is None:
+            since = now
+        elif now - since >= wait_s:
             return
         await asyncio.sleep(DOWN_POLL_S)
 
 
 async def unless_down(picture: HealthPicture, name: str, wait_s: float, call: Awaitable[T],
                       still_down: Callable[[], Exception]) -> T:
-    """Await ``call`` unless ``name`` is known to be down for ``wait_s`` first; then cancel
-    it and raise ``still_down()``.
+    """Await ``call`` unless Serve has run no replica of ``name`` for ``wait_s`` first;
+    then cancel it and raise ``still_down()``.
 
     A Serve handle holds a request until a replica takes it: a few seconds while Serve
     replaces a dead replica (worth waiting for), forever while the deployment's node is
-    gone. A deployment that answers is never cut short, however long its answer takes.
+    gone. A deployment that has a replica is never given up on, however busy (its health
+    check may time out under a full queue) or however long its answer takes.
     """
     task = asyncio.ensure_future(call)
-    watch = asyncio.ensure_future(down_for(picture, name, wait_s))
+    watch = asyncio.ensure_future(without_replica_for(picture, name, wait_s))
     try:
         await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -118,8 +118,8 @@ class Settings(BaseSettings):
         default=30.0,
         gt=0,
         description=(
-            "How long a request waits for the last model it may use while that model is known to be down "
-            "(its replica is being replaced, or its node is gone); then 503 with Retry-After."
+            "How long a request waits for the last model it may use while Serve runs no replica of it "
+            "(one is being replaced, or its node is gone); then 503 with Retry-After."
         ),
     )
 

@@ -161,6 +161,7 @@ def test_a_model_that_stays_down_is_refused_with_retry_after_instead_of_held():
     reasoner = FakeLlm(REASONER, delay_s=3600)
     dispatcher, health = make(reasoner=reasoner, settings=Settings(router_timeout_s=0.2, down_model_wait_s=0.3))
     health._healthy["reasoner"] = False
+    health.without_replicas = frozenset({"reasoner"})
 
     async def pinned():
         return await dispatcher.dispatch(chat(), "chat", dispatcher.pinned(REASONER, "test"))
@@ -172,19 +173,44 @@ def test_a_model_that_stays_down_is_refused_with_retry_after_instead_of_held():
     assert dispatcher.in_flight == {REASONER: 0}
 
 
-def test_a_model_back_within_the_wait_or_merely_slow_is_served():
+def test_a_model_back_within_the_wait_or_merely_busy_is_served():
     reasoner = FakeLlm(REASONER, delay_s=0.6)
     dispatcher, health = make(reasoner=reasoner, settings=Settings(router_timeout_s=0.2, down_model_wait_s=0.4))
 
     async def back_soon():
-        health._healthy["reasoner"] = False
-        asyncio.get_running_loop().call_later(0.2, health._healthy.__setitem__, "reasoner", True)
+        health._healthy["reasoner"], health.without_replicas = False, frozenset({"reasoner"})
+        asyncio.get_running_loop().call_later(0.2, setattr, health, "without_replicas", frozenset())
         return await dispatcher.dispatch(chat(), "chat", dispatcher.pinned(REASONER, "test"))
 
     assert run(back_soon()).hops == (f"{REASONER}=ok",)
-    # Healthy all along, slower than the wait: never cut short.
+    # Its health check failing (a full queue refuses it too) while Serve runs a replica:
+    # busy, not gone, so the request waits for its answer.
+    health._healthy["reasoner"], health.without_replicas = False, frozenset()
     assert run(dispatcher.dispatch(chat(), "chat", dispatcher.pinned(REASONER, "test"))).hops == (f"{REASONER}=ok",)
     assert reasoner.cancelled == 0
+
+
+def test_a_deployment_with_no_replica_running_is_told_apart_from_a_busy_one(monkeypatch):
+    from serve.kernel import health as health_module
+
+    extractor, reasoner = FakeLlm(EXTRACTOR), FakeLlm(REASONER, fail=DeploymentUnavailableError("Reasoner"))
+    extractor.deployment_name, reasoner.deployment_name = "Extractor", "Reasoner"
+    health = HealthCache({"extractor": extractor, "reasoner": reasoner})
+    asked = []
+
+    def counts(running):
+        return lambda: asked.append(1) or running
+
+    monkeypatch.setattr(health_module, "running_replicas", counts({"Extractor": 1, "Reasoner": 0}))
+    run(health.refresh())
+    assert health.has_no_replica("reasoner") and not health.has_no_replica("extractor")
+    monkeypatch.setattr(health_module, "running_replicas", counts({"Extractor": 1, "Reasoner": 1}))
+    run(health.refresh())
+    assert not health.has_no_replica("reasoner"), "down to its probe but running: busy, not gone"
+    reasoner.fail = None
+    asked.clear()
+    run(health.refresh())
+    assert health.without_replicas == frozenset() and asked == [], "Serve is asked only while something is down"
 
 
 def test_a_picture_sent_by_the_ingress_steers_a_dispatcher_that_probes_nothing():
