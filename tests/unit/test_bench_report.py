@@ -23,6 +23,41 @@ def test_report_renders_the_suites_present(tmp_path):
     assert "Overhead" not in text  # no overhead.json, no overhead table
 
 
+def test_the_backends_over_http_are_rendered_beside_the_store_comparison(tmp_path):
+    from serve.bench.http_backends import summary
+
+    def side(p50, recall, index):
+        return {"ingest_docs_per_s": 250.0, "index": index, "search": {"p50_ms": p50, "p99_ms": p50 * 2, "recall_at_10": recall},
+                "filtered": {"p50_ms": p50 + 1, "p99_ms": p50 * 3, "recall_at_10": recall}}
+
+    rows = [{"documents": 100000, "queries": 200, "embedded": side(20.0, 0.99, "hnsw"),
+             "postgres": side(25.0, 0.97, "pgvector-hnsw")}]
+    over_http = {"sizes": rows, "postgres_vs_embedded": summary(rows)}
+    assert over_http["postgres_vs_embedded"]["search_p50_ratio_100k"] == 1.25
+    assert over_http["postgres_vs_embedded"]["recall_at_10_100k"] == 0.97
+    index = {"search": [], "backends": {"sizes": [], "postgres_vs_embedded": {}, "http": over_http},
+             "meta": {"date": "2026-12-07", "cpu": "Test CPU", "cores": 2, "memory_gib": 24.0, "gpus": []}}
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    text = render(tmp_path)
+    assert "| 100,000 | postgres (pgvector-hnsw) | 250.0 docs/s | 25.0 / 50.0 ms | 0.97 |" in text
+    assert "Over HTTP, `postgres_vs_embedded`: search_p50_ratio_100k **1.25**" in text
+
+
+def test_exact_top10_is_taken_among_the_documents_a_filter_allows():
+    import numpy as np
+
+    from serve.bench.http_backends import exact_top10
+
+    documents = np.eye(12, dtype=np.float32)
+    queries = documents[[0, 1]] + 0.01
+    everyone = np.arange(12)
+    assert all(len(ids) == 10 for ids in exact_top10(documents, queries, everyone))
+    assert 0 in exact_top10(documents, queries, everyone)[0]
+    memos = everyone[everyone % 3 == 0]
+    found = exact_top10(documents, queries, memos)
+    assert found[0] == set(memos.tolist()) and 1 not in found[1]  # fewer than 10 allowed: all of them
+
+
 def test_no_results_says_so(tmp_path):
     assert "No results yet" in render(tmp_path)
 
