@@ -180,7 +180,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                              label=f"{name} {label} p50 (store)")
                 over_http = backends.get("http", {}).get("sizes", [])
                 axes[3].plot([r["documents"] for r in over_http], [r[name][label]["p50_ms"] for r in over_http],
-                             style.replace("-", ":"), color=color, alpha=0.6, label=f"{name} {label} p50 (HTTP)")
+                             style[0] + ":", color=color, alpha=0.6, label=f"{name} {label} p50 (HTTP)")
         axes[3].set(xscale="log", yscale="log", title="collections search p50, store and HTTP (recall in the JSON)",
                     xlabel="documents", ylabel="ms")
         axes[3].legend(fontsize=7)

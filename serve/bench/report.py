@@ -229,7 +229,7 @@ def _batch(data: dict[str, Any]) -> str:
 
 SUITES: dict[str, tuple[str, str, Callable[[dict[str, Any]], str]]] = {
     "overhead": ("Overhead against the engine alone", "python -m serve bench overhead", _overhead),
-    "index": ("Embeddings and vector search", "python -m serve bench index --backends --http-backends --http-sizes 10000,100000", _index),
+    "index": ("Embeddings and vector search", "python -m serve bench index --backends --http-backends --http-sizes 10000", _index),
     "extract": ("Extraction", "python -m serve bench extract --url http://127.0.0.1:8000", _extract),
     "router": ("Routing", "python -m serve bench router", _router),
     "load": ("Load", "python -m serve bench load", _load_suite),
