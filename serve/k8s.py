@@ -323,8 +323,8 @@ def collections_claim(profile: Profile) -> dict[str, Any]:
     return _claim(COLLECTIONS_CLAIM, profile.cluster.collections_gib)
 
 
-def _profile_patch(profile_name: str, serve_config_path: Path, image: str) -> dict[str, Any]:
-    full = rayservice(load_profile(profile_name), serve_config_for(profile_name, serve_config_path), image)
+def _profile_patch(profile: Profile, serve_config_path: Path, image: str) -> dict[str, Any]:
+    full = rayservice(profile, serve_config_for(profile.name, serve_config_path), image)
     return {
         "apiVersion": full["apiVersion"],
         "kind": full["kind"],
@@ -403,16 +403,17 @@ def render(profile_name: str, *, serve_config_path: Path | None = None, image: s
         ),
     }
     for overlay in GPU_PROFILES:
-        files[f"overlays/{overlay}/rayservice-patch.yaml"] = _dump(_profile_patch(overlay, serve_config_path, image))
+        overlay_profile = load_profile(overlay)
+        files[f"overlays/{overlay}/rayservice-patch.yaml"] = _dump(_profile_patch(overlay_profile, serve_config_path, image))
         patches = [{"path": "rayservice-patch.yaml", "target": {"kind": "RayService", "name": NAME}}]
-        if load_profile(overlay).cluster.node_groups:
+        if overlay_profile.cluster.node_groups:
             # Pods of several groups, on several machines, read the same weights: the cache
             # must be a volume many nodes mount (NFS, EFS, Filestore...).
             files[f"overlays/{overlay}/model-cache-pvc-patch.yaml"] = _dump(_shared_cache_patch())
             patches.append({"path": "model-cache-pvc-patch.yaml",
                             "target": {"kind": "PersistentVolumeClaim", "name": MODEL_CACHE_CLAIM}})
         resources = ["../../base"]
-        if _uses_postgres(load_profile(overlay)):
+        if _uses_postgres(overlay_profile):
             files[f"overlays/{overlay}/postgres-egress.yaml"] = _dump(postgres_egress_policy(POSTGRES_PORT))
             resources.append("postgres-egress.yaml")
         files[f"overlays/{overlay}/kustomization.yaml"] = _dump(

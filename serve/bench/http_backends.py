@@ -22,12 +22,8 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import yaml
 
+from serve.bench.backends import FILTER, KINDS, UPSERT, exact_top10, postgres, summary
 from serve.bench.stats import percentile
-
-KINDS = ("memo", "recipe", "note")
-FILTER = {"kind": "memo"}
-UPSERT = 256
-
 
 @contextmanager
 def graph(profile: str, backend: str, workdir: Path, postgres_url: Optional[str]) -> Iterator[str]:
@@ -52,14 +48,6 @@ def graph(profile: str, backend: str, workdir: Path, postgres_url: Optional[str]
                  log=workdir / f"graph-{backend}.log") as (url, ready_s):
         print(f"  graph with {backend} collections ready in {ready_s:.0f} s", flush=True)
         yield url
-
-
-def exact_top10(documents: np.ndarray, queries: np.ndarray, allowed: np.ndarray) -> list[set[int]]:
-    """The ids (row numbers) of each query's 10 nearest documents among ``allowed``."""
-    scores = queries @ documents[allowed].T
-    k = min(10, len(allowed))
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    return [set(allowed[row].tolist()) for row in top]
 
 
 def measure(url: str, size: int, texts: list[str], probes: list[str], exact: dict[str, list[set[int]]]) -> dict[str, Any]:
@@ -101,8 +89,6 @@ def compare_over_http(profile: str, corpus: dict[int, list[str]], probes: dict[i
     the queries by size); returns ``{"sizes": [...], "postgres_vs_embedded": {...}}``.
     ``on_embedded_graph`` is called with the embedded graph's URL before its collections
     are measured (the embeddings throughput is taken there)."""
-    from serve.bench.backends import postgres
-
     sizes = sorted(corpus)
     exact: dict[int, dict[str, list[set[int]]]] = {}
     for size in sizes:
@@ -127,14 +113,3 @@ def compare_over_http(profile: str, corpus: dict[int, list[str]], probes: dict[i
                               f"filtered p50 {row[backend]['filtered']['p50_ms']} ms", flush=True)
     return {"sizes": rows, "postgres_vs_embedded": summary(rows)}
 
-
-def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The figures the issue's goal names, at the largest size measured."""
-    last = rows[-1]
-    tag = f"{last['documents'] // 1000}k"
-    emb, pg = last["embedded"], last["postgres"]
-    return {f"search_p50_ratio_{tag}": round(pg["search"]["p50_ms"] / emb["search"]["p50_ms"], 3),
-            f"filtered_p50_ratio_{tag}": round(pg["filtered"]["p50_ms"] / emb["filtered"]["p50_ms"], 3),
-            f"recall_at_10_{tag}": pg["search"]["recall_at_10"],
-            f"embedded_recall_at_10_{tag}": emb["search"]["recall_at_10"],
-            f"ingest_ratio_{tag}": round(pg["ingest_docs_per_s"] / emb["ingest_docs_per_s"], 3)}

@@ -33,10 +33,18 @@ def _run_until_killed(where: str, first_id: int, rng: random.Random) -> tuple[li
         [sys.executable, "-m", "tests.support.store_worker", where, str(first_id)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    # Let it write for a random while (past start-up, into snapshots and replays).
-    time.sleep(rng.uniform(1.5, 4.0))
+    # Past its start-up (however long that takes on this machine: until its first
+    # acknowledged write), then a random while more, into snapshots and replays.
+    started = []
+    while not started or not started[-1].startswith(("+ ", "- ")):
+        line = worker.stdout.readline()
+        if not line:
+            break  # it died: the assertions below say how
+        started.append(line)
+    time.sleep(rng.uniform(1.0, 3.5))
     worker.send_signal(signal.SIGKILL)
-    out, err = worker.communicate(timeout=30)
+    rest, err = worker.communicate(timeout=30)
+    out = "".join(started) + rest
     assert worker.returncode == -signal.SIGKILL, err[-2000:]
     lines = out.splitlines()
     if lines and not out.endswith("\n"):
@@ -84,7 +92,7 @@ def where(request, tmp_path) -> str:
     return fresh_database(request.getfixturevalue("postgres_url"), "store_crash")
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)  # six kills and verifications; generous for a slow machine
 def test_acknowledged_writes_survive_sigkill(where):
     rng = random.Random(1234)
     alive: set[str] = set()

@@ -24,7 +24,7 @@ def test_report_renders_the_suites_present(tmp_path):
 
 
 def test_the_backends_over_http_are_rendered_beside_the_store_comparison(tmp_path):
-    from serve.bench.http_backends import summary
+    from serve.bench.backends import summary
 
     def side(p50, recall, index):
         return {"ingest_docs_per_s": 250.0, "index": index, "search": {"p50_ms": p50, "p99_ms": p50 * 2, "recall_at_10": recall},
@@ -46,7 +46,7 @@ def test_the_backends_over_http_are_rendered_beside_the_store_comparison(tmp_pat
 def test_exact_top10_is_taken_among_the_documents_a_filter_allows():
     import numpy as np
 
-    from serve.bench.http_backends import exact_top10
+    from serve.bench.backends import exact_top10
 
     documents = np.eye(12, dtype=np.float32)
     queries = documents[[0, 1]] + 0.01
