@@ -43,8 +43,11 @@ def _run_until_killed(where: str, first_id: int, rng: random.Random) -> tuple[li
         started.append(line)
     time.sleep(rng.uniform(1.0, 3.5))
     worker.send_signal(signal.SIGKILL)
-    rest, err = worker.communicate(timeout=30)
-    out = "".join(started) + rest
+    # Read the rest through the same buffered pipe objects (communicate() would read the
+    # raw pipes and lose what readline had already buffered); the kill closed them.
+    out = "".join(started) + worker.stdout.read()
+    err = worker.stderr.read()
+    worker.wait(30)
     assert worker.returncode == -signal.SIGKILL, err[-2000:]
     lines = out.splitlines()
     if lines and not out.endswith("\n"):
